@@ -1,0 +1,122 @@
+//! A child process that dies with its handle.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Why a test server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// The program is not installed.
+    #[error("{program} not found: {hint}")]
+    NotInstalled {
+        /// The program.
+        program: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// The server did not come up.
+    #[error("{what} did not become ready within {seconds}s; its log: {log}")]
+    NotReady {
+        /// Which server.
+        what: String,
+        /// The wait.
+        seconds: u64,
+        /// Where its output went.
+        log: PathBuf,
+    },
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A running child process, killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ChildProcess {
+    /// Spawns `command` with stdout and stderr appended to `log`.
+    pub fn spawn(mut command: Command, log: &Path) -> std::io::Result<Self> {
+        let out = File::options().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()?;
+        Ok(ChildProcess {
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILLs it and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs it (through `kill -TERM`) and waits up to `grace` before SIGKILL.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The last `lines` lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Finds `program` on `PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,215 @@
+//! A real `redis-server` on loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{find_program, ChildProcess, TestkitError};
+
+/// How to run the server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Persist with the append-only file, so a restart keeps the records.
+    pub appendonly: bool,
+    /// `requirepass`: clients must AUTH.
+    pub password: Option<String>,
+}
+
+/// A `redis-server` process on 127.0.0.1, or the server `REDIS_URL` names.
+#[derive(Debug)]
+pub struct RedisServer {
+    url: String,
+    port: u16,
+    options: RedisOptions,
+    /// `None` when the server is external (`REDIS_URL`) or stopped.
+    process: Option<ChildProcess>,
+    external: bool,
+    dir: tempfile::TempDir,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl RedisServer {
+    /// The server `REDIS_URL` names, else a new `redis-server` without persistence.
+    pub fn start() -> Result<Self, TestkitError> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => Ok(RedisServer {
+                url,
+                port: 0,
+                options: RedisOptions::default(),
+                process: None,
+                external: true,
+                dir: tempfile::tempdir()?,
+            }),
+            _ => Self::start_local(RedisOptions::default()),
+        }
+    }
+
+    /// A new local `redis-server` with `options` (never the external one).
+    pub fn start_local(options: RedisOptions) -> Result<Self, TestkitError> {
+        let mut server = RedisServer {
+            url: String::new(),
+            port: 0,
+            options,
+            process: None,
+            external: false,
+            dir: tempfile::Builder::new().prefix("dedup-redis-").tempdir()?,
+        };
+        let mut last_err = None;
+        for _ in 0..5 {
+            server.port = crate::free_port()?;
+            match server.launch() {
+                Ok(()) => {
+                    server.url = match &server.options.password {
+                        Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", server.port),
+                        None => format!("redis://127.0.0.1:{}", server.port),
+                    };
+                    return Ok(server);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| std::io::Error::other("redis-server did not start").into()))
+    }
+
+    fn launch(&mut self) -> Result<(), TestkitError> {
+        let program = find_program("redis-server").ok_or_else(|| TestkitError::NotInstalled {
+            program: "redis-server".into(),
+            hint: "apt-get install -y redis-server (or set REDIS_URL)".into(),
+        })?;
+        let mut cmd = Command::new(program);
+        cmd.arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--protected-mode")
+            .arg("yes")
+            .arg("--appendonly")
+            .arg(if self.options.appendonly { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always");
+        if let Some(pw) = &self.options.password {
+            cmd.arg("--requirepass").arg(pw);
+        }
+        let log = self.dir.path().join("redis.log");
+        let mut process = ChildProcess::spawn(cmd, &log)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if !process.is_running() {
+                break;
+            }
+            if ping(self.port, self.options.password.as_deref()) {
+                self.process = Some(process);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Err(TestkitError::NotReady {
+            what: format!("redis-server on port {}", self.port),
+            seconds: READY_TIMEOUT.as_secs(),
+            log,
+        })
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port (0 when external).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether this is the server `REDIS_URL` names (it cannot be stopped or restarted).
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
+    /// The data directory (append-only file, log).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM; Redis flushes its append-only file).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.terminate(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the stopped server again on the same port and directory.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        if self.external {
+            return Err(
+                std::io::Error::other("an external Redis (REDIS_URL) cannot be restarted").into(),
+            );
+        }
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                // The port may linger for a moment after the old process exits.
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Runs one command with `redis-cli`-like simplicity: sends `args` and returns the raw
+    /// RESP reply (for checks such as `DBSIZE` in tests).
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if let Some(pw) = &self.options.password {
+            stream.write_all(&resp(&["AUTH", pw]))?;
+            read_reply(&mut stream)?;
+        }
+        stream.write_all(&resp(args))?;
+        read_reply(&mut stream)
+    }
+}
+
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    out
+}
+
+fn read_reply(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn ping(port: u16, password: Option<&str>) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if let Some(pw) = password {
+        if stream.write_all(&resp(&["AUTH", pw])).is_err() || read_reply(&mut stream).is_err() {
+            return false;
+        }
+    }
+    stream.write_all(&resp(&["PING"])).is_ok()
+        && read_reply(&mut stream).is_ok_and(|r| r.starts_with("+PONG"))
+}

@@ -1,0 +1,225 @@
+//! Errors, named by the operation that failed.
+
+use std::time::Duration;
+
+/// The error a [`DedupHandler`](crate::DedupHandler) returns when it could not process a message.
+///
+/// Any error type converts into it with `?` or `.into()`. The listener releases the claim and
+/// lets RocketMQ redeliver the message.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a dedup key could not be derived from a message.
+///
+/// A key error never panics and never loses the message: the listener logs it, counts it and
+/// applies the configured [`KeyFallback`](crate::KeyFallback).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The derived key is empty.
+    #[error("dedup key is empty")]
+    Empty,
+    /// The derived key is longer than [`MAX_KEY_BYTES`](crate::key::MAX_KEY_BYTES).
+    #[error("dedup key is {len} bytes, more than the limit of {max}")]
+    TooLong {
+        /// Length of the rejected key in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The derived key is not valid UTF-8.
+    #[error("dedup key is not valid UTF-8 (first bad byte at offset {valid_up_to})")]
+    NotUtf8 {
+        /// Offset of the first byte that is not UTF-8.
+        valid_up_to: usize,
+    },
+    /// The message has neither a unique id (UNIQ_KEY) nor a message id.
+    #[error("message has neither a UNIQ_KEY property nor a message id")]
+    MissingUniqueId,
+    /// The message has no KEYS property.
+    #[error("message has no KEYS")]
+    MissingKeys,
+    /// The message has no tag but the key strategy is tag-qualified.
+    #[error("message has no tag")]
+    MissingTag,
+    /// The message has no body.
+    #[error("message has no body")]
+    MissingBody,
+    /// The body is larger than the JSON strategy parses.
+    #[error("message body is {len} bytes, more than the {max} bytes parsed as JSON")]
+    BodyTooLarge {
+        /// Body length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not valid JSON.
+    #[error("message body is not valid JSON: {reason}")]
+    InvalidJson {
+        /// What serde_json reported (position and category, never the body).
+        reason: String,
+    },
+    /// The JSON pointer names no field in the body.
+    #[error("JSON pointer {pointer:?} names no field in the message body")]
+    MissingField {
+        /// The pointer that was looked up.
+        pointer: String,
+    },
+    /// The JSON field is an object, an array or null, not a string, number or boolean.
+    #[error("JSON field {pointer:?} is not a string, number or boolean")]
+    NotScalar {
+        /// The pointer that was looked up.
+        pointer: String,
+    },
+    /// A user-supplied key function failed.
+    #[error("custom dedup key function failed: {0}")]
+    Custom(String),
+}
+
+/// A dedup store operation that did not complete.
+///
+/// The listener treats every store error the same way, by its
+/// [`StoreErrorPolicy`](crate::StoreErrorPolicy): fail-closed (the default) redelivers the
+/// message later without running the handler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store did not answer in time.
+    #[error("dedup store {operation} timed out after {timeout:?}")]
+    Timeout {
+        /// The operation that timed out.
+        operation: StoreOperation,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// The store is unreachable or answered with an error.
+    #[error("dedup store {operation} failed")]
+    Backend {
+        /// The operation that failed.
+        operation: StoreOperation,
+        /// The store client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A record in the store is not in a format this library wrote.
+    #[error("dedup store {operation} found an unreadable record: {detail}")]
+    CorruptRecord {
+        /// The operation that read the record.
+        operation: StoreOperation,
+        /// What was wrong with it (never the record's content).
+        detail: String,
+    },
+    /// The in-memory store is full of live records.
+    #[error("in-memory dedup store is full ({capacity} live records)")]
+    CapacityExceeded {
+        /// The configured capacity.
+        capacity: usize,
+    },
+}
+
+impl StoreError {
+    /// Builds a [`StoreError::Backend`] from any error.
+    pub fn backend(
+        operation: StoreOperation,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StoreError::Backend {
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Whether trying the same operation again later may succeed (timeouts, lost connections,
+    /// a full in-memory store). A corrupt record is not retryable.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::CorruptRecord { .. })
+    }
+
+    /// The operation that failed, when known.
+    pub fn operation(&self) -> Option<StoreOperation> {
+        match self {
+            StoreError::Timeout { operation, .. }
+            | StoreError::Backend { operation, .. }
+            | StoreError::CorruptRecord { operation, .. } => Some(*operation),
+            StoreError::CapacityExceeded { .. } => Some(StoreOperation::Claim),
+        }
+    }
+}
+
+/// The store operations, for errors, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreOperation {
+    /// Claiming keys before the handler runs.
+    Claim,
+    /// Marking keys consumed after the handler succeeded.
+    Commit,
+    /// Deleting claims after the handler failed.
+    Release,
+    /// Extending claims while the handler runs.
+    Renew,
+    /// Connecting to the store.
+    Connect,
+}
+
+impl StoreOperation {
+    /// The lower-case name used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOperation::Claim => "claim",
+            StoreOperation::Commit => "commit",
+            StoreOperation::Release => "release",
+            StoreOperation::Renew => "renew",
+            StoreOperation::Connect => "connect",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A listener or store configuration that cannot work, rejected when it is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No namespace was given; use the consumer group.
+    #[error("a namespace is required (use the consumer group)")]
+    MissingNamespace,
+    /// A text setting is empty or too long.
+    #[error("{setting} must be 1..={max} bytes, got {len}")]
+    BadLength {
+        /// The setting.
+        setting: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A duration setting is out of range.
+    #[error("{setting} is {value:?}: {reason}")]
+    BadDuration {
+        /// The setting.
+        setting: &'static str,
+        /// The rejected value.
+        value: Duration,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// A count setting is zero.
+    #[error("{setting} must be at least 1")]
+    Zero {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A store URL could not be used.
+    #[error("store URL is not usable: {reason}")]
+    BadStoreUrl {
+        /// Why (the URL is not repeated: it may hold a password).
+        reason: String,
+    },
+    /// No Tokio runtime was available and none could be started.
+    #[error("could not start the listener's Tokio runtime: {0}")]
+    Runtime(String),
+}

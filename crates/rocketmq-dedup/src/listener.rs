@@ -1,0 +1,691 @@
+//! [`DedupConcurrentListener`]: the deduplicating `MessageListenerConcurrently`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use rocketmq_client_rust::{
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
+    MessageListenerConcurrently,
+};
+use rocketmq_model::common::message::message_ext::MessageExt;
+use tracing::{debug, error, info_span, warn, Instrument};
+
+use crate::config::{DedupConfig, KeyFallback, StoreErrorPolicy};
+use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
+use crate::handler::DedupHandler;
+use crate::key::{self, KeyStrategy};
+use crate::record_key::RecordKey;
+use crate::runtime::ListenerRuntime;
+use crate::stats::{Decision, DedupStats, Event};
+use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
+
+/// A RocketMQ concurrent listener that runs its [`DedupHandler`] at most once per dedup key.
+///
+/// For each batch it derives every message's dedup key, claims all keys in one store call,
+/// runs the handler for the claimed ones (renewing the claims while it runs), then commits the
+/// successes and releases the failures in one call each:
+///
+/// | claim finds | handler | message |
+/// |---|---|---|
+/// | absent: claimed | runs; `Ok` → commit, `Err`/panic → release | ack / RECONSUME_LATER |
+/// | CONSUMING by another owner | not run | RECONSUME_LATER (back through `%RETRY%group`) |
+/// | CONSUMED | not run | ack |
+/// | store error | not run ([`StoreErrorPolicy::FailClosed`]) or run without dedup (`FailOpen`) | RECONSUME_LATER / ack |
+///
+/// rocketmq-client-rust 1.0.0 gives the listener no way to ack part of a batch, so a batch is
+/// all-or-nothing: when any message must be retried, the whole batch is RECONSUME_LATER. That
+/// is safe: the messages already committed come back as CONSUMED and are acked without running
+/// the handler. Copies of one key within a batch run the handler once.
+///
+/// ```no_run
+/// use rocketmq_dedup::{handler_fn, DedupConcurrentListener, store::MemoryStore};
+///
+/// let listener = DedupConcurrentListener::builder(handler_fn(|_msg| Ok(())))
+///     .namespace("order-consumer-group")
+///     .store(MemoryStore::new())
+///     .build()?;
+/// // consumer.register_message_listener_concurrently(listener.clone());
+/// println!("{}", listener.stats().summary());
+/// # Ok::<(), rocketmq_dedup::ConfigError>(())
+/// ```
+///
+/// # Threads
+/// The client calls the listener synchronously on a blocking thread. The listener drives its
+/// async work there with the Tokio runtime it was built on (or [`runtime`] gives), so it never
+/// blocks a runtime worker and never nests runtimes. Batches of the same queue may run at the
+/// same time on different threads; nothing here assumes otherwise.
+///
+/// [`runtime`]: DedupListenerBuilder::runtime
+pub struct DedupConcurrentListener<H> {
+    inner: Arc<Inner<H>>,
+}
+
+struct Inner<H> {
+    handler: H,
+    store: Arc<dyn DedupStore>,
+    config: DedupConfig,
+    runtime: ListenerRuntime,
+    stats: Arc<DedupStats>,
+}
+
+impl<H> Clone for DedupConcurrentListener<H> {
+    fn clone(&self) -> Self {
+        DedupConcurrentListener {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H> fmt::Debug for DedupConcurrentListener<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupConcurrentListener")
+            .field("store", &self.inner.store.kind())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`DedupConcurrentListener`]; defaults are the [`DedupConfig`] constants.
+pub struct DedupListenerBuilder<H> {
+    handler: H,
+    store: Option<Arc<dyn DedupStore>>,
+    config: DedupConfig,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<H> fmt::Debug for DedupListenerBuilder<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupListenerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: DedupHandler> DedupListenerBuilder<H> {
+    /// The namespace of the record keys: required; use the consumer group (or an application
+    /// name shared by the consumers that must not process a key twice).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// The first part of every record key (default [`crate::record_key::DEFAULT_PREFIX`]).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// The dedup store (default: a fresh [`MemoryStore`]).
+    pub fn store(mut self, store: impl DedupStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The dedup store, shared.
+    pub fn shared_store(mut self, store: Arc<dyn DedupStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Derive keys with `strategy` instead of the handler's
+    /// [`dedup_key`](DedupHandler::dedup_key).
+    pub fn key_strategy(mut self, strategy: KeyStrategy) -> Self {
+        self.config.key_strategy = Some(strategy);
+        self
+    }
+
+    /// What to do when a key cannot be derived (default [`KeyFallback::UniqueId`]).
+    pub fn key_fallback(mut self, fallback: KeyFallback) -> Self {
+        self.config.key_fallback = fallback;
+        self
+    }
+
+    /// TTL of a claim that is not renewed (default
+    /// [`DedupConfig::DEFAULT_PROCESSING_TTL`]). A crashed consumer's claims block their keys
+    /// this long.
+    pub fn processing_ttl(mut self, ttl: Duration) -> Self {
+        self.config.processing_ttl = ttl;
+        self
+    }
+
+    /// TTL of a CONSUMED record: how long duplicates are recognised (default
+    /// [`DedupConfig::DEFAULT_RECORD_TTL`]).
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
+        self.config.record_ttl = ttl;
+        self
+    }
+
+    /// How often a running handler's claims are renewed (default: a third of the processing
+    /// TTL). Must be shorter than the processing TTL.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.config.renew_interval = Some(interval);
+        self
+    }
+
+    /// Timeout of each store call (default [`DedupConfig::DEFAULT_STORE_TIMEOUT`]).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// What to do when the store cannot answer (default [`StoreErrorPolicy::FailClosed`]).
+    pub fn store_error_policy(mut self, policy: StoreErrorPolicy) -> Self {
+        self.config.store_error_policy = policy;
+        self
+    }
+
+    /// How many of a batch's handlers run at once (default 1: in order, one by one).
+    pub fn handler_concurrency(mut self, n: usize) -> Self {
+        self.config.handler_concurrency = n;
+        self
+    }
+
+    /// The consumer group's max reconsume times (default 16, RocketMQ's), to warn before a
+    /// deferred message would go to the dead-letter queue.
+    pub fn max_reconsume_times(mut self, n: i32) -> Self {
+        self.config.max_reconsume_times = n;
+        self
+    }
+
+    /// The Tokio runtime that drives store calls and handlers (default: the runtime the
+    /// builder runs in, else a one-thread runtime of the listener's own).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Checks the configuration and builds the listener.
+    pub fn build(self) -> Result<DedupConcurrentListener<H>, ConfigError> {
+        let config = self.config;
+        if config.namespace.is_empty() {
+            return Err(ConfigError::MissingNamespace);
+        }
+        for (setting, value) in [
+            ("namespace", &config.namespace),
+            ("key_prefix", &config.prefix),
+        ] {
+            if value.is_empty() || value.len() > DedupConfig::MAX_NAME_BYTES {
+                return Err(ConfigError::BadLength {
+                    setting,
+                    len: value.len(),
+                    max: DedupConfig::MAX_NAME_BYTES,
+                });
+            }
+        }
+        let bad = |setting, value, reason| ConfigError::BadDuration {
+            setting,
+            value,
+            reason,
+        };
+        if config.processing_ttl < Duration::from_millis(100) {
+            return Err(bad(
+                "processing_ttl",
+                config.processing_ttl,
+                "must be at least 100ms",
+            ));
+        }
+        if config.record_ttl < config.processing_ttl {
+            return Err(bad(
+                "record_ttl",
+                config.record_ttl,
+                "must be at least the processing TTL",
+            ));
+        }
+        if config.renew_interval().is_zero() || config.renew_interval() >= config.processing_ttl {
+            return Err(bad(
+                "renew_interval",
+                config.renew_interval(),
+                "must be more than zero and less than the processing TTL",
+            ));
+        }
+        if config.store_timeout.is_zero() {
+            return Err(bad(
+                "store_timeout",
+                config.store_timeout,
+                "must be more than zero",
+            ));
+        }
+        if config.handler_concurrency == 0 {
+            return Err(ConfigError::Zero {
+                setting: "handler_concurrency",
+            });
+        }
+        let runtime = match self.runtime {
+            Some(handle) => ListenerRuntime::Borrowed(handle),
+            None => ListenerRuntime::current_or_new()
+                .map_err(|e| ConfigError::Runtime(e.to_string()))?,
+        };
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        Ok(DedupConcurrentListener {
+            inner: Arc::new(Inner {
+                handler: self.handler,
+                store,
+                config,
+                runtime,
+                stats: Arc::new(DedupStats::default()),
+            }),
+        })
+    }
+}
+
+impl<H: DedupHandler> DedupConcurrentListener<H> {
+    /// A builder around `handler`.
+    pub fn builder(handler: H) -> DedupListenerBuilder<H> {
+        DedupListenerBuilder {
+            handler,
+            store: None,
+            config: DedupConfig::new(),
+            runtime: None,
+        }
+    }
+
+    /// The listener's counters.
+    pub fn stats(&self) -> &Arc<DedupStats> {
+        &self.inner.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DedupConfig {
+        &self.inner.config
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// Processes a batch and answers the status for RocketMQ; the async core of
+    /// [`consume_message`](MessageListenerConcurrently::consume_message).
+    pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
+        let span = info_span!(
+            "dedup_batch",
+            size = msgs.len(),
+            store = self.inner.store.kind()
+        );
+        self.inner.consume(msgs).instrument(span).await
+    }
+}
+
+impl<H: DedupHandler> MessageListenerConcurrently for DedupConcurrentListener<H> {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        Ok(self.inner.runtime.block_on(self.consume(msgs)))
+    }
+}
+
+/// How one message of a batch is treated once keys are derived.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    /// Deduplicated under `keys[i]`; `leader` is true for the first message with that key.
+    Dedup { key: usize, leader: bool },
+    /// Run without deduplication.
+    NoDedup,
+    /// Already decided.
+    Decided(Decision),
+}
+
+impl<H: DedupHandler> Inner<H> {
+    async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
+        let (mut plans, keys) = self.plan(msgs);
+
+        let token = OwnerToken::random();
+        let claims = if keys.is_empty() {
+            Some(Vec::new())
+        } else {
+            let ttl = self.config.processing_ttl;
+            // `None`: the store could not answer (already logged and counted by `call`).
+            self.call(StoreOperation::Claim, self.store.claim(&keys, token, ttl))
+                .await
+                .ok()
+        };
+
+        // Decide what needs no handler; list the messages whose handler runs.
+        let mut claimed_keys: Vec<RecordKey> = Vec::new();
+        let mut to_run: Vec<usize> = Vec::new();
+        for (i, plan) in plans.iter_mut().enumerate() {
+            match *plan {
+                Plan::Dedup { key, leader } => match claims.as_ref().map(|c| c[key]) {
+                    Some(ClaimOutcome::Claimed) if leader => {
+                        claimed_keys.push(keys[key].clone());
+                        to_run.push(i);
+                    }
+                    // A copy of the batch's leader for this key: it follows the leader.
+                    Some(ClaimOutcome::Claimed) => {}
+                    Some(ClaimOutcome::Consumed) => *plan = Plan::Decided(Decision::Duplicate),
+                    Some(ClaimOutcome::InFlight) => {
+                        *plan = Plan::Decided(Decision::DeferredInFlight)
+                    }
+                    None => match self.config.store_error_policy {
+                        StoreErrorPolicy::FailClosed => {
+                            *plan = Plan::Decided(Decision::StoreUnavailable)
+                        }
+                        StoreErrorPolicy::FailOpen if leader => {
+                            *plan = Plan::NoDedup;
+                            to_run.push(i);
+                        }
+                        StoreErrorPolicy::FailOpen => *plan = Plan::Decided(Decision::Duplicate),
+                    },
+                },
+                Plan::NoDedup => to_run.push(i),
+                Plan::Decided(_) => {}
+            }
+        }
+
+        let outcomes = self.run_handlers(msgs, &to_run, &claimed_keys, token).await;
+
+        // Commit the successes, release the failures.
+        let mut commit_keys = Vec::new();
+        let mut release_keys = Vec::new();
+        let mut leader_ok: HashMap<usize, bool> = HashMap::new();
+        for (&i, outcome) in to_run.iter().zip(&outcomes) {
+            let ok = matches!(outcome, Ok(()));
+            match plans[i] {
+                Plan::Dedup { key, .. } => {
+                    leader_ok.insert(key, ok);
+                    if ok {
+                        commit_keys.push(keys[key].clone());
+                    } else {
+                        release_keys.push(keys[key].clone());
+                    }
+                    plans[i] = Plan::Decided(match outcome {
+                        Ok(()) => Decision::Processed,
+                        Err(d) => *d,
+                    });
+                }
+                _ => {
+                    plans[i] = Plan::Decided(match outcome {
+                        Ok(()) => Decision::ProcessedWithoutDedup,
+                        Err(d) => *d,
+                    })
+                }
+            }
+        }
+        self.commit(&commit_keys, token).await;
+        self.release(&release_keys, token).await;
+
+        // Copies follow their leader; then the batch is all-or-nothing.
+        let decisions: Vec<Decision> = plans
+            .iter()
+            .map(|plan| match *plan {
+                Plan::Decided(d) => d,
+                Plan::Dedup { key, .. } => match leader_ok.get(&key) {
+                    Some(true) => Decision::Duplicate,
+                    _ => Decision::RetriedWithBatch,
+                },
+                Plan::NoDedup => Decision::ProcessedWithoutDedup,
+            })
+            .collect();
+        let retry = decisions.iter().any(|d| d.needs_retry());
+        for (msg, decision) in msgs.iter().zip(&decisions) {
+            self.record(msg, *decision, retry);
+        }
+        self.stats.answer(msgs.len() as u64, retry);
+        if retry {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        }
+    }
+
+    /// Derives each message's record key; copies of one key share an index.
+    fn plan(&self, msgs: &[&MessageExt]) -> (Vec<Plan>, Vec<RecordKey>) {
+        let mut plans = Vec::with_capacity(msgs.len());
+        let mut keys: Vec<RecordKey> = Vec::with_capacity(msgs.len());
+        let mut index: HashMap<RecordKey, usize> = HashMap::with_capacity(msgs.len());
+        for msg in msgs {
+            let plan = match self.record_key(msg) {
+                Ok(record_key) => match index.get(&record_key) {
+                    Some(&key) => Plan::Dedup { key, leader: false },
+                    None => {
+                        index.insert(record_key.clone(), keys.len());
+                        keys.push(record_key);
+                        Plan::Dedup {
+                            key: keys.len() - 1,
+                            leader: true,
+                        }
+                    }
+                },
+                Err(plan) => plan,
+            };
+            plans.push(plan);
+        }
+        (plans, keys)
+    }
+
+    fn record_key(&self, msg: &MessageExt) -> Result<RecordKey, Plan> {
+        let derived = match &self.config.key_strategy {
+            Some(strategy) => strategy.derive(msg),
+            None => self.handler.dedup_key(msg),
+        };
+        let key = match derived {
+            Ok(key) => key,
+            Err(err) => {
+                self.stats.event(Event::KeyError, 1);
+                let fallback = self.config.key_fallback;
+                warn!(
+                    msg_id = %msg.msg_id,
+                    topic = %msg.topic(),
+                    error = %err,
+                    fallback = ?fallback,
+                    "dedup key could not be derived"
+                );
+                match fallback {
+                    KeyFallback::UniqueId => key::unique_id(msg).map_err(|err: KeyError| {
+                        error!(msg_id = %msg.msg_id, error = %err, "unique id fallback failed too; retrying");
+                        Plan::Decided(Decision::KeyRejected)
+                    })?,
+                    KeyFallback::Retry => return Err(Plan::Decided(Decision::KeyRejected)),
+                    KeyFallback::NoDedup => return Err(Plan::NoDedup),
+                }
+            }
+        };
+        let config = &self.config;
+        Ok(RecordKey::new(
+            &config.prefix,
+            &config.namespace,
+            msg.topic().as_str(),
+            key.tag(),
+            key.value(),
+        ))
+    }
+
+    /// Runs the handlers of `to_run` (with renewal of `claimed` while they run) and answers,
+    /// in order, `Ok` or the failure decision.
+    async fn run_handlers(
+        &self,
+        msgs: &[&MessageExt],
+        to_run: &[usize],
+        claimed: &[RecordKey],
+        token: OwnerToken,
+    ) -> Vec<Result<(), Decision>> {
+        // Futures collected first: a closure inside the stream would make the future !Send.
+        let handlers: Vec<_> = to_run.iter().map(|&i| self.run_handler(msgs[i])).collect();
+        let run = futures::stream::iter(handlers)
+            .buffered(self.config.handler_concurrency)
+            .collect::<Vec<_>>();
+        if claimed.is_empty() {
+            return run.await;
+        }
+        let renew = async {
+            let every = self.config.renew_interval();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                self.renew(claimed, token).await;
+            }
+        };
+        tokio::select! {
+            outcomes = run => outcomes,
+            () = renew => unreachable!("the renewal loop never ends"),
+        }
+    }
+
+    async fn run_handler(&self, msg: &MessageExt) -> Result<(), Decision> {
+        match AssertUnwindSafe(self.handler.handle(msg))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                warn!(msg_id = %msg.msg_id, topic = %msg.topic(), error = %err, "handler failed; claim released, message will be retried");
+                Err(Decision::HandlerFailed)
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                error!(msg_id = %msg.msg_id, topic = %msg.topic(), panic = %what, "handler panicked; claim released, message will be retried");
+                Err(Decision::HandlerPanicked)
+            }
+        }
+    }
+
+    async fn renew(&self, claimed: &[RecordKey], token: OwnerToken) {
+        let ttl = self.config.processing_ttl;
+        if let Ok(held) = self
+            .call(StoreOperation::Renew, self.store.renew(claimed, token, ttl))
+            .await
+        {
+            let lost = held.iter().filter(|h| !**h).count();
+            if lost > 0 {
+                self.stats.event(Event::ClaimLost, lost as u64);
+                warn!(
+                    lost,
+                    "renewal found claims taken over: another consumer may run the same messages"
+                );
+            }
+        }
+    }
+
+    /// Commits, retrying a failed call twice: the handlers already succeeded, so giving up
+    /// leaves a claim that only expiry clears.
+    async fn commit(&self, keys: &[RecordKey], token: OwnerToken) {
+        if keys.is_empty() {
+            return;
+        }
+        let ttl = self.config.record_ttl;
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=3 {
+            match self
+                .call(StoreOperation::Commit, self.store.commit(keys, token, ttl))
+                .await
+            {
+                Ok(outcomes) => {
+                    let lost = outcomes
+                        .iter()
+                        .filter(|o| **o == CommitOutcome::Lost)
+                        .count();
+                    let twice = outcomes
+                        .iter()
+                        .filter(|o| **o == CommitOutcome::AlreadyConsumed)
+                        .count();
+                    self.stats.event(Event::ClaimLost, lost as u64);
+                    self.stats.event(Event::DuplicateEffect, twice as u64);
+                    if lost + twice > 0 {
+                        warn!(
+                            lost,
+                            already_consumed = twice,
+                            "commit found claims taken over: a handler may have run twice"
+                        );
+                    }
+                    return;
+                }
+                Err(_) if attempt < 3 => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                }
+                Err(err) => {
+                    self.stats.event(Event::CommitFailed, keys.len() as u64);
+                    error!(
+                        keys = keys.len(),
+                        error = %err,
+                        "commit failed after the handlers succeeded; acking anyway. The claims expire after the processing TTL; a copy delivered after that runs again"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn release(&self, keys: &[RecordKey], token: OwnerToken) {
+        if keys.is_empty() {
+            return;
+        }
+        if self
+            .call(StoreOperation::Release, self.store.release(keys, token))
+            .await
+            .is_err()
+        {
+            self.stats.event(Event::ReleaseFailed, keys.len() as u64);
+        }
+    }
+
+    /// Runs a store call with the store timeout; logs, times and counts it.
+    async fn call<T>(
+        &self,
+        operation: StoreOperation,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let timeout = self.config.store_timeout;
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout { operation, timeout }),
+        };
+        let elapsed = started.elapsed();
+        metrics::histogram!("rocketmq_dedup_store_seconds", "op" => operation.as_str(), "store" => self.store.kind())
+            .record(elapsed.as_secs_f64());
+        match &result {
+            Ok(_) => debug!(
+                op = operation.as_str(),
+                latency_us = elapsed.as_micros() as u64,
+                "store call"
+            ),
+            Err(err) => {
+                self.stats.event(Event::StoreError, 1);
+                warn!(
+                    op = operation.as_str(),
+                    latency_us = elapsed.as_micros() as u64,
+                    error = %err,
+                    cause = %crate::store::error_chain(err),
+                    "dedup store call failed"
+                );
+            }
+        }
+        result
+    }
+
+    fn record(&self, msg: &MessageExt, decision: Decision, batch_retried: bool) {
+        self.stats.decide(decision);
+        debug!(
+            msg_id = %msg.msg_id,
+            topic = %msg.topic(),
+            reconsume_times = msg.reconsume_times,
+            decision = decision.as_str(),
+            batch_retried,
+            "dedup decision"
+        );
+        if decision == Decision::DeferredInFlight
+            && msg.reconsume_times + 1 >= self.config.max_reconsume_times
+        {
+            self.stats.event(Event::DeferredNearDeadLetter, 1);
+            error!(
+                msg_id = %msg.msg_id,
+                topic = %msg.topic(),
+                reconsume_times = msg.reconsume_times,
+                max_reconsume_times = self.config.max_reconsume_times,
+                "message deferred on its last reconsume attempt while another consumer holds its claim: it may go to the dead-letter queue unprocessed"
+            );
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The record key: where a dedup key's record lives in a store.
+//!
+//! # Layout
+//!
+//! ```text
+//! <prefix>:<namespace>:<topic>:<tag>:<key>
+//! ```
+//!
+//! - `prefix`: [`DEFAULT_PREFIX`] (`dedup`) unless configured;
+//! - `namespace`: the consumer group unless configured (an application name, as in the Java
+//!   library, also works);
+//! - `topic`: the message's topic (the original topic, also for messages redelivered through
+//!   `%RETRY%<group>`);
+//! - `tag`: the tag when the key is tag-qualified, else empty;
+//! - `key`: the dedup key; one longer than [`HASHED_KEY_THRESHOLD`] bytes is stored as `#`
+//!   followed by the first 128 bits of its SHA-256 in hex.
+//!
+//! Each part is escaped so that the parts can always be told apart: `%` becomes `%25`, `:`
+//! becomes `%3A` and `#` becomes `%23`. So `topic=a:b, key=c` is `dedup:g:a%3Ab::c` and
+//! `topic=a, key=b:c` is `dedup:g:a::b%3Ac`: two records, never one. A literal key that starts
+//! with `#` cannot be taken for a hashed one.
+//!
+//! ```
+//! use rocketmq_dedup::record_key::RecordKey;
+//!
+//! let key = RecordKey::new("dedup", "order-service", "Orders", None, "o:42");
+//! assert_eq!(key.as_str(), "dedup:order-service:Orders::o%3A42");
+//! ```
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// The default first part of every record key.
+pub const DEFAULT_PREFIX: &str = "dedup";
+
+/// Keys longer than this many bytes (after escaping) are stored by their hash.
+pub const HASHED_KEY_THRESHOLD: usize = 128;
+
+/// A store key, built by [`RecordKey::new`] as the module docs describe.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey(String);
+
+impl RecordKey {
+    /// Builds the record key of `key` under `prefix`, `namespace`, `topic` and `tag`.
+    pub fn new(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>, key: &str) -> Self {
+        let mut out = String::with_capacity(
+            prefix.len() + namespace.len() + topic.len() + key.len().min(64) + 8,
+        );
+        escape_into(&mut out, prefix);
+        out.push(':');
+        escape_into(&mut out, namespace);
+        out.push(':');
+        escape_into(&mut out, topic);
+        out.push(':');
+        escape_into(&mut out, tag.unwrap_or(""));
+        out.push(':');
+        let key_start = out.len();
+        escape_into(&mut out, key);
+        if out.len() - key_start > HASHED_KEY_THRESHOLD {
+            out.truncate(key_start);
+            out.push('#');
+            let digest = Sha256::digest(key.as_bytes());
+            for byte in &digest[..16] {
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            }
+        }
+        RecordKey(out)
+    }
+
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A 128-bit fingerprint of the key, for stores that keep fixed-size keys.
+    pub fn fingerprint(&self) -> u128 {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        u128::from_le_bytes(bytes)
+    }
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RecordKey").field(&self.0.len()).finish()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(topic: &str, tag: Option<&str>, k: &str) -> String {
+        RecordKey::new(DEFAULT_PREFIX, "g", topic, tag, k).0
+    }
+
+    #[test]
+    fn separators_in_parts_never_collide() {
+        assert_ne!(key("a:b", None, "c"), key("a", None, "b:c"));
+        assert_ne!(key("a", Some("b"), "c"), key("a", None, "b:c"));
+        assert_ne!(key("a", Some("b:c"), "d"), key("a", Some("b"), "c:d"));
+        assert_ne!(key("a%3Ab", None, "c"), key("a:b", None, "c"));
+        assert_eq!(key("a:b", None, "c"), "dedup:g:a%3Ab::c");
+    }
+
+    #[test]
+    fn long_keys_are_hashed_and_literal_hashes_stay_distinct() {
+        let long = "x".repeat(HASHED_KEY_THRESHOLD + 1);
+        let hashed = key("T", None, &long);
+        assert!(hashed.len() < 60 + HASHED_KEY_THRESHOLD);
+        let hash_part = hashed.rsplit(':').next().unwrap().to_owned();
+        assert!(hash_part.starts_with('#') && hash_part.len() == 33);
+        assert_ne!(key("T", None, &hash_part), hashed);
+        assert_ne!(
+            hashed,
+            key("T", None, &"x".repeat(HASHED_KEY_THRESHOLD + 2))
+        );
+        let exact = "y".repeat(HASHED_KEY_THRESHOLD);
+        assert!(key("T", None, &exact).ends_with(&exact));
+    }
+
+    #[test]
+    fn unicode_is_kept() {
+        assert_eq!(key("T", None, "заказ-🔑"), "dedup:g:T::заказ-🔑");
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        assert!(!format!("{:?}", RecordKey::new("p", "g", "t", None, "secret")).contains("secret"));
+    }
+}

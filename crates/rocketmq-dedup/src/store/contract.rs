@@ -1,0 +1,315 @@
+//! The contract every [`DedupStore`] must pass: one suite, run by every store's tests.
+//!
+//! Each function checks one rule and panics with the rule's name when the store breaks it.
+//! Keys are random, so the suite can share a store (one Redis server) with other tests.
+//! TTL rules sleep for real, for a few hundred milliseconds.
+//!
+//! A store crate runs the whole suite with one macro call in its tests:
+//!
+//! ```ignore
+//! // `$make` is an async block answering (store, guard); the guard (a server process, say)
+//! // lives as long as the test.
+//! rocketmq_dedup::dedup_store_contract!(memory, async { (rocketmq_dedup::store::MemoryStore::new(), ()) });
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+use crate::record_key::RecordKey;
+
+/// A processing TTL long enough never to expire during a rule that does not wait for it.
+pub const LONG: Duration = Duration::from_secs(60);
+/// A TTL that rules wait out.
+pub const SHORT: Duration = Duration::from_millis(300);
+
+fn wait_out_short() -> tokio::time::Sleep {
+    tokio::time::sleep(SHORT * 2)
+}
+
+/// `n` record keys that no other test uses.
+pub fn fresh_keys(n: usize) -> Vec<RecordKey> {
+    let run = fastrand::u64(..);
+    (0..n)
+        .map(|i| RecordKey::new("contract", "group", "Topic", None, &format!("{run:x}-{i}")))
+        .collect()
+}
+
+/// An absent key is claimed; another owner then finds it in flight.
+pub async fn claim_absent_then_in_flight_for_others<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    assert_eq!(
+        store.claim(&keys, a, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+}
+
+/// Claiming again with the same token answers `Claimed` (a retried call is safe).
+pub async fn claim_is_idempotent_for_the_same_token<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let a = OwnerToken::random();
+    assert_eq!(
+        store.claim(&keys, a, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        store.claim(&keys, a, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
+
+/// Commit makes the key CONSUMED for everyone.
+pub async fn commit_marks_consumed<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, LONG).await.unwrap();
+    assert_eq!(
+        store.commit(&keys, a, LONG).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+    assert_eq!(
+        store.claim(&keys, a, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
+/// Release deletes the claim; the next owner claims the key.
+pub async fn release_frees_the_key<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, LONG).await.unwrap();
+    assert_eq!(store.release(&keys, a).await.unwrap(), [true]);
+    assert_eq!(
+        store.release(&keys, a).await.unwrap(),
+        [false],
+        "second release"
+    );
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
+
+/// A stale token can neither commit over, release, nor renew another owner's claim.
+pub async fn stale_token_cannot_touch_the_current_claim<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (stale, current) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, stale, SHORT).await.unwrap();
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, current, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        store.commit(&keys, stale, LONG).await.unwrap(),
+        [CommitOutcome::Lost]
+    );
+    assert_eq!(store.release(&keys, stale).await.unwrap(), [false]);
+    assert_eq!(store.renew(&keys, stale, LONG).await.unwrap(), [false]);
+    // The current owner's claim is intact.
+    let other = OwnerToken::random();
+    assert_eq!(
+        store.claim(&keys, other, LONG).await.unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+    assert_eq!(
+        store.commit(&keys, current, LONG).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    // And a stale owner that commits after the current one learns it ran twice.
+    assert_eq!(
+        store.commit(&keys, stale, LONG).await.unwrap(),
+        [CommitOutcome::AlreadyConsumed]
+    );
+    assert_eq!(store.release(&keys, stale).await.unwrap(), [false]);
+    assert_eq!(
+        store.claim(&keys, other, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
+/// A claim that is not renewed expires after the processing TTL.
+pub async fn processing_ttl_expires<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, SHORT).await.unwrap();
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
+
+/// Renewal keeps a claim alive past its first TTL.
+pub async fn renew_extends_the_claim<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, SHORT).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(SHORT / 3).await;
+        assert_eq!(store.renew(&keys, a, SHORT).await.unwrap(), [true]);
+    }
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+    wait_out_short().await;
+    assert_eq!(
+        store.renew(&keys, a, SHORT).await.unwrap(),
+        [false],
+        "renew after expiry"
+    );
+}
+
+/// A CONSUMED record expires after the record TTL.
+pub async fn record_ttl_expires<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, LONG).await.unwrap();
+    store.commit(&keys, a, SHORT).await.unwrap();
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
+
+/// A commit after the claim expired, with nobody claiming since, still records the success.
+pub async fn commit_after_expiry_without_new_owner_is_recorded<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, SHORT).await.unwrap();
+    wait_out_short().await;
+    assert_eq!(
+        store.commit(&keys, a, LONG).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
+/// A batch answers one entry per key, in order, whatever state each key is in.
+pub async fn batches_answer_in_order<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(4);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys[0..1], a, LONG).await.unwrap();
+    store.claim(&keys[1..2], a, LONG).await.unwrap();
+    store.commit(&keys[1..2], a, LONG).await.unwrap();
+    let answers = store.claim(&keys[0..3], b, LONG).await.unwrap();
+    assert_eq!(
+        answers,
+        [
+            ClaimOutcome::InFlight,
+            ClaimOutcome::Consumed,
+            ClaimOutcome::Claimed
+        ]
+    );
+    let commits = store.commit(&keys[0..3], b, LONG).await.unwrap();
+    assert_eq!(
+        commits,
+        [
+            CommitOutcome::Lost,
+            CommitOutcome::AlreadyConsumed,
+            CommitOutcome::Committed
+        ]
+    );
+    assert_eq!(
+        store.release(&keys, a).await.unwrap(),
+        [true, false, false, false]
+    );
+    assert_eq!(store.renew(&keys, b, LONG).await.unwrap(), [false; 4]);
+    assert!(
+        store.claim(&[], a, LONG).await.unwrap().is_empty(),
+        "empty batch"
+    );
+}
+
+/// Many owners claiming the same keys at once: exactly one wins each key.
+pub async fn concurrent_claims_have_one_winner<S: DedupStore>(store: Arc<S>) {
+    const OWNERS: usize = 32;
+    let keys = Arc::new(fresh_keys(16));
+    let barrier = Arc::new(tokio::sync::Barrier::new(OWNERS));
+    let tasks: Vec<_> = (0..OWNERS)
+        .map(|_| {
+            let (store, keys, barrier) = (store.clone(), keys.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .claim(&keys, OwnerToken::random(), LONG)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut wins = vec![0usize; keys.len()];
+    for task in tasks {
+        for (i, outcome) in task.await.unwrap().into_iter().enumerate() {
+            match outcome {
+                ClaimOutcome::Claimed => wins[i] += 1,
+                ClaimOutcome::InFlight => {}
+                ClaimOutcome::Consumed => panic!("nobody committed key {i}"),
+            }
+        }
+    }
+    assert_eq!(wins, vec![1; keys.len()], "claims won per key");
+}
+
+/// Runs the whole [`contract`](self) as one `#[tokio::test]` per rule.
+///
+/// `$name` names the generated module; `$make` is an async block that answers a fresh store
+/// and a guard kept alive for the test (e.g. the server process, or `()`).
+#[macro_export]
+macro_rules! dedup_store_contract {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::store::contract as c;
+
+            macro_rules! rule {
+                ($rule:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $rule() {
+                        let (store, _guard) = $make.await;
+                        c::$rule(&store).await;
+                    }
+                };
+            }
+            rule!(claim_absent_then_in_flight_for_others);
+            rule!(claim_is_idempotent_for_the_same_token);
+            rule!(commit_marks_consumed);
+            rule!(release_frees_the_key);
+            rule!(stale_token_cannot_touch_the_current_claim);
+            rule!(processing_ttl_expires);
+            rule!(renew_extends_the_claim);
+            rule!(record_ttl_expires);
+            rule!(commit_after_expiry_without_new_owner_is_recorded);
+            rule!(batches_answer_in_order);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_claims_have_one_winner() {
+                let (store, _guard) = $make.await;
+                c::concurrent_claims_have_one_winner(::std::sync::Arc::new(store)).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,453 @@
+//! The listener's decisions, row by row of the state table in DESIGN.md, with the in-memory
+//! store (and, for store failures, a store that fails on purpose).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rocketmq_client_rust::{
+    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListenerConcurrently,
+};
+use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
+use rocketmq_dedup::testing::message;
+use rocketmq_dedup::{
+    ConfigError, Decision, DedupConcurrentListener, DedupHandler, Event, HandlerError, KeyFallback,
+    KeyStrategy, StoreError, StoreErrorPolicy, StoreOperation,
+};
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_queue::MessageQueue;
+
+use ConsumeConcurrentlyStatus::{ConsumeSuccess, ReconsumeLater};
+
+/// Counts runs; fails or panics on the runs it is told to; can take its time.
+#[derive(Default)]
+struct Recorder {
+    runs: AtomicUsize,
+    successes: AtomicUsize,
+    fail_runs: Vec<usize>,
+    panic_runs: Vec<usize>,
+    sleep: Duration,
+}
+
+impl DedupHandler for Recorder {
+    async fn handle(&self, _msg: &MessageExt) -> Result<(), HandlerError> {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.sleep.is_zero() {
+            tokio::time::sleep(self.sleep).await;
+        }
+        if self.panic_runs.contains(&run) {
+            panic!("handler panicked on run {run}");
+        }
+        if self.fail_runs.contains(&run) {
+            return Err(format!("failed on run {run}").into());
+        }
+        self.successes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+    fn successes(&self) -> usize {
+        self.successes.load(Ordering::SeqCst)
+    }
+}
+
+fn listener(
+    recorder: &Arc<Recorder>,
+    store: Arc<MemoryStore>,
+) -> DedupConcurrentListener<Arc<Recorder>> {
+    DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store)
+        .build()
+        .unwrap()
+}
+
+fn msg(uniq: &str) -> MessageExt {
+    message("Orders")
+        .uniq_key(uniq)
+        .msg_id(&format!("offset-{uniq}"))
+        .build()
+}
+
+fn record_key(uniq: &str) -> RecordKey {
+    RecordKey::new("dedup", "group", "Orders", None, uniq)
+}
+
+#[tokio::test]
+async fn claimed_runs_the_handler_once_and_later_copies_are_acked() {
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, Arc::new(MemoryStore::new()));
+    let m = msg("A");
+    assert_eq!(listener.consume(&[&m]).await, ConsumeSuccess);
+    assert_eq!(listener.consume(&[&m]).await, ConsumeSuccess);
+    // A retried copy has a new broker msg_id but the same UNIQ_KEY.
+    let retried = message("Orders")
+        .uniq_key("A")
+        .msg_id("other-offset")
+        .reconsume_times(1)
+        .build();
+    assert_eq!(listener.consume(&[&retried]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 1);
+    assert_eq!(listener.stats().decisions(Decision::Processed), 1);
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 2);
+}
+
+#[tokio::test]
+async fn in_flight_elsewhere_is_deferred_without_running_the_handler() {
+    let store = Arc::new(MemoryStore::new());
+    let other = OwnerToken::random();
+    store
+        .claim(&[record_key("A")], other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, store.clone());
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert_eq!(recorder.runs(), 0);
+    assert_eq!(listener.stats().decisions(Decision::DeferredInFlight), 1);
+    // Once the other owner commits, the redelivered copy is acked without running.
+    store
+        .commit(&[record_key("A")], other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 0);
+}
+
+#[tokio::test]
+async fn handler_error_releases_the_claim_and_the_retry_processes_once() {
+    let recorder = Arc::new(Recorder {
+        fail_runs: vec![1],
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let listener = listener(&recorder, store.clone());
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert_eq!(store.len(), 0, "claim released");
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!((recorder.runs(), recorder.successes()), (2, 1));
+    assert_eq!(listener.stats().decisions(Decision::HandlerFailed), 1);
+}
+
+#[tokio::test]
+async fn handler_panic_is_caught_and_releases_the_claim() {
+    let recorder = Arc::new(Recorder {
+        panic_runs: vec![1],
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let listener = listener(&recorder, store.clone());
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert_eq!(store.len(), 0, "claim released");
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!((recorder.runs(), recorder.successes()), (2, 1));
+    assert_eq!(listener.stats().decisions(Decision::HandlerPanicked), 1);
+}
+
+#[tokio::test]
+async fn copies_inside_one_batch_run_the_handler_once() {
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, Arc::new(MemoryStore::new()));
+    let (a1, a2, b) = (msg("A"), msg("A"), msg("B"));
+    assert_eq!(listener.consume(&[&a1, &b, &a2]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 2);
+    assert_eq!(listener.stats().decisions(Decision::Processed), 2);
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_all_or_nothing_and_its_committed_part_comes_back_as_duplicates() {
+    let store = Arc::new(MemoryStore::new());
+    let other = OwnerToken::random();
+    store
+        .claim(&[record_key("C")], other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, store.clone());
+    let batch = [msg("A"), msg("B"), msg("C")];
+    let refs: Vec<&MessageExt> = batch.iter().collect();
+    assert_eq!(
+        listener.consume(&refs).await,
+        ReconsumeLater,
+        "C is in flight elsewhere"
+    );
+    assert_eq!(recorder.runs(), 2, "A and B ran");
+    store
+        .commit(&[record_key("C")], other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(listener.consume(&refs).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 2, "nothing ran twice");
+    assert_eq!(listener.stats().messages_acked(), 3);
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 3);
+}
+
+#[tokio::test]
+async fn bad_keys_fall_back_as_configured() {
+    let bad = message("Orders").uniq_key("U").body("not json").build();
+    let run = |fallback| {
+        let recorder = Arc::new(Recorder::default());
+        let listener = DedupConcurrentListener::builder(recorder.clone())
+            .namespace("group")
+            .key_strategy(KeyStrategy::json_pointer("/orderId"))
+            .key_fallback(fallback)
+            .build()
+            .unwrap();
+        (recorder, listener)
+    };
+    // Default: dedup by the unique id.
+    let (recorder, listener) = run(KeyFallback::UniqueId);
+    assert_eq!(listener.consume(&[&bad]).await, ConsumeSuccess);
+    assert_eq!(listener.consume(&[&bad]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 1);
+    assert_eq!(listener.stats().events(Event::KeyError), 2);
+    // Retry: never run, never acked.
+    let (recorder, listener) = run(KeyFallback::Retry);
+    assert_eq!(listener.consume(&[&bad]).await, ReconsumeLater);
+    assert_eq!(recorder.runs(), 0);
+    assert_eq!(listener.stats().decisions(Decision::KeyRejected), 1);
+    // No dedup: runs every time.
+    let (recorder, listener) = run(KeyFallback::NoDedup);
+    assert_eq!(listener.consume(&[&bad]).await, ConsumeSuccess);
+    assert_eq!(listener.consume(&[&bad]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 2);
+    // A good key is still deduplicated by the business key, across unique ids.
+    let (recorder, listener) = run(KeyFallback::Retry);
+    let first = message("Orders")
+        .uniq_key("U1")
+        .body(r#"{"orderId":"o-1"}"#)
+        .build();
+    let resent = message("Orders")
+        .uniq_key("U2")
+        .body(r#"{"orderId":"o-1"}"#)
+        .build();
+    assert_eq!(listener.consume(&[&first]).await, ConsumeSuccess);
+    assert_eq!(listener.consume(&[&resent]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 1);
+}
+
+/// A store whose calls fail (or hang) on purpose.
+struct BrokenStore {
+    hang: bool,
+}
+
+impl BrokenStore {
+    fn fail<'a, T: Send + 'a>(
+        &'a self,
+        operation: StoreOperation,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        let hang = self.hang;
+        Box::pin(async move {
+            if hang {
+                futures::future::pending::<()>().await;
+            }
+            Err(StoreError::backend(operation, "connection refused"))
+        })
+    }
+}
+
+impl DedupStore for BrokenStore {
+    fn claim<'a>(
+        &'a self,
+        _: &'a [RecordKey],
+        _: OwnerToken,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
+        self.fail(StoreOperation::Claim)
+    }
+    fn commit<'a>(
+        &'a self,
+        _: &'a [RecordKey],
+        _: OwnerToken,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        self.fail(StoreOperation::Commit)
+    }
+    fn release<'a>(
+        &'a self,
+        _: &'a [RecordKey],
+        _: OwnerToken,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        self.fail(StoreOperation::Release)
+    }
+    fn renew<'a>(
+        &'a self,
+        _: &'a [RecordKey],
+        _: OwnerToken,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        self.fail(StoreOperation::Renew)
+    }
+    fn kind(&self) -> &'static str {
+        "broken"
+    }
+}
+
+fn broken_listener(
+    recorder: &Arc<Recorder>,
+    hang: bool,
+    policy: StoreErrorPolicy,
+) -> DedupConcurrentListener<Arc<Recorder>> {
+    DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .store(BrokenStore { hang })
+        .store_timeout(Duration::from_millis(200))
+        .store_error_policy(policy)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn store_errors_fail_closed_by_default() {
+    for hang in [false, true] {
+        let recorder = Arc::new(Recorder::default());
+        let listener = broken_listener(&recorder, hang, StoreErrorPolicy::default());
+        let started = std::time::Instant::now();
+        assert_eq!(
+            listener.consume(&[&msg("A"), &msg("B")]).await,
+            ReconsumeLater
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by the store timeout"
+        );
+        assert_eq!(
+            recorder.runs(),
+            0,
+            "nothing runs, nothing is acked (hang={hang})"
+        );
+        assert_eq!(listener.stats().decisions(Decision::StoreUnavailable), 2);
+        assert_eq!(listener.stats().events(Event::StoreError), 1);
+    }
+}
+
+#[tokio::test]
+async fn store_errors_fail_open_when_configured() {
+    let recorder = Arc::new(Recorder::default());
+    let listener = broken_listener(&recorder, false, StoreErrorPolicy::FailOpen);
+    assert_eq!(
+        listener.consume(&[&msg("A"), &msg("A"), &msg("B")]).await,
+        ConsumeSuccess
+    );
+    assert_eq!(recorder.runs(), 2, "copies within the batch still run once");
+    assert_eq!(
+        listener.stats().decisions(Decision::ProcessedWithoutDedup),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_keeps_a_long_handler_exclusive() {
+    let recorder = Arc::new(Recorder {
+        sleep: Duration::from_millis(900),
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let build = || {
+        DedupConcurrentListener::builder(recorder.clone())
+            .namespace("group")
+            .shared_store(store.clone())
+            .processing_ttl(Duration::from_millis(300))
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (build(), build());
+    let running = tokio::spawn(async move { first.consume(&[&msg("A")]).await });
+    // The second copy arrives at 3 processing TTLs into the first one's handler.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(second.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert_eq!(running.await.unwrap(), ConsumeSuccess);
+    assert_eq!(second.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(recorder.runs(), 1, "the handler never ran twice");
+    assert_eq!(second.stats().decisions(Decision::DeferredInFlight), 1);
+}
+
+#[test]
+fn consume_message_works_from_any_thread() {
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, Arc::new(MemoryStore::new()));
+    let context = ConsumeConcurrentlyContext::new(MessageQueue::default());
+    let call = |listener: &DedupConcurrentListener<Arc<Recorder>>, id: &str| {
+        listener.consume_message(&[&msg(id)], &context).unwrap()
+    };
+    // A plain thread (the listener runs on its own runtime).
+    assert_eq!(call(&listener, "plain"), ConsumeSuccess);
+    // A multi-thread runtime's blocking thread, as the client calls it, and a worker thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let l = listener.clone();
+    let ctx = ConsumeConcurrentlyContext::new(MessageQueue::default());
+    let status = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || l.consume_message(&[&msg("blocking")], &ctx).unwrap())
+            .await
+    });
+    assert_eq!(status.unwrap(), ConsumeSuccess);
+    let l = listener.clone();
+    let ctx = ConsumeConcurrentlyContext::new(MessageQueue::default());
+    let status = rt.block_on(async move {
+        tokio::spawn(async move { l.consume_message(&[&msg("worker")], &ctx).unwrap() }).await
+    });
+    assert_eq!(status.unwrap(), ConsumeSuccess);
+    // A current-thread runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(async { call(&listener, "current") }),
+        ConsumeSuccess
+    );
+    assert_eq!(recorder.runs(), 4);
+}
+
+#[test]
+fn configuration_is_checked_at_build() {
+    let build = |f: fn(
+        rocketmq_dedup::DedupListenerBuilder<Arc<Recorder>>,
+    ) -> rocketmq_dedup::DedupListenerBuilder<Arc<Recorder>>| {
+        f(DedupConcurrentListener::builder(Arc::new(
+            Recorder::default(),
+        )))
+        .build()
+        .map(|_| ())
+    };
+    assert_eq!(build(|b| b), Err(ConfigError::MissingNamespace));
+    assert!(matches!(
+        build(|b| b.namespace("g").processing_ttl(Duration::ZERO)),
+        Err(ConfigError::BadDuration { .. })
+    ));
+    assert!(matches!(
+        build(|b| b
+            .namespace("g")
+            .processing_ttl(Duration::from_secs(10))
+            .renew_interval(Duration::from_secs(10))),
+        Err(ConfigError::BadDuration {
+            setting: "renew_interval",
+            ..
+        })
+    ));
+    assert!(matches!(
+        build(|b| b.namespace("g").record_ttl(Duration::from_secs(1))),
+        Err(ConfigError::BadDuration { .. })
+    ));
+    assert!(matches!(
+        build(|b| b.namespace("x".repeat(300))),
+        Err(ConfigError::BadLength { .. })
+    ));
+    assert!(matches!(
+        build(|b| b.namespace("g").handler_concurrency(0)),
+        Err(ConfigError::Zero { .. })
+    ));
+    assert_eq!(build(|b| b.namespace("g")), Ok(()));
+}

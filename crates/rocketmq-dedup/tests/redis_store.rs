@@ -1,0 +1,151 @@
+//! Behaviour of the Redis store beyond the shared contract: its record format, AUTH, a
+//! flushed script cache, unreadable records and a server that goes away and comes back.
+
+use std::time::Duration;
+
+use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::store::contract::{fresh_keys, LONG};
+use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
+use rocketmq_dedup::StoreError;
+use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
+
+fn local(options: RedisOptions) -> RedisServer {
+    RedisServer::start_local(options).expect("redis-server starts")
+}
+
+#[tokio::test]
+async fn records_use_the_documented_layout_and_values() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let key = RecordKey::new("dedup", "group", "Orders", Some("paid"), "o:1");
+    let token = OwnerToken::from_u64(0xabc);
+    store
+        .claim(std::slice::from_ref(&key), token, LONG)
+        .await
+        .unwrap();
+    assert!(server
+        .command(&["GET", "dedup:group:Orders:paid:o%3A1"])
+        .unwrap()
+        .contains("cabc"));
+    store
+        .commit(std::slice::from_ref(&key), token, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let value = server.command(&["GET", key.as_str()]).unwrap();
+    assert_eq!(value, "$1\r\nd\r\n");
+    let ttl: i64 = server
+        .command(&["TTL", key.as_str()])
+        .unwrap()
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&ttl), "record TTL {ttl}");
+}
+
+#[tokio::test]
+async fn auth_is_required_and_used() {
+    let server = local(RedisOptions {
+        password: Some("s3cret-pw".into()),
+        ..Default::default()
+    });
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let keys = fresh_keys(1);
+    assert_eq!(
+        store
+            .claim(&keys, OwnerToken::random(), LONG)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    let err = RedisStore::builder(wrong).connect().await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    assert!(
+        !format!("{err:?} {err}").contains("wrong@"),
+        "the URL's password is not in the error"
+    );
+    let anonymous = format!("redis://127.0.0.1:{}", server.port());
+    let store = RedisStore::builder(anonymous).connect().await;
+    let failed = match store {
+        Err(_) => true,
+        Ok(store) => store
+            .claim(&keys, OwnerToken::random(), LONG)
+            .await
+            .is_err(),
+    };
+    assert!(failed, "a client without the password is refused");
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let keys = fresh_keys(3);
+    let token = OwnerToken::random();
+    store.claim(&keys, token, LONG).await.unwrap();
+    assert!(server
+        .command(&["SCRIPT", "FLUSH"])
+        .unwrap()
+        .starts_with("+OK"));
+    assert_eq!(
+        store.commit(&keys, token, LONG).await.unwrap(),
+        [CommitOutcome::Committed; 3]
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_a_typed_error() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let keys = fresh_keys(1);
+    server
+        .command(&["SET", keys[0].as_str(), "garbage"])
+        .unwrap();
+    let err = store
+        .claim(&keys, OwnerToken::random(), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CorruptRecord { .. }), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_stopped_server_fails_fast_and_a_restarted_one_is_used_again() {
+    let mut server = local(RedisOptions {
+        appendonly: true,
+        ..Default::default()
+    });
+    let store = RedisStore::builder(server.url())
+        .response_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let keys = fresh_keys(2);
+    let token = OwnerToken::random();
+    store.claim(&keys[..1], token, LONG).await.unwrap();
+    store.commit(&keys[..1], token, LONG).await.unwrap();
+
+    server.kill();
+    let started = std::time::Instant::now();
+    let err = store.claim(&keys[1..], token, LONG).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed after {:?}",
+        started.elapsed()
+    );
+
+    server.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match store.claim(&keys, OwnerToken::random(), LONG).await {
+            Ok(answer) => break answer,
+            Err(e) if std::time::Instant::now() > deadline => panic!("no reconnect: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    // The committed record survived the restart (append-only file); the other key is new.
+    assert_eq!(answer, [ClaimOutcome::Consumed, ClaimOutcome::Claimed]);
+}
