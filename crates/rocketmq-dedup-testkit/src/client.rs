@@ -11,7 +11,7 @@ use rocketmq_client_rust::{
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
-use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner, ShutdownDeadline};
 
 /// A RocketMQ client runtime (its own Tokio runtime, as rocketmq-client-rust 1.0.0 requires).
 ///
@@ -84,7 +84,12 @@ impl ClientEnv {
             .map_err(|e| rocketmq_client_rust::ClientError::internal("build client runtime", e))?;
         let runtime = ClientRuntime::try_new(
             owner.root_context().component("client"),
-            ClientRuntimeConfig::default(),
+            // The default 30 s is spent in full at every shutdown: some 1.0.0 client task
+            // does not stop by itself, so the deadline always runs out.
+            ClientRuntimeConfig {
+                shutdown_timeout: Duration::from_secs(2),
+                ..ClientRuntimeConfig::default()
+            },
             TelemetryHandle::noop(),
         )?;
         Ok(ClientEnv { owner, runtime })
@@ -138,7 +143,10 @@ impl ClientEnv {
     /// Shuts the client runtime down (after its producers and consumers).
     pub async fn shutdown(self) {
         let _ = self.runtime.shutdown().await;
-        let _ = self.owner.shutdown_tasks().await;
+        let _ = self
+            .owner
+            .shutdown_tasks_until(ShutdownDeadline::after(Duration::from_secs(2)))
+            .await;
         let _ = self.owner.shutdown_background();
     }
 }

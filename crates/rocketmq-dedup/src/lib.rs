@@ -70,6 +70,6 @@ pub use config::{DedupConfig, KeyFallback, StoreErrorPolicy};
 pub use error::{ConfigError, HandlerError, KeyError, StoreError, StoreOperation};
 pub use handler::{handler_fn, DedupHandler, HandlerFn};
 pub use key::{DedupKey, KeyStrategy};
-pub use listener::{DedupConcurrentListener, DedupListenerBuilder};
+pub use listener::{DedupConcurrentListener, DedupListenerBuilder, DECISION_TARGET};
 pub use stats::{Decision, DedupStats, Event};
 pub use store::DedupStore;

@@ -24,6 +24,10 @@ use crate::runtime::ListenerRuntime;
 use crate::stats::{Decision, DedupStats, Event};
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
 
+/// The tracing target of the one event per message that states its [`Decision`]
+/// (at DEBUG): `RUST_LOG=rocketmq_dedup::decision=debug` prints one line per decision.
+pub const DECISION_TARGET: &str = "rocketmq_dedup::decision";
+
 /// A RocketMQ concurrent listener that runs its [`DedupHandler`] at most once per dedup key.
 ///
 /// For each batch it derives every message's dedup key, claims all keys in one store call,
@@ -668,6 +672,7 @@ impl<H: DedupHandler> Inner<H> {
     fn record(&self, msg: &MessageExt, decision: Decision, batch_retried: bool) {
         self.stats.decide(decision);
         debug!(
+            target: DECISION_TARGET,
             msg_id = %msg.msg_id,
             topic = %msg.topic(),
             reconsume_times = msg.reconsume_times,
