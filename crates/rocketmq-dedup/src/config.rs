@@ -44,6 +44,7 @@ pub struct DedupConfig {
     pub(crate) key_strategy: Option<KeyStrategy>,
     pub(crate) handler_concurrency: usize,
     pub(crate) max_reconsume_times: i32,
+    pub(crate) commit_retry_window: Duration,
 }
 
 impl DedupConfig {
@@ -58,6 +59,8 @@ impl DedupConfig {
     pub const DEFAULT_HANDLER_CONCURRENCY: usize = 1;
     /// RocketMQ's default max reconsume times of a consumer group.
     pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
+    /// Default time a failed commit is retried in the background.
+    pub const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
     /// Longest namespace or prefix, in bytes.
     pub const MAX_NAME_BYTES: usize = 255;
 
@@ -74,6 +77,7 @@ impl DedupConfig {
             key_strategy: None,
             handler_concurrency: Self::DEFAULT_HANDLER_CONCURRENCY,
             max_reconsume_times: Self::DEFAULT_MAX_RECONSUME_TIMES,
+            commit_retry_window: Self::DEFAULT_COMMIT_RETRY_WINDOW,
         }
     }
 

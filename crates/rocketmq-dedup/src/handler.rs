@@ -4,8 +4,10 @@ use std::future::Future;
 
 use rocketmq_model::common::message::message_ext::MessageExt;
 
-use crate::error::{HandlerError, KeyError};
+use crate::error::{HandlerError, KeyError, StoreError};
 use crate::key::{self, DedupKey};
+use crate::record_key::RecordKey;
+use crate::store::CommitOutcome;
 
 /// Processes messages; [`DedupConcurrentListener`](crate::DedupConcurrentListener) runs it at
 /// most once per dedup key (until the record TTL ends).
@@ -50,6 +52,15 @@ pub trait DedupHandler: Send + Sync + 'static {
     fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError> {
         key::unique_id(msg)
     }
+
+    /// Called once the store has settled a key whose handler succeeded: `Ok` with the
+    /// commit's outcome, or `Err` when the commit could not be written within the listener's
+    /// commit retry window (the claim then expires after the processing TTL). A commit that
+    /// fails at first is retried in the background, so this may run after the message was
+    /// acked, on a runtime thread. Default: nothing.
+    fn on_settled(&self, key: &RecordKey, result: Result<CommitOutcome, &StoreError>) {
+        let _ = (key, result);
+    }
 }
 
 /// A [`DedupHandler`] from a synchronous closure; see [`handler_fn`].
@@ -88,5 +99,9 @@ impl<H: DedupHandler> DedupHandler for std::sync::Arc<H> {
 
     fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError> {
         (**self).dedup_key(msg)
+    }
+
+    fn on_settled(&self, key: &RecordKey, result: Result<CommitOutcome, &StoreError>) {
+        (**self).on_settled(key, result)
     }
 }

@@ -196,6 +196,15 @@ impl<H: DedupHandler> DedupListenerBuilder<H> {
         self
     }
 
+    /// How long a commit that failed after a successful handler is retried in the background
+    /// (default [`DedupConfig::DEFAULT_COMMIT_RETRY_WINDOW`]; zero: not retried). The claim is
+    /// the listener's by its token, so a late commit is still correct; committing before the
+    /// claim expires keeps a redelivered copy from running again.
+    pub fn commit_retry_window(mut self, window: Duration) -> Self {
+        self.config.commit_retry_window = window;
+        self
+    }
+
     /// The Tokio runtime that drives store calls and handlers (default: the runtime the
     /// builder runs in, else a one-thread runtime of the listener's own).
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
@@ -337,7 +346,7 @@ enum Plan {
 }
 
 impl<H: DedupHandler> Inner<H> {
-    async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
+    async fn consume(self: &Arc<Self>, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
         let (mut plans, keys) = self.plan(msgs);
 
         let token = OwnerToken::random();
@@ -412,7 +421,7 @@ impl<H: DedupHandler> Inner<H> {
                 }
             }
         }
-        self.commit(&commit_keys, token).await;
+        self.commit(commit_keys, token).await;
         self.release(&release_keys, token).await;
 
         // Copies follow their leader; then the batch is all-or-nothing.
@@ -572,52 +581,91 @@ impl<H: DedupHandler> Inner<H> {
         }
     }
 
-    /// Commits, retrying a failed call twice: the handlers already succeeded, so giving up
-    /// leaves a claim that only expiry clears.
-    async fn commit(&self, keys: &[RecordKey], token: OwnerToken) {
+    /// Commits the keys of successful handlers. A failed call is handed to a background task
+    /// that retries it (see [`DedupListenerBuilder::commit_retry_window`]): the handlers already
+    /// succeeded, so the message is acked either way.
+    async fn commit(self: &Arc<Self>, keys: Vec<RecordKey>, token: OwnerToken) {
         if keys.is_empty() {
             return;
         }
         let ttl = self.config.record_ttl;
-        let mut backoff = Duration::from_millis(50);
-        for attempt in 1..=3 {
+        match self
+            .call(StoreOperation::Commit, self.store.commit(&keys, token, ttl))
+            .await
+        {
+            Ok(outcomes) => self.settled(&keys, outcomes),
+            Err(err) if self.config.commit_retry_window.is_zero() => {
+                self.give_up_commit(&keys, &err)
+            }
+            Err(_) => {
+                self.stats.event(Event::CommitDeferred, keys.len() as u64);
+                warn!(
+                    keys = keys.len(),
+                    window_s = self.config.commit_retry_window.as_secs(),
+                    "commit failed after the handlers succeeded; acking, and retrying the commit in the background"
+                );
+                let inner = Arc::clone(self);
+                self.runtime
+                    .handle()
+                    .spawn(async move { inner.retry_commit(keys, token).await });
+            }
+        }
+    }
+
+    async fn retry_commit(self: Arc<Self>, keys: Vec<RecordKey>, token: OwnerToken) {
+        let deadline = tokio::time::Instant::now() + self.config.commit_retry_window;
+        let ttl = self.config.record_ttl;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(backoff).await;
             match self
-                .call(StoreOperation::Commit, self.store.commit(keys, token, ttl))
+                .call(StoreOperation::Commit, self.store.commit(&keys, token, ttl))
                 .await
             {
                 Ok(outcomes) => {
-                    let lost = outcomes
-                        .iter()
-                        .filter(|o| **o == CommitOutcome::Lost)
-                        .count();
-                    let twice = outcomes
-                        .iter()
-                        .filter(|o| **o == CommitOutcome::AlreadyConsumed)
-                        .count();
-                    self.stats.event(Event::ClaimLost, lost as u64);
-                    self.stats.event(Event::DuplicateEffect, twice as u64);
-                    if lost + twice > 0 {
-                        warn!(
-                            lost,
-                            already_consumed = twice,
-                            "commit found claims taken over: a handler may have run twice"
-                        );
-                    }
-                    return;
+                    debug!(keys = keys.len(), "deferred commit written");
+                    return self.settled(&keys, outcomes);
                 }
-                Err(_) if attempt < 3 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 4;
+                Err(err) if tokio::time::Instant::now() + backoff >= deadline => {
+                    return self.give_up_commit(&keys, &err)
                 }
-                Err(err) => {
-                    self.stats.event(Event::CommitFailed, keys.len() as u64);
-                    error!(
-                        keys = keys.len(),
-                        error = %err,
-                        "commit failed after the handlers succeeded; acking anyway. The claims expire after the processing TTL; a copy delivered after that runs again"
-                    );
-                }
+                Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
             }
+        }
+    }
+
+    fn settled(&self, keys: &[RecordKey], outcomes: Vec<CommitOutcome>) {
+        let lost = outcomes
+            .iter()
+            .filter(|o| **o == CommitOutcome::Lost)
+            .count();
+        let twice = outcomes
+            .iter()
+            .filter(|o| **o == CommitOutcome::AlreadyConsumed)
+            .count();
+        self.stats.event(Event::ClaimLost, lost as u64);
+        self.stats.event(Event::DuplicateEffect, twice as u64);
+        if lost + twice > 0 {
+            warn!(
+                lost,
+                already_consumed = twice,
+                "commit found claims taken over: a handler may have run twice"
+            );
+        }
+        for (key, outcome) in keys.iter().zip(outcomes) {
+            self.handler.on_settled(key, Ok(outcome));
+        }
+    }
+
+    fn give_up_commit(&self, keys: &[RecordKey], err: &StoreError) {
+        self.stats.event(Event::CommitFailed, keys.len() as u64);
+        error!(
+            keys = keys.len(),
+            error = %err,
+            "commit could not be written; the claims expire after the processing TTL, and a copy delivered after that runs again"
+        );
+        for key in keys {
+            self.handler.on_settled(key, Err(err));
         }
     }
 

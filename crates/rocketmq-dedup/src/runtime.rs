@@ -27,7 +27,7 @@ impl ListenerRuntime {
         Ok(ListenerRuntime::Owned(Some(runtime)))
     }
 
-    fn handle(&self) -> &Handle {
+    pub(crate) fn handle(&self) -> &Handle {
         match self {
             ListenerRuntime::Borrowed(handle) => handle,
             ListenerRuntime::Owned(runtime) => runtime

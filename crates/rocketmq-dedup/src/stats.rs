@@ -99,7 +99,11 @@ pub enum Event {
     ClaimLost,
     /// A commit found the key already CONSUMED by another owner: the handler ran twice.
     DuplicateEffect,
-    /// The commit after a successful handler failed; the message is acked anyway.
+    /// The commit after a successful handler failed at first; it is retried in the background
+    /// (the message is acked: its effect happened).
+    CommitDeferred,
+    /// The commit could not be written within the commit retry window; the claim expires after
+    /// the processing TTL, and a copy delivered after that runs again.
     CommitFailed,
     /// Releasing a failed handler's claim failed; it expires after the processing TTL.
     ReleaseFailed,
@@ -110,11 +114,12 @@ pub enum Event {
 
 impl Event {
     /// All events.
-    pub const ALL: [Event; 7] = [
+    pub const ALL: [Event; 8] = [
         Event::StoreError,
         Event::KeyError,
         Event::ClaimLost,
         Event::DuplicateEffect,
+        Event::CommitDeferred,
         Event::CommitFailed,
         Event::ReleaseFailed,
         Event::DeferredNearDeadLetter,
@@ -127,6 +132,7 @@ impl Event {
             Event::KeyError => "key_error",
             Event::ClaimLost => "claim_lost",
             Event::DuplicateEffect => "duplicate_effect",
+            Event::CommitDeferred => "commit_deferred",
             Event::CommitFailed => "commit_failed",
             Event::ReleaseFailed => "release_failed",
             Event::DeferredNearDeadLetter => "deferred_near_dead_letter",

@@ -73,3 +73,140 @@ impl MessageBuilder {
         self.msg
     }
 }
+
+/// A [`DedupStore`] wrapper that injects faults, for testing how a consumer behaves when its
+/// store misbehaves: failing or hanging calls of chosen operations, and renewals that do not
+/// renew (so that a claim expires under a running handler).
+///
+/// ```
+/// use rocketmq_dedup::store::MemoryStore;
+/// use rocketmq_dedup::testing::FaultyStore;
+/// use rocketmq_dedup::StoreOperation;
+///
+/// let store = FaultyStore::new(MemoryStore::new());
+/// store.fail(StoreOperation::Commit, true);
+/// ```
+#[derive(Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    failing: std::sync::Mutex<Vec<StoreOperation>>,
+    hang: std::sync::atomic::AtomicBool,
+    stall_renewals: std::sync::atomic::AtomicBool,
+}
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::error::{StoreError, StoreOperation};
+use crate::record_key::RecordKey;
+use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+
+impl<S: DedupStore> FaultyStore<S> {
+    /// A wrapper that passes every call to `inner` until told otherwise.
+    pub fn new(inner: S) -> Self {
+        FaultyStore {
+            inner,
+            failing: std::sync::Mutex::new(Vec::new()),
+            hang: false.into(),
+            stall_renewals: false.into(),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Makes calls of `operation` fail (`true`) or pass again (`false`).
+    pub fn fail(&self, operation: StoreOperation, failing: bool) {
+        let mut ops = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        ops.retain(|op| *op != operation);
+        if failing {
+            ops.push(operation);
+        }
+    }
+
+    /// Makes failing calls hang forever instead of failing at once.
+    pub fn hang(&self, hang: bool) {
+        self.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// Makes renewals answer "still held" without renewing anything.
+    pub fn stall_renewals(&self, stall: bool) {
+        self.stall_renewals.store(stall, Ordering::SeqCst);
+    }
+
+    fn fault<'a, T: Send + 'a>(
+        &'a self,
+        operation: StoreOperation,
+    ) -> Option<BoxFuture<'a, Result<T, StoreError>>> {
+        let failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&operation);
+        if !failing {
+            return None;
+        }
+        let hang = self.hang.load(Ordering::SeqCst);
+        Some(Box::pin(async move {
+            if hang {
+                futures::future::pending::<()>().await;
+            }
+            Err(StoreError::backend(
+                operation,
+                "injected fault: connection refused",
+            ))
+        }))
+    }
+}
+
+impl<S: DedupStore> DedupStore for FaultyStore<S> {
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
+        self.fault(StoreOperation::Claim)
+            .unwrap_or_else(|| self.inner.claim(keys, token, ttl))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        self.fault(StoreOperation::Commit)
+            .unwrap_or_else(|| self.inner.commit(keys, token, ttl))
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        self.fault(StoreOperation::Release)
+            .unwrap_or_else(|| self.inner.release(keys, token))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        if self.stall_renewals.load(Ordering::SeqCst) {
+            return Box::pin(futures::future::ready(Ok(vec![true; keys.len()])));
+        }
+        self.fault(StoreOperation::Renew)
+            .unwrap_or_else(|| self.inner.renew(keys, token, ttl))
+    }
+
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+}

@@ -5,16 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListenerConcurrently,
 };
 use rocketmq_dedup::record_key::RecordKey;
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
-use rocketmq_dedup::testing::message;
+use rocketmq_dedup::testing::{message, FaultyStore};
 use rocketmq_dedup::{
     ConfigError, Decision, DedupConcurrentListener, DedupHandler, Event, HandlerError, KeyFallback,
-    KeyStrategy, StoreError, StoreErrorPolicy, StoreOperation,
+    KeyStrategy, StoreErrorPolicy, StoreOperation,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
@@ -29,6 +28,8 @@ struct Recorder {
     fail_runs: Vec<usize>,
     panic_runs: Vec<usize>,
     sleep: Duration,
+    /// Keys settled as committed (the `on_settled` hook).
+    committed: AtomicUsize,
 }
 
 impl DedupHandler for Recorder {
@@ -45,6 +46,16 @@ impl DedupHandler for Recorder {
         }
         self.successes.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn on_settled(
+        &self,
+        _key: &RecordKey,
+        result: Result<CommitOutcome, &rocketmq_dedup::StoreError>,
+    ) {
+        if matches!(result, Ok(CommitOutcome::Committed)) {
+            self.committed.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -94,6 +105,11 @@ async fn claimed_runs_the_handler_once_and_later_copies_are_acked() {
         .build();
     assert_eq!(listener.consume(&[&retried]).await, ConsumeSuccess);
     assert_eq!(recorder.runs(), 1);
+    assert_eq!(
+        recorder.committed.load(Ordering::SeqCst),
+        1,
+        "on_settled reported the commit"
+    );
     assert_eq!(listener.stats().decisions(Decision::Processed), 1);
     assert_eq!(listener.stats().decisions(Decision::Duplicate), 2);
 }
@@ -234,71 +250,24 @@ async fn bad_keys_fall_back_as_configured() {
     assert_eq!(recorder.runs(), 1);
 }
 
-/// A store whose calls fail (or hang) on purpose.
-struct BrokenStore {
-    hang: bool,
-}
-
-impl BrokenStore {
-    fn fail<'a, T: Send + 'a>(
-        &'a self,
-        operation: StoreOperation,
-    ) -> BoxFuture<'a, Result<T, StoreError>> {
-        let hang = self.hang;
-        Box::pin(async move {
-            if hang {
-                futures::future::pending::<()>().await;
-            }
-            Err(StoreError::backend(operation, "connection refused"))
-        })
-    }
-}
-
-impl DedupStore for BrokenStore {
-    fn claim<'a>(
-        &'a self,
-        _: &'a [RecordKey],
-        _: OwnerToken,
-        _: Duration,
-    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
-        self.fail(StoreOperation::Claim)
-    }
-    fn commit<'a>(
-        &'a self,
-        _: &'a [RecordKey],
-        _: OwnerToken,
-        _: Duration,
-    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        self.fail(StoreOperation::Commit)
-    }
-    fn release<'a>(
-        &'a self,
-        _: &'a [RecordKey],
-        _: OwnerToken,
-    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
-        self.fail(StoreOperation::Release)
-    }
-    fn renew<'a>(
-        &'a self,
-        _: &'a [RecordKey],
-        _: OwnerToken,
-        _: Duration,
-    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
-        self.fail(StoreOperation::Renew)
-    }
-    fn kind(&self) -> &'static str {
-        "broken"
-    }
-}
-
 fn broken_listener(
     recorder: &Arc<Recorder>,
     hang: bool,
     policy: StoreErrorPolicy,
 ) -> DedupConcurrentListener<Arc<Recorder>> {
+    let store = FaultyStore::new(MemoryStore::new());
+    for op in [
+        StoreOperation::Claim,
+        StoreOperation::Commit,
+        StoreOperation::Release,
+        StoreOperation::Renew,
+    ] {
+        store.fail(op, true);
+    }
+    store.hang(hang);
     DedupConcurrentListener::builder(recorder.clone())
         .namespace("group")
-        .store(BrokenStore { hang })
+        .store(store)
         .store_timeout(Duration::from_millis(200))
         .store_error_policy(policy)
         .build()
@@ -450,4 +419,161 @@ fn configuration_is_checked_at_build() {
         Err(ConfigError::Zero { .. })
     ));
     assert_eq!(build(|b| b.namespace("g")), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_under_a_running_handler_is_counted_and_not_committed_over() {
+    // Renewals do nothing, so the 200 ms claim expires while the 600 ms handler runs.
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    store.stall_renewals(true);
+    let recorder = Arc::new(Recorder {
+        sleep: Duration::from_millis(600),
+        ..Default::default()
+    });
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .processing_ttl(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let running = {
+        let listener = listener.clone();
+        tokio::spawn(async move { listener.consume(&[&msg("A")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new_owner = OwnerToken::random();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .inner()
+            .claim(&[record_key("A")], new_owner, ttl)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        running.await.unwrap(),
+        ConsumeSuccess,
+        "the handler's effect happened; the message is acked"
+    );
+    assert_eq!(listener.stats().events(Event::ClaimLost), 1);
+    // The new owner's claim is intact, and it can still commit.
+    let someone = OwnerToken::random();
+    assert_eq!(
+        store
+            .inner()
+            .claim(&[record_key("A")], someone, ttl)
+            .await
+            .unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+    assert_eq!(
+        store
+            .inner()
+            .commit(&[record_key("A")], new_owner, ttl)
+            .await
+            .unwrap(),
+        [CommitOutcome::Committed]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_acked_and_written_in_the_background_once_the_store_is_back() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    store.fail(StoreOperation::Commit, true);
+    let recorder = Arc::new(Recorder::default());
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(
+        listener.consume(&[&msg("A"), &msg("B")]).await,
+        ConsumeSuccess,
+        "the effects happened"
+    );
+    assert_eq!(listener.stats().events(Event::CommitDeferred), 2);
+    // While the store refuses commits, a copy meets the claim and waits.
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    store.fail(StoreOperation::Commit, false);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The background commit landed: the copy is now a duplicate.
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+    assert_eq!(listener.stats().events(Event::CommitFailed), 0);
+    assert_eq!(
+        recorder.committed.load(Ordering::SeqCst),
+        2,
+        "both settled once written"
+    );
+    assert_eq!(recorder.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_commit_that_cannot_be_written_in_the_window_is_counted_as_failed() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    store.fail(StoreOperation::Commit, true);
+    let recorder = Arc::new(Recorder::default());
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .commit_retry_window(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert_eq!(
+        listener.consume(&[&msg("A"), &msg("B")]).await,
+        ConsumeSuccess
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(listener.stats().events(Event::CommitFailed), 2);
+    assert!(listener.stats().events(Event::StoreError) >= 2);
+    assert_eq!(recorder.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_release_is_counted_and_the_claim_expires() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    store.fail(StoreOperation::Release, true);
+    let recorder = Arc::new(Recorder {
+        fail_runs: vec![1],
+        ..Default::default()
+    });
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .processing_ttl(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert_eq!(listener.stats().events(Event::ReleaseFailed), 1);
+    assert_eq!(
+        listener.consume(&[&msg("A")]).await,
+        ReconsumeLater,
+        "deferred while the stale claim lives"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!((recorder.runs(), recorder.successes()), (2, 1));
+}
+
+#[tokio::test]
+async fn deferral_on_the_last_reconsume_attempts_is_loud() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .claim(
+            &[record_key("A")],
+            OwnerToken::random(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let listener = listener(&recorder, store);
+    let early = message("Orders").uniq_key("A").reconsume_times(3).build();
+    assert_eq!(listener.consume(&[&early]).await, ReconsumeLater);
+    assert_eq!(listener.stats().events(Event::DeferredNearDeadLetter), 0);
+    let last = message("Orders").uniq_key("A").reconsume_times(15).build();
+    assert_eq!(listener.consume(&[&last]).await, ReconsumeLater);
+    assert_eq!(listener.stats().events(Event::DeferredNearDeadLetter), 1);
+    assert_eq!(recorder.runs(), 0);
 }
