@@ -15,6 +15,9 @@ pub struct RedisOptions {
     pub appendonly: bool,
     /// `requirepass`: clients must AUTH.
     pub password: Option<String>,
+    /// Also serve TLS on a second port, with a certificate signed by a CA made for this server
+    /// (`openssl` must be installed); [`RedisServer::url`] is then the `rediss://` one.
+    pub tls: bool,
 }
 
 /// A `redis-server` process on 127.0.0.1, or the server `REDIS_URL` names.
@@ -22,6 +25,8 @@ pub struct RedisOptions {
 pub struct RedisServer {
     url: String,
     port: u16,
+    /// The TLS port, when `options.tls`.
+    tls_port: u16,
     options: RedisOptions,
     /// `None` when the server is external (`REDIS_URL`) or stopped.
     process: Option<ChildProcess>,
@@ -38,6 +43,7 @@ impl RedisServer {
             Ok(url) if !url.is_empty() => Ok(RedisServer {
                 url,
                 port: 0,
+                tls_port: 0,
                 options: RedisOptions::default(),
                 process: None,
                 external: true,
@@ -52,19 +58,30 @@ impl RedisServer {
         let mut server = RedisServer {
             url: String::new(),
             port: 0,
+            tls_port: 0,
             options,
             process: None,
             external: false,
             dir: tempfile::Builder::new().prefix("dedup-redis-").tempdir()?,
         };
+        if server.options.tls {
+            make_certificates(server.dir.path())?;
+        }
         let mut last_err = None;
         for _ in 0..5 {
             server.port = crate::free_port()?;
+            if server.options.tls {
+                server.tls_port = crate::free_port()?;
+            }
             match server.launch() {
                 Ok(()) => {
+                    let (scheme, port) = match server.options.tls {
+                        true => ("rediss", server.tls_port),
+                        false => ("redis", server.port),
+                    };
                     server.url = match &server.options.password {
-                        Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", server.port),
-                        None => format!("redis://127.0.0.1:{}", server.port),
+                        Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{port}"),
+                        None => format!("{scheme}://127.0.0.1:{port}"),
                     };
                     return Ok(server);
                 }
@@ -99,6 +116,19 @@ impl RedisServer {
         if let Some(pw) = &self.options.password {
             cmd.arg("--requirepass").arg(pw);
         }
+        if self.options.tls {
+            let dir = self.dir.path();
+            cmd.arg("--tls-port")
+                .arg(self.tls_port.to_string())
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.crt"))
+                .arg("--tls-auth-clients")
+                .arg("no");
+        }
         let log = self.dir.path().join("redis.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -124,9 +154,17 @@ impl RedisServer {
         &self.url
     }
 
-    /// The port (0 when external).
+    /// The plain-text port (0 when external).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PEM of the CA that signed the TLS certificate (with `tls`).
+    pub fn tls_ca_pem(&self) -> Option<Vec<u8>> {
+        self.options
+            .tls
+            .then(|| std::fs::read(self.dir.path().join("ca.crt")).ok())
+            .flatten()
     }
 
     /// Whether this is the server `REDIS_URL` names (it cannot be stopped or restarted).
@@ -212,4 +250,77 @@ fn ping(port: u16, password: Option<&str>) -> bool {
     }
     stream.write_all(&resp(&["PING"])).is_ok()
         && read_reply(&mut stream).is_ok_and(|r| r.starts_with("+PONG"))
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1, signed by it, in `dir`.
+fn make_certificates(dir: &std::path::Path) -> Result<(), TestkitError> {
+    let openssl = find_program("openssl").ok_or_else(|| TestkitError::NotInstalled {
+        program: "openssl".into(),
+        hint: "apt-get install -y openssl".into(),
+    })?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rocketmq-dedup test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "openssl {} failed: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }

@@ -135,6 +135,38 @@ mod tests {
         assert!(key("T", None, &exact).ends_with(&exact));
     }
 
+    /// Undoes the layout (for keys that were not hashed): the test of injectivity.
+    fn decode(key: &str) -> Vec<String> {
+        key.split(':')
+            .map(|part| {
+                part.replace("%3A", ":")
+                    .replace("%23", "#")
+                    .replace("%25", "%")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_parts_round_trip_so_no_two_keys_collide() {
+        const ALPHABET: &[char] = &[':', '%', '#', 'a', 'b', '3', 'A', ' ', 'é', '🔑', '/', '\\'];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut part = |max: usize| -> String {
+            (0..rng.usize(0..=max))
+                .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
+                .collect()
+        };
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let parts = [part(6), part(6), part(6), part(6), part(12)];
+            let tag = (!parts[3].is_empty()).then_some(parts[3].as_str());
+            let key = RecordKey::new(&parts[0], &parts[1], &parts[2], tag, &parts[4]);
+            assert_eq!(decode(key.as_str()), parts.to_vec(), "{:?}", key.as_str());
+            if let Some(other) = seen.insert(key.as_str().to_owned(), parts.clone()) {
+                assert_eq!(other, parts, "two part lists share {}", key.as_str());
+            }
+        }
+    }
+
     #[test]
     fn unicode_is_kept() {
         assert_eq!(key("T", None, "заказ-🔑"), "dedup:g:T::заказ-🔑");

@@ -577,3 +577,38 @@ async fn deferral_on_the_last_reconsume_attempts_is_loud() {
     assert_eq!(listener.stats().events(Event::DeferredNearDeadLetter), 1);
     assert_eq!(recorder.runs(), 0);
 }
+
+#[tokio::test]
+async fn keys_with_separators_and_unicode_are_distinct_records() {
+    let recorder = Arc::new(Recorder::default());
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .key_strategy(KeyStrategy::Keys)
+        .build()
+        .unwrap();
+    let keys = [
+        "a:b",
+        "a%3Ab",
+        "a",
+        "b:c",
+        "#a",
+        "заказ:1",
+        "🔑",
+        "a b",
+        &"x".repeat(5000),
+    ];
+    for key in keys {
+        let m = message("Orders").uniq_key(key).keys(key).build();
+        assert_eq!(listener.consume(&[&m]).await, ConsumeSuccess);
+        assert_eq!(listener.consume(&[&m]).await, ConsumeSuccess);
+    }
+    assert_eq!(
+        recorder.runs(),
+        keys.len(),
+        "each key once, none taken for another"
+    );
+    assert_eq!(
+        listener.stats().decisions(Decision::Duplicate),
+        keys.len() as u64
+    );
+}

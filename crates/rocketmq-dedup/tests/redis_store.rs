@@ -149,3 +149,43 @@ async fn a_stopped_server_fails_fast_and_a_restarted_one_is_used_again() {
     // The committed record survived the restart (append-only file); the other key is new.
     assert_eq!(answer, [ClaimOutcome::Consumed, ClaimOutcome::Claimed]);
 }
+
+#[tokio::test]
+async fn tls_with_auth_works_and_the_password_is_never_printed() {
+    let server = local(RedisOptions {
+        password: Some("tls-s3cret".into()),
+        tls: true,
+        ..Default::default()
+    });
+    assert!(server.url().starts_with("rediss://"), "served over TLS");
+    let ca = server.tls_ca_pem().unwrap();
+    let builder = RedisStore::builder(server.url()).tls_root_certificate(ca);
+    assert!(
+        !format!("{builder:?}").contains("tls-s3cret"),
+        "Debug hides the URL"
+    );
+    let store = builder.connect().await.unwrap();
+    let keys = fresh_keys(2);
+    let token = OwnerToken::random();
+    assert_eq!(
+        store.claim(&keys, token, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed; 2]
+    );
+    assert_eq!(
+        store.commit(&keys, token, LONG).await.unwrap(),
+        [CommitOutcome::Committed; 2]
+    );
+    // The record is there (read over the plain port).
+    assert_eq!(
+        server.command(&["GET", keys[0].as_str()]).unwrap(),
+        "$1\r\nd\r\n"
+    );
+
+    // Without the CA, the self-signed chain is refused.
+    let err = RedisStore::builder(server.url())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    assert!(!format!("{err:?} {err}").contains("tls-s3cret"));
+}

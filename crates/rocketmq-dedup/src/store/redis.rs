@@ -113,6 +113,10 @@ impl fmt::Debug for RedisStore {
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     url: String,
+    /// PEM of the CA that signed the server's certificate, when not a system-trusted one.
+    tls_root_pem: Option<Vec<u8>>,
+    /// PEM certificate and key for mutual TLS.
+    tls_client_pem: Option<(Vec<u8>, Vec<u8>)>,
     connect_timeout: Duration,
     response_timeout: Duration,
     min_backoff: Duration,
@@ -130,10 +134,12 @@ impl RedisStoreBuilder {
     pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
     /// A builder for `url`: `redis://[:password@]host:port[/db]`, `redis://user:password@…`
-    /// (ACL), `rediss://…` for TLS (feature `redis-tls`), or `redis+unix:///path`.
+    /// (ACL), `rediss://…` for TLS (feature `tls`, on by default), or `redis+unix:///path`.
     pub fn new(url: impl Into<String>) -> Self {
         RedisStoreBuilder {
             url: url.into(),
+            tls_root_pem: None,
+            tls_client_pem: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             min_backoff: Self::DEFAULT_MIN_BACKOFF,
@@ -160,10 +166,46 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trusts the CA in `pem` (instead of the system's roots) for `rediss://` (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate and key (PEM) to the server: mutual TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client_pem = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    fn client(&self) -> Result<redis::Client, RedisError> {
+        #[cfg(feature = "tls")]
+        if self.tls_root_pem.is_some() || self.tls_client_pem.is_some() {
+            let certificates = redis::TlsCertificates {
+                client_tls: self
+                    .tls_client_pem
+                    .clone()
+                    .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                root_cert: self.tls_root_pem.clone(),
+            };
+            return redis::Client::build_with_tls(self.url.as_str(), certificates);
+        }
+        redis::Client::open(self.url.as_str())
+    }
+
     /// Connects (the first connection is made now, so a wrong address or password fails here).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let connect_err = |e: RedisError| StoreError::backend(StoreOperation::Connect, e);
-        let client = redis::Client::open(self.url.as_str()).map_err(connect_err)?;
+        let client = self.client().map_err(connect_err)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -185,6 +227,11 @@ impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("url", &"(set)")
+            .field("tls_root_certificate", &self.tls_root_pem.is_some())
+            .field(
+                "tls_client_certificate",
+                &self.tls_client_pem.as_ref().map(|_| "(set)"),
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("min_backoff", &self.min_backoff)
