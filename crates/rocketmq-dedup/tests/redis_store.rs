@@ -189,3 +189,29 @@ async fn tls_with_auth_works_and_the_password_is_never_printed() {
     assert!(matches!(err, StoreError::Backend { .. }), "{err}");
     assert!(!format!("{err:?} {err}").contains("tls-s3cret"));
 }
+
+#[tokio::test]
+async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
+    use rocketmq_dedup::testing::message;
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let counter = store.clone();
+    let listener =
+        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
+            .namespace("group")
+            .store(store)
+            .build()
+            .unwrap();
+    let batch: Vec<_> = (0..32)
+        .map(|i| message("T").uniq_key(&format!("k{i}")).build())
+        .collect();
+    let refs: Vec<_> = batch.iter().collect();
+    listener.consume(&refs).await;
+    assert_eq!(
+        counter.round_trips(),
+        2,
+        "claim + commit for 32 fresh messages"
+    );
+    listener.consume(&refs).await;
+    assert_eq!(counter.round_trips(), 3, "one claim for 32 duplicates");
+}

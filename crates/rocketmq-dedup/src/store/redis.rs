@@ -72,6 +72,8 @@ return 0
 pub struct RedisStore {
     conn: ConnectionManager,
     scripts: &'static Scripts,
+    /// Pipelines sent (network round trips), shared by clones.
+    round_trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Scripts {
@@ -212,12 +214,24 @@ impl RedisStoreBuilder {
             .set_min_delay(self.min_backoff)
             .set_max_delay(self.max_backoff)
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(connect_err)?;
+        // Load the scripts now, in one round trip, so that the first batches do not pay for
+        // NOSCRIPT answers (a restarted server's empty cache is still handled in `run`).
+        let all = scripts();
+        let _: Vec<String> = redis::pipe()
+            .load_script(&all.claim)
+            .load_script(&all.commit)
+            .load_script(&all.release)
+            .load_script(&all.renew)
+            .query_async(&mut conn)
             .await
             .map_err(connect_err)?;
         Ok(RedisStore {
             conn,
-            scripts: scripts(),
+            scripts: all,
+            round_trips: Default::default(),
         })
     }
 }
@@ -246,6 +260,11 @@ impl RedisStore {
         RedisStoreBuilder::new(url)
     }
 
+    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The connection, for tools and tests that inspect records.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
@@ -271,9 +290,12 @@ impl RedisStore {
             pipe.invoke_script(&invocation);
         }
         let mut conn = self.conn.clone();
+        let trips = &self.round_trips;
+        trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer: Result<Vec<i64>, RedisError> = pipe.query_async(&mut conn).await;
         let answer = match answer {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                trips.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
                 script
                     .prepare_invoke()
                     .load_async(&mut conn)

@@ -1,0 +1,180 @@
+//! One scenario, in a process of its own: consume the whole backlog with one kind of listener
+//! and report throughput, per-call latency, peak RSS and Redis round trips as one JSON line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rocketmq_client_rust::{
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
+    MessageListenerConcurrently,
+};
+use rocketmq_dedup::store::{MemoryStore, RedisStore};
+use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, HandlerError};
+use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
+use rocketmq_model::common::message::message_ext::MessageExt;
+
+use crate::reference::ReferenceListener;
+use crate::{Kind, Work};
+
+/// Times each listener call and counts acked messages.
+struct Timed {
+    inner: Box<dyn MessageListenerConcurrently>,
+    first_call: OnceLock<Instant>,
+    calls_us: Mutex<Vec<u32>>,
+    acked: AtomicU64,
+    expect: u64,
+    done_at: OnceLock<Instant>,
+}
+
+impl MessageListenerConcurrently for Timed {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        context: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        let started = Instant::now();
+        let _ = self.first_call.set(started);
+        let status = self.inner.consume_message(msgs, context)?;
+        let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.calls_us.lock().unwrap().push(took);
+        if status == ConsumeConcurrentlyStatus::ConsumeSuccess {
+            let acked =
+                self.acked.fetch_add(msgs.len() as u64, Ordering::SeqCst) + msgs.len() as u64;
+            if acked >= self.expect {
+                let _ = self.done_at.set(Instant::now());
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// The handler of the dedup listeners: the same work as the plain listener's.
+struct WorkHandler(Work);
+
+impl DedupHandler for WorkHandler {
+    async fn handle(&self, _msg: &MessageExt) -> Result<(), HandlerError> {
+        self.0.run();
+        Ok(())
+    }
+}
+
+/// The plain listener: the work, no dedup.
+struct Plain(Work);
+
+impl MessageListenerConcurrently for Plain {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        for _ in msgs {
+            self.0.run();
+        }
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    }
+}
+
+pub struct Scenario {
+    pub kind: Kind,
+    pub work: Work,
+    pub batch: u32,
+    pub namesrv: String,
+    pub redis: String,
+    pub topic: String,
+    pub group: String,
+    pub expect: u64,
+}
+
+pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
+    let round_trips = Arc::new(AtomicU64::new(0));
+    let redis_store = match s.kind {
+        Kind::Redis => Some(RedisStore::builder(s.redis.as_str()).connect().await?),
+        _ => None,
+    };
+    let dedup = |store: Arc<dyn rocketmq_dedup::DedupStore>| {
+        DedupConcurrentListener::builder(WorkHandler(s.work))
+            .namespace(s.group.as_str())
+            .shared_store(store)
+            .build()
+    };
+    let client = ClientEnv::new("bench")?;
+    let spec = ConsumerSpec::new(&s.namesrv, &s.group, &s.topic).batch(s.batch);
+    let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
+        Kind::Plain => Box::new(Plain(s.work)),
+        Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
+        Kind::Redis => Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?),
+        Kind::Reference => {
+            let client = redis::Client::open(s.redis.as_str())?;
+            Box::new(ReferenceListener {
+                conn: redis::aio::ConnectionManager::new(client).await?,
+                handle: tokio::runtime::Handle::current(),
+                app: s.group.clone(),
+                work: s.work,
+                round_trips: round_trips.clone(),
+            })
+        }
+    };
+    let timed = Arc::new(Timed {
+        inner: listener,
+        first_call: OnceLock::new(),
+        calls_us: Mutex::new(Vec::new()),
+        acked: AtomicU64::new(0),
+        expect: s.expect,
+        done_at: OnceLock::new(),
+    });
+    let mut consumer = client
+        .consumer(&spec, SharedListener(timed.clone()))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while timed.done_at.get().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rocketmq_client_rust::MQPushConsumer::shutdown(&mut consumer).await;
+    client.shutdown().await;
+
+    let (first, done) = (
+        timed.first_call.get().copied(),
+        timed.done_at.get().copied(),
+    );
+    let secs = match (first, done) {
+        (Some(first), Some(done)) => done.duration_since(first).as_secs_f64(),
+        _ => anyhow::bail!(
+            "the backlog was not consumed: {} of {} acked",
+            timed.acked.load(Ordering::SeqCst),
+            s.expect
+        ),
+    };
+    let mut calls = timed.calls_us.lock().unwrap().clone();
+    calls.sort_unstable();
+    let pct = |p: f64| {
+        calls
+            .get(((calls.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let trips =
+        redis_store.map(|r| r.round_trips()).unwrap_or(0) + round_trips.load(Ordering::Relaxed);
+    Ok(serde_json::json!({
+        "msgs_per_s": s.expect as f64 / secs.max(1e-6),
+        "secs": secs,
+        "calls": calls.len(),
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "peak_rss_kb": crate::peak_rss_kb(),
+        "redis_round_trips": trips,
+    }))
+}
+
+/// Lets the consumer own a handle to the timed listener while the scenario reads it.
+struct SharedListener<L>(Arc<L>);
+
+impl<L: MessageListenerConcurrently> MessageListenerConcurrently for SharedListener<L> {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        ctx: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        self.0.consume_message(msgs, ctx)
+    }
+}

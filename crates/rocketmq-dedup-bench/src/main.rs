@@ -1,0 +1,352 @@
+//! The rocketmq-dedup benchmark: in one run, against one local broker and one pre-loaded
+//! backlog, the consume throughput and per-call decision latency of
+//!
+//! - a plain listener (no dedup): the ceiling;
+//! - `DedupConcurrentListener` with the in-memory store;
+//! - `DedupConcurrentListener` with the Redis store;
+//! - the Java reference's algorithm (RocketMQDedupListener over Redis): the peer to beat;
+//!
+//! each with a trivial handler and one that takes 1 ms, at batch sizes 1 and 32, over a backlog
+//! with 0% and 50% duplicates; then Redis round trips per batch, Redis bytes per CONSUMED record
+//! (ours and the reference's layout), the memory store's bytes per record, and consumer RSS.
+//! It prints a table, then one `ratio <name> = <x> (target <op> <y>) PASS|FAIL` line per
+//! target, and writes the same as JSON (`--json`). Every scenario runs in a fresh process.
+//!
+//! ```text
+//! cargo run --release -p rocketmq-dedup-bench -- --quick --json bench-quick.json   # ~2 min
+//! cargo run --release -p rocketmq-dedup-bench -- --full --json bench-full.json     # medians of 3
+//! ```
+//!
+//! Numbers are ratios measured in one run on a shared, noisy machine; they are not assertions.
+
+mod consume;
+mod measure;
+mod reference;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rocketmq_dedup_testkit::{
+    unique_name, ClientEnv, RedisOptions, RedisServer, RocketMqStack, StackOptions,
+};
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::MessageTrait;
+
+#[derive(Debug, Parser)]
+#[command(about = "rocketmq-dedup benchmark")]
+struct Cli {
+    /// Small backlog, one repetition (about two minutes).
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Larger backlog, medians of three repetitions.
+    #[arg(long)]
+    full: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    role: Option<Role>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// One scenario (started by the run itself).
+    #[command(hide = true)]
+    Consume {
+        #[arg(long)]
+        kind: Kind,
+        #[arg(long)]
+        work: Work,
+        #[arg(long)]
+        batch: u32,
+        #[arg(long)]
+        namesrv: String,
+        #[arg(long)]
+        redis: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        expect: u64,
+    },
+    /// Memory store bytes per record (started by the run itself).
+    #[command(hide = true)]
+    MemoryStore {
+        #[arg(long)]
+        records: usize,
+    },
+}
+
+/// The listener under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Kind {
+    Plain,
+    Memory,
+    Redis,
+    Reference,
+}
+
+/// What the handler does per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Work {
+    /// Nothing.
+    Trivial,
+    /// Blocks its thread for 1 ms (as a synchronous database call would).
+    Sleep1ms,
+}
+
+impl Work {
+    pub fn run(self) {
+        if self == Work::Sleep1ms {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Peak resident set size of this process, in KiB.
+pub fn peak_rss_kb() -> u64 {
+    status_kb("VmHWM:")
+}
+
+/// Resident set size of this process now, in KiB.
+pub fn rss_kb() -> u64 {
+    status_kb("VmRSS:")
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    rocketmq_dedup_stack::serve_if_requested();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.role {
+        Some(Role::Consume {
+            kind,
+            work,
+            batch,
+            namesrv,
+            redis,
+            topic,
+            group,
+            expect,
+        }) => {
+            let scenario = consume::Scenario {
+                kind,
+                work,
+                batch,
+                namesrv,
+                redis,
+                topic,
+                group,
+                expect,
+            };
+            let result = runtime.block_on(consume::run(scenario))?;
+            println!("RESULT {result}");
+        }
+        Some(Role::MemoryStore { records }) => {
+            let bytes = runtime.block_on(measure::memory_store_bytes_per_record(records));
+            println!(
+                "RESULT {}",
+                serde_json::json!({ "bytes_per_record": bytes })
+            );
+        }
+        None => runtime.block_on(drive(cli.full, cli.json))?,
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Runs this program in `args`' role and parses its `RESULT` line.
+fn child(args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
+    match line {
+        Some(json) => Ok(serde_json::from_str(json)?),
+        None => anyhow::bail!(
+            "scenario {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// Sends `n` messages to `topic`: with `duplicates`, every second message is a resend of the
+/// one before with its UNIQ_KEY (a producer retry).
+async fn preload(
+    client: &ClientEnv,
+    namesrv: &str,
+    topic: &str,
+    n: usize,
+    duplicates: bool,
+) -> anyhow::Result<()> {
+    let producer = std::sync::Arc::new(client.producer(namesrv).await?);
+    let first = rocketmq_dedup_testkit::send_with_retry(
+        &producer,
+        &message(topic, 0),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let mut last_uniq = first.msg_id.map(|m| m.to_string()).unwrap_or_default();
+    // Pairs go in order; the pairs themselves are sent 32 at a time.
+    let mut i = 1;
+    while i < n {
+        let mut sends = Vec::new();
+        for _ in 0..32 {
+            if i >= n {
+                break;
+            }
+            let mut msg = message(topic, i);
+            if duplicates && i % 2 == 1 {
+                msg.put_property("UNIQ_KEY".into(), last_uniq.as_str().into());
+            }
+            let producer = producer.clone();
+            sends.push(async move {
+                rocketmq_dedup_testkit::send_with_retry(&producer, &msg, Duration::from_secs(30))
+                    .await
+            });
+            i += 1;
+        }
+        for result in futures::future::join_all(sends).await {
+            if let Some(uniq) = result?.msg_id {
+                last_uniq = uniq.to_string();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn message(topic: &str, i: usize) -> Message {
+    Message::builder()
+        .topic(topic)
+        .tags("TagA")
+        .body_slice(format!(r#"{{"orderId":"o-{i}","amountCents":{i}}}"#).as_bytes())
+        .build_unchecked()
+}
+
+type Key = (u8, u32, Work, Kind); // (duplicates %, batch, work, kind)
+
+async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let (backlog, reps) = if full { (20_000, 3) } else { (3_000, 1) };
+    let exe = std::env::current_exe()?;
+    std::env::remove_var("ROCKETMQ_NAMESRV_ADDR");
+    std::env::remove_var("REDIS_URL");
+    let stack = RocketMqStack::start(StackOptions::new(&exe))?;
+    let redis = RedisServer::start_local(RedisOptions::default())?;
+    let namesrv = stack.namesrv_addr();
+    let client = ClientEnv::new("bench-producer")?;
+    let (fresh_topic, dup_topic) = (unique_name("BenchFresh"), unique_name("BenchDup"));
+    eprintln!(
+        "bench: pre-loading {backlog} messages into each of two topics (0% and 50% duplicates)"
+    );
+    preload(&client, &namesrv, &fresh_topic, backlog, false).await?;
+    preload(&client, &namesrv, &dup_topic, backlog, true).await?;
+    client.shutdown().await;
+
+    let mut results: BTreeMap<Key, Vec<serde_json::Value>> = BTreeMap::new();
+    for rep in 0..reps {
+        for dup in [0u8, 50] {
+            for batch in [1u32, 32] {
+                for work in [Work::Trivial, Work::Sleep1ms] {
+                    for kind in [Kind::Plain, Kind::Memory, Kind::Redis, Kind::Reference] {
+                        let _ = redis.command(&["FLUSHALL"]);
+                        let topic = if dup == 0 { &fresh_topic } else { &dup_topic };
+                        let args: Vec<String> = [
+                            "consume",
+                            "--kind",
+                            name(kind),
+                            "--work",
+                            work_name(work),
+                            "--batch",
+                            &batch.to_string(),
+                            "--namesrv",
+                            &namesrv,
+                            "--redis",
+                            redis.url(),
+                            "--topic",
+                            topic,
+                            "--group",
+                            &unique_name("bench"),
+                            "--expect",
+                            &backlog.to_string(),
+                        ]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                        let result = child(&args)?;
+                        eprintln!(
+                            "bench: rep {} dup {dup:>2}% batch {batch:>2} {:<8} {:<9} {:>8.0} msg/s",
+                            rep + 1,
+                            work_name(work),
+                            name(kind),
+                            result["msgs_per_s"].as_f64().unwrap_or(0.0)
+                        );
+                        results
+                            .entry((dup, batch, work, kind))
+                            .or_default()
+                            .push(result);
+                    }
+                }
+            }
+        }
+    }
+
+    let memory_store = child(&[
+        "memory-store".into(),
+        "--records".into(),
+        (if full { 1_000_000 } else { 300_000 }).to_string(),
+    ])?;
+    let trips = measure::round_trips_per_batch(redis.url()).await?;
+    let bytes = measure::redis_bytes_per_record(&redis, 2_000).await?;
+    let report = measure::Report {
+        backlog,
+        reps,
+        scenarios: results,
+        memory_store_bytes_per_record: memory_store["bytes_per_record"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        round_trips: trips,
+        redis_bytes: bytes,
+    };
+    let json_report = report.print();
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&json_report)?)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    drop(stack);
+    Ok(())
+}
+
+pub fn name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Plain => "plain",
+        Kind::Memory => "memory",
+        Kind::Redis => "redis",
+        Kind::Reference => "reference",
+    }
+}
+
+pub fn work_name(work: Work) -> &'static str {
+    match work {
+        Work::Trivial => "trivial",
+        Work::Sleep1ms => "sleep1ms",
+    }
+}

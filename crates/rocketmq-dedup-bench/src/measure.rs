@@ -1,0 +1,276 @@
+//! Measurements besides throughput, and the report with its ratio lines.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken, RedisStore};
+use rocketmq_dedup::testing::message;
+use rocketmq_dedup_testkit::RedisServer;
+
+use crate::{name, work_name, Key, Kind, Work};
+
+const LONG: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn uniq_id(i: usize) -> String {
+    // The shape of a client unique id: 32 upper-case hex digits.
+    format!(
+        "7F00000100{:022X}",
+        (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    )
+}
+
+/// RSS growth per record of a memory store filled with `records` CONSUMED records.
+pub async fn memory_store_bytes_per_record(records: usize) -> f64 {
+    let before = crate::rss_kb();
+    let store = MemoryStore::new();
+    let token = OwnerToken::random();
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..records {
+        batch.push(RecordKey::new(
+            "dedup",
+            "bench-consumer-group",
+            "BenchTopic",
+            None,
+            &uniq_id(i),
+        ));
+        if batch.len() == 1000 || i + 1 == records {
+            store
+                .claim(&batch, token, LONG)
+                .await
+                .expect("memory store claim");
+            store
+                .commit(&batch, token, LONG)
+                .await
+                .expect("memory store commit");
+            batch.clear();
+        }
+    }
+    let after = crate::rss_kb();
+    assert_eq!(store.len(), records);
+    (after.saturating_sub(before) as f64 * 1024.0) / records as f64
+}
+
+/// Round trips the Redis store makes for one listener batch of 32 fresh messages, and for the
+/// same batch again (all duplicates).
+pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
+    let store = RedisStore::builder(url).connect().await?;
+    let counter = store.clone();
+    let listener =
+        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
+            .namespace("bench-round-trips")
+            .store(store)
+            .build()?;
+    let batch: Vec<_> = (0..32)
+        .map(|i| message("BenchTopic").uniq_key(&uniq_id(i)).build())
+        .collect();
+    let refs: Vec<_> = batch.iter().collect();
+    listener.consume(&refs).await;
+    let fresh = counter.round_trips();
+    listener.consume(&refs).await;
+    Ok((fresh, counter.round_trips() - fresh))
+}
+
+/// Bytes per CONSUMED record (`MEMORY USAGE`, averaged) in our layout and the reference's.
+pub async fn redis_bytes_per_record(redis: &RedisServer, n: usize) -> anyhow::Result<(f64, f64)> {
+    let _ = redis.command(&["FLUSHALL"]);
+    let store = RedisStore::builder(redis.url()).connect().await?;
+    let token = OwnerToken::random();
+    let ours: Vec<RecordKey> = (0..n)
+        .map(|i| {
+            RecordKey::new(
+                "dedup",
+                "bench-consumer-group",
+                "BenchTopic",
+                None,
+                &uniq_id(i),
+            )
+        })
+        .collect();
+    for chunk in ours.chunks(500) {
+        store.claim(chunk, token, LONG).await?;
+        store.commit(chunk, token, LONG).await?;
+    }
+    let mut conn = store.connection();
+    let mut theirs = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = crate::reference::reference_key(
+            "bench-consumer-group",
+            "BenchTopic",
+            Some("TagA"),
+            &uniq_id(i),
+        );
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("CONSUMED")
+            .arg("EX")
+            .arg(86_400)
+            .query_async(&mut conn)
+            .await?;
+        theirs.push(key);
+    }
+    let usage = |keys: Vec<String>| {
+        let mut conn = conn.clone();
+        async move {
+            let mut total = 0u64;
+            for key in &keys {
+                let bytes: u64 = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .arg("SAMPLES")
+                    .arg(0)
+                    .query_async(&mut conn)
+                    .await?;
+                total += bytes;
+            }
+            Ok::<f64, redis::RedisError>(total as f64 / keys.len() as f64)
+        }
+    };
+    let ours_bytes = usage(ours.iter().map(|k| k.as_str().to_owned()).collect()).await?;
+    let theirs_bytes = usage(theirs).await?;
+    Ok((ours_bytes, theirs_bytes))
+}
+
+pub struct Report {
+    pub backlog: usize,
+    pub reps: usize,
+    pub scenarios: BTreeMap<Key, Vec<serde_json::Value>>,
+    pub memory_store_bytes_per_record: f64,
+    pub round_trips: (u64, u64),
+    pub redis_bytes: (f64, f64),
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+impl Report {
+    fn metric(&self, key: Key, field: &str) -> f64 {
+        let runs = self.scenarios.get(&key).cloned().unwrap_or_default();
+        median(runs.iter().filter_map(|r| r[field].as_f64()).collect())
+    }
+
+    /// Prints the table and the ratio lines; answers the same as JSON.
+    pub fn print(&self) -> serde_json::Value {
+        println!(
+            "backlog {} messages per scenario, {} repetition(s), medians; latency is per listener call",
+            self.backlog, self.reps
+        );
+        println!(
+            "{:>4} {:>5} {:<9} {:<10} {:>10} {:>9} {:>9} {:>9}",
+            "dup%", "batch", "handler", "listener", "msg/s", "p50 us", "p99 us", "rss MiB"
+        );
+        let mut rows = Vec::new();
+        for key in self.scenarios.keys() {
+            let (dup, batch, work, kind) = *key;
+            let (tput, p50, p99, rss) = (
+                self.metric(*key, "msgs_per_s"),
+                self.metric(*key, "p50_us"),
+                self.metric(*key, "p99_us"),
+                self.metric(*key, "peak_rss_kb") / 1024.0,
+            );
+            println!(
+                "{dup:>4} {batch:>5} {:<9} {:<10} {tput:>10.0} {p50:>9.0} {p99:>9.0} {rss:>9.1}",
+                work_name(work),
+                name(kind)
+            );
+            rows.push(serde_json::json!({
+                "duplicates_percent": dup, "batch": batch, "handler": work_name(work), "listener": name(kind),
+                "msgs_per_s": tput, "p50_us": p50, "p99_us": p99, "peak_rss_mib": rss,
+                "redis_round_trips": self.metric(*key, "redis_round_trips"),
+            }));
+        }
+        let tput = |batch, work, kind| self.metric((0, batch, work, kind), "msgs_per_s");
+        let rss = |kind| self.metric((0, 32, Work::Trivial, kind), "peak_rss_kb");
+        let (ours, theirs) = self.redis_bytes;
+        println!(
+            "redis round trips: {} per fresh batch of 32, {} per batch of 32 duplicates",
+            self.round_trips.0, self.round_trips.1
+        );
+        println!("redis bytes per CONSUMED record: ours {ours:.1}, reference layout {theirs:.1}");
+        println!(
+            "memory store bytes per record: {:.1}",
+            self.memory_store_bytes_per_record
+        );
+        let ratios = [
+            (
+                "redis_vs_plain_trivial_batch32",
+                tput(32, Work::Trivial, Kind::Redis) / tput(32, Work::Trivial, Kind::Plain),
+                ">=",
+                0.85,
+            ),
+            (
+                "redis_vs_plain_trivial_batch1",
+                tput(1, Work::Trivial, Kind::Redis) / tput(1, Work::Trivial, Kind::Plain),
+                ">=",
+                0.60,
+            ),
+            (
+                "redis_vs_plain_1ms_batch1",
+                tput(1, Work::Sleep1ms, Kind::Redis) / tput(1, Work::Sleep1ms, Kind::Plain),
+                ">=",
+                0.97,
+            ),
+            (
+                "redis_vs_plain_1ms_batch32",
+                tput(32, Work::Sleep1ms, Kind::Redis) / tput(32, Work::Sleep1ms, Kind::Plain),
+                ">=",
+                0.97,
+            ),
+            (
+                "redis_vs_reference_trivial_batch32",
+                tput(32, Work::Trivial, Kind::Redis) / tput(32, Work::Trivial, Kind::Reference),
+                ">=",
+                3.0,
+            ),
+            (
+                "redis_round_trips_fresh_batch",
+                self.round_trips.0 as f64,
+                "<=",
+                2.0,
+            ),
+            (
+                "redis_round_trips_duplicate_batch",
+                self.round_trips.1 as f64,
+                "=",
+                1.0,
+            ),
+            ("redis_bytes_vs_reference_layout", ours / theirs, "<=", 0.7),
+            (
+                "memory_store_bytes_per_record",
+                self.memory_store_bytes_per_record,
+                "<=",
+                160.0,
+            ),
+            (
+                "consumer_rss_redis_vs_plain",
+                rss(Kind::Redis) / rss(Kind::Plain),
+                "<=",
+                1.1,
+            ),
+        ];
+        let mut json_ratios = Vec::new();
+        for (ratio, value, op, target) in ratios {
+            let pass = match op {
+                ">=" => value >= target,
+                "<=" => value <= target,
+                _ => (value - target).abs() < 1e-9,
+            };
+            println!(
+                "ratio {ratio} = {value:.3} (target {op} {target}) {}",
+                if pass { "PASS" } else { "FAIL" }
+            );
+            json_ratios.push(serde_json::json!({"name": ratio, "value": value, "op": op, "target": target, "pass": pass}));
+        }
+        serde_json::json!({
+            "backlog": self.backlog,
+            "repetitions": self.reps,
+            "scenarios": rows,
+            "redis_round_trips": {"fresh_batch_32": self.round_trips.0, "duplicate_batch_32": self.round_trips.1},
+            "redis_bytes_per_record": {"ours": ours, "reference_layout": theirs},
+            "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
+            "ratios": json_ratios,
+        })
+    }
+}
