@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyLayout, RecordKey};
 use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken, RedisStore};
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup_testkit::RedisServer;
@@ -71,23 +71,31 @@ pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
     Ok((fresh, counter.round_trips() - fresh))
 }
 
-/// Bytes per CONSUMED record (`MEMORY USAGE`, averaged) in our layout and the reference's.
-pub async fn redis_bytes_per_record(redis: &RedisServer, n: usize) -> anyhow::Result<(f64, f64)> {
+/// Bytes per CONSUMED record (`MEMORY USAGE`, averaged) in our readable and compact layouts
+/// and in the reference's, for the same messages.
+pub async fn redis_bytes_per_record(
+    redis: &RedisServer,
+    n: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
     let _ = redis.command(&["FLUSHALL"]);
     let store = RedisStore::builder(redis.url()).connect().await?;
     let token = OwnerToken::random();
-    let ours: Vec<RecordKey> = (0..n)
-        .map(|i| {
-            RecordKey::new(
-                "dedup",
-                "bench-consumer-group",
-                "BenchTopic",
-                None,
-                &uniq_id(i),
-            )
-        })
-        .collect();
-    for chunk in ours.chunks(500) {
+    let layout = |layout| -> Vec<RecordKey> {
+        (0..n)
+            .map(|i| {
+                RecordKey::with_layout(
+                    layout,
+                    "dedup",
+                    "bench-consumer-group",
+                    "BenchTopic",
+                    None,
+                    &uniq_id(i),
+                )
+            })
+            .collect()
+    };
+    let (readable, compact) = (layout(KeyLayout::Readable), layout(KeyLayout::Compact));
+    for chunk in readable.chunks(500).chain(compact.chunks(500)) {
         store.claim(chunk, token, LONG).await?;
         store.commit(chunk, token, LONG).await?;
     }
@@ -126,9 +134,15 @@ pub async fn redis_bytes_per_record(redis: &RedisServer, n: usize) -> anyhow::Re
             Ok::<f64, redis::RedisError>(total as f64 / keys.len() as f64)
         }
     };
-    let ours_bytes = usage(ours.iter().map(|k| k.as_str().to_owned()).collect()).await?;
+    let keys = |keys: &[RecordKey]| {
+        keys.iter()
+            .map(|k| k.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let readable_bytes = usage(keys(&readable)).await?;
+    let compact_bytes = usage(keys(&compact)).await?;
     let theirs_bytes = usage(theirs).await?;
-    Ok((ours_bytes, theirs_bytes))
+    Ok((readable_bytes, compact_bytes, theirs_bytes))
 }
 
 pub struct Report {
@@ -137,7 +151,7 @@ pub struct Report {
     pub scenarios: BTreeMap<Key, Vec<serde_json::Value>>,
     pub memory_store_bytes_per_record: f64,
     pub round_trips: (u64, u64),
-    pub redis_bytes: (f64, f64),
+    pub redis_bytes: (f64, f64, f64),
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -183,12 +197,14 @@ impl Report {
         }
         let tput = |batch, work, kind| self.metric((0, batch, work, kind), "msgs_per_s");
         let rss = |kind| self.metric((0, 32, Work::Trivial, kind), "peak_rss_kb");
-        let (ours, theirs) = self.redis_bytes;
+        let (readable, ours, theirs) = self.redis_bytes;
         println!(
             "redis round trips: {} per fresh batch of 32, {} per batch of 32 duplicates",
             self.round_trips.0, self.round_trips.1
         );
-        println!("redis bytes per CONSUMED record: ours {ours:.1}, reference layout {theirs:.1}");
+        println!(
+            "redis bytes per CONSUMED record: ours compact {ours:.1}, ours readable {readable:.1}, reference layout {theirs:.1}"
+        );
         println!(
             "memory store bytes per record: {:.1}",
             self.memory_store_bytes_per_record
@@ -236,7 +252,18 @@ impl Report {
                 "=",
                 1.0,
             ),
-            ("redis_bytes_vs_reference_layout", ours / theirs, "<=", 0.7),
+            (
+                "redis_bytes_compact_vs_reference_layout",
+                ours / theirs,
+                "<=",
+                0.7,
+            ),
+            (
+                "redis_bytes_readable_vs_reference_layout",
+                readable / theirs,
+                "<=",
+                0.7,
+            ),
             (
                 "memory_store_bytes_per_record",
                 self.memory_store_bytes_per_record,
@@ -268,7 +295,7 @@ impl Report {
             "repetitions": self.reps,
             "scenarios": rows,
             "redis_round_trips": {"fresh_batch_32": self.round_trips.0, "duplicate_batch_32": self.round_trips.1},
-            "redis_bytes_per_record": {"ours": ours, "reference_layout": theirs},
+            "redis_bytes_per_record": {"compact": ours, "readable": readable, "reference_layout": theirs},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "ratios": json_ratios,
         })

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::key::KeyStrategy;
-use crate::record_key::DEFAULT_PREFIX;
+use crate::record_key::{KeyLayout, DEFAULT_PREFIX};
 
 /// What the listener does when the dedup store cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +45,8 @@ pub struct DedupConfig {
     pub(crate) handler_concurrency: usize,
     pub(crate) max_reconsume_times: i32,
     pub(crate) commit_retry_window: Duration,
+    pub(crate) in_flight_wait: Duration,
+    pub(crate) key_layout: KeyLayout,
 }
 
 impl DedupConfig {
@@ -61,6 +63,8 @@ impl DedupConfig {
     pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
     /// Default time a failed commit is retried in the background.
     pub const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
+    /// Default wait for a key that another batch of the same listener is processing.
+    pub const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
     /// Longest namespace or prefix, in bytes.
     pub const MAX_NAME_BYTES: usize = 255;
 
@@ -78,6 +82,8 @@ impl DedupConfig {
             handler_concurrency: Self::DEFAULT_HANDLER_CONCURRENCY,
             max_reconsume_times: Self::DEFAULT_MAX_RECONSUME_TIMES,
             commit_retry_window: Self::DEFAULT_COMMIT_RETRY_WINDOW,
+            in_flight_wait: Self::DEFAULT_IN_FLIGHT_WAIT,
+            key_layout: KeyLayout::default(),
         }
     }
 

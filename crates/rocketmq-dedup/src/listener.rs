@@ -19,7 +19,7 @@ use crate::config::{DedupConfig, KeyFallback, StoreErrorPolicy};
 use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::handler::DedupHandler;
 use crate::key::{self, KeyStrategy};
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyLayout, RecordKey};
 use crate::runtime::ListenerRuntime;
 use crate::stats::{Decision, DedupStats, Event};
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
@@ -75,6 +75,9 @@ struct Inner<H> {
     config: DedupConfig,
     runtime: ListenerRuntime,
     stats: Arc<DedupStats>,
+    /// Claims this listener holds while their handlers run, with a signal sent when they are
+    /// settled: a copy of the key in another batch waits for it instead of a retry-topic trip.
+    local: std::sync::Mutex<HashMap<RecordKey, tokio::sync::watch::Sender<bool>>>,
 }
 
 impl<H> Clone for DedupConcurrentListener<H> {
@@ -115,6 +118,13 @@ impl<H: DedupHandler> DedupListenerBuilder<H> {
     /// name shared by the consumers that must not process a key twice).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.config.namespace = namespace.into();
+        self
+    }
+
+    /// How record keys are written (default [`KeyLayout::Readable`];
+    /// [`KeyLayout::Compact`] uses about a third less Redis memory).
+    pub fn key_layout(mut self, layout: KeyLayout) -> Self {
+        self.config.key_layout = layout;
         self
     }
 
@@ -193,6 +203,14 @@ impl<H: DedupHandler> DedupListenerBuilder<H> {
     /// deferred message would go to the dead-letter queue.
     pub fn max_reconsume_times(mut self, n: i32) -> Self {
         self.config.max_reconsume_times = n;
+        self
+    }
+
+    /// How long a batch waits for a key that another batch of this listener is processing
+    /// (default [`DedupConfig::DEFAULT_IN_FLIGHT_WAIT`]; zero: never wait). Without the wait,
+    /// or past it, the copy goes back through the retry topic, and with it its whole batch.
+    pub fn in_flight_wait(mut self, wait: Duration) -> Self {
+        self.config.in_flight_wait = wait;
         self
     }
 
@@ -281,6 +299,7 @@ impl<H: DedupHandler> DedupListenerBuilder<H> {
                 config,
                 runtime,
                 stats: Arc::new(DedupStats::default()),
+                local: Default::default(),
             }),
         })
     }
@@ -347,95 +366,7 @@ enum Plan {
 
 impl<H: DedupHandler> Inner<H> {
     async fn consume(self: &Arc<Self>, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
-        let (mut plans, keys) = self.plan(msgs);
-
-        let token = OwnerToken::random();
-        let claims = if keys.is_empty() {
-            Some(Vec::new())
-        } else {
-            let ttl = self.config.processing_ttl;
-            // `None`: the store could not answer (already logged and counted by `call`).
-            self.call(StoreOperation::Claim, self.store.claim(&keys, token, ttl))
-                .await
-                .ok()
-        };
-
-        // Decide what needs no handler; list the messages whose handler runs.
-        let mut claimed_keys: Vec<RecordKey> = Vec::new();
-        let mut to_run: Vec<usize> = Vec::new();
-        for (i, plan) in plans.iter_mut().enumerate() {
-            match *plan {
-                Plan::Dedup { key, leader } => match claims.as_ref().map(|c| c[key]) {
-                    Some(ClaimOutcome::Claimed) if leader => {
-                        claimed_keys.push(keys[key].clone());
-                        to_run.push(i);
-                    }
-                    // A copy of the batch's leader for this key: it follows the leader.
-                    Some(ClaimOutcome::Claimed) => {}
-                    Some(ClaimOutcome::Consumed) => *plan = Plan::Decided(Decision::Duplicate),
-                    Some(ClaimOutcome::InFlight) => {
-                        *plan = Plan::Decided(Decision::DeferredInFlight)
-                    }
-                    None => match self.config.store_error_policy {
-                        StoreErrorPolicy::FailClosed => {
-                            *plan = Plan::Decided(Decision::StoreUnavailable)
-                        }
-                        StoreErrorPolicy::FailOpen if leader => {
-                            *plan = Plan::NoDedup;
-                            to_run.push(i);
-                        }
-                        StoreErrorPolicy::FailOpen => *plan = Plan::Decided(Decision::Duplicate),
-                    },
-                },
-                Plan::NoDedup => to_run.push(i),
-                Plan::Decided(_) => {}
-            }
-        }
-
-        let outcomes = self.run_handlers(msgs, &to_run, &claimed_keys, token).await;
-
-        // Commit the successes, release the failures.
-        let mut commit_keys = Vec::new();
-        let mut release_keys = Vec::new();
-        let mut leader_ok: HashMap<usize, bool> = HashMap::new();
-        for (&i, outcome) in to_run.iter().zip(&outcomes) {
-            let ok = matches!(outcome, Ok(()));
-            match plans[i] {
-                Plan::Dedup { key, .. } => {
-                    leader_ok.insert(key, ok);
-                    if ok {
-                        commit_keys.push(keys[key].clone());
-                    } else {
-                        release_keys.push(keys[key].clone());
-                    }
-                    plans[i] = Plan::Decided(match outcome {
-                        Ok(()) => Decision::Processed,
-                        Err(d) => *d,
-                    });
-                }
-                _ => {
-                    plans[i] = Plan::Decided(match outcome {
-                        Ok(()) => Decision::ProcessedWithoutDedup,
-                        Err(d) => *d,
-                    })
-                }
-            }
-        }
-        self.commit(commit_keys, token).await;
-        self.release(&release_keys, token).await;
-
-        // Copies follow their leader; then the batch is all-or-nothing.
-        let decisions: Vec<Decision> = plans
-            .iter()
-            .map(|plan| match *plan {
-                Plan::Decided(d) => d,
-                Plan::Dedup { key, .. } => match leader_ok.get(&key) {
-                    Some(true) => Decision::Duplicate,
-                    _ => Decision::RetriedWithBatch,
-                },
-                Plan::NoDedup => Decision::ProcessedWithoutDedup,
-            })
-            .collect();
+        let decisions = self.consume_pass(msgs, true).await;
         let retry = decisions.iter().any(|d| d.needs_retry());
         for (msg, decision) in msgs.iter().zip(&decisions) {
             self.record(msg, *decision, retry);
@@ -445,6 +376,175 @@ impl<H: DedupHandler> Inner<H> {
             ConsumeConcurrentlyStatus::ReconsumeLater
         } else {
             ConsumeConcurrentlyStatus::ConsumeSuccess
+        }
+    }
+
+    /// Claims, handles and settles `msgs`; answers each message's decision. With `wait_local`,
+    /// messages whose key is in flight in another batch of this listener wait for it (after
+    /// this pass has settled its own claims) and go through one more pass.
+    fn consume_pass<'a>(
+        self: &'a Arc<Self>,
+        msgs: &'a [&'a MessageExt],
+        wait_local: bool,
+    ) -> futures::future::BoxFuture<'a, Vec<Decision>> {
+        Box::pin(async move {
+            let (mut plans, keys) = self.plan(msgs);
+
+            let token = OwnerToken::random();
+            let claims = if keys.is_empty() {
+                Some(Vec::new())
+            } else {
+                let ttl = self.config.processing_ttl;
+                // `None`: the store could not answer (already logged and counted by `call`).
+                self.call(StoreOperation::Claim, self.store.claim(&keys, token, ttl))
+                    .await
+                    .ok()
+            };
+
+            // Decide what needs no handler; list the messages whose handler runs.
+            let mut claimed_keys: Vec<RecordKey> = Vec::new();
+            let mut to_run: Vec<usize> = Vec::new();
+            let mut local_waits: HashMap<usize, tokio::sync::watch::Receiver<bool>> =
+                HashMap::new();
+            for (i, plan) in plans.iter_mut().enumerate() {
+                match *plan {
+                    Plan::Dedup { key, leader } => match claims.as_ref().map(|c| c[key]) {
+                        Some(ClaimOutcome::Claimed) if leader => {
+                            claimed_keys.push(keys[key].clone());
+                            to_run.push(i);
+                        }
+                        // A copy of the batch's leader for this key: it follows the leader.
+                        Some(ClaimOutcome::Claimed) => {}
+                        Some(ClaimOutcome::Consumed) => *plan = Plan::Decided(Decision::Duplicate),
+                        Some(ClaimOutcome::InFlight) => {
+                            match self.local_owner(&keys[key], wait_local) {
+                                Some(done) => {
+                                    local_waits.insert(i, done);
+                                    *plan = Plan::Decided(Decision::DeferredInFlight);
+                                }
+                                None => *plan = Plan::Decided(Decision::DeferredInFlight),
+                            }
+                        }
+                        None => match self.config.store_error_policy {
+                            StoreErrorPolicy::FailClosed => {
+                                *plan = Plan::Decided(Decision::StoreUnavailable)
+                            }
+                            StoreErrorPolicy::FailOpen if leader => {
+                                *plan = Plan::NoDedup;
+                                to_run.push(i);
+                            }
+                            StoreErrorPolicy::FailOpen => {
+                                *plan = Plan::Decided(Decision::Duplicate)
+                            }
+                        },
+                    },
+                    Plan::NoDedup => to_run.push(i),
+                    Plan::Decided(_) => {}
+                }
+            }
+            self.hold_locally(&claimed_keys);
+
+            let outcomes = self.run_handlers(msgs, &to_run, &claimed_keys, token).await;
+
+            // Commit the successes, release the failures.
+            let mut commit_keys = Vec::new();
+            let mut release_keys = Vec::new();
+            let mut leader_ok: HashMap<usize, bool> = HashMap::new();
+            for (&i, outcome) in to_run.iter().zip(&outcomes) {
+                let ok = matches!(outcome, Ok(()));
+                match plans[i] {
+                    Plan::Dedup { key, .. } => {
+                        leader_ok.insert(key, ok);
+                        if ok {
+                            commit_keys.push(keys[key].clone());
+                        } else {
+                            release_keys.push(keys[key].clone());
+                        }
+                        plans[i] = Plan::Decided(match outcome {
+                            Ok(()) => Decision::Processed,
+                            Err(d) => *d,
+                        });
+                    }
+                    _ => {
+                        plans[i] = Plan::Decided(match outcome {
+                            Ok(()) => Decision::ProcessedWithoutDedup,
+                            Err(d) => *d,
+                        })
+                    }
+                }
+            }
+            self.commit(commit_keys, token).await;
+            self.release(&release_keys, token).await;
+            self.let_go_locally(&claimed_keys);
+
+            // Copies follow their leader.
+            let mut decisions: Vec<Decision> = plans
+                .iter()
+                .map(|plan| match *plan {
+                    Plan::Decided(d) => d,
+                    Plan::Dedup { key, .. } => match leader_ok.get(&key) {
+                        Some(true) => Decision::Duplicate,
+                        _ => Decision::RetriedWithBatch,
+                    },
+                    Plan::NoDedup => Decision::ProcessedWithoutDedup,
+                })
+                .collect();
+
+            // Keys in flight in this process: this pass holds no claim any more, so waiting
+            // cannot deadlock; then one more pass over those messages.
+            if !local_waits.is_empty() {
+                let wait = self.config.in_flight_wait;
+                let all_done = futures::future::join_all(
+                    local_waits
+                        .values_mut()
+                        .map(|done| async move { done.wait_for(|done| *done).await.is_ok() }),
+                );
+                if tokio::time::timeout(wait, all_done).await.is_ok() {
+                    let mut again: Vec<usize> = local_waits.keys().copied().collect();
+                    again.sort_unstable();
+                    let subset: Vec<&MessageExt> = again.iter().map(|&i| msgs[i]).collect();
+                    let second = self.consume_pass(&subset, false).await;
+                    for (i, decision) in again.into_iter().zip(second) {
+                        decisions[i] = decision;
+                    }
+                }
+            }
+            decisions
+        })
+    }
+
+    /// The completion signal of a claim this listener holds on `key`, when `wanted`.
+    fn local_owner(
+        &self,
+        key: &RecordKey,
+        wanted: bool,
+    ) -> Option<tokio::sync::watch::Receiver<bool>> {
+        if !wanted || self.config.in_flight_wait.is_zero() {
+            return None;
+        }
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        local.get(key).map(|done| done.subscribe())
+    }
+
+    fn hold_locally(&self, keys: &[RecordKey]) {
+        if keys.is_empty() || self.config.in_flight_wait.is_zero() {
+            return;
+        }
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            local.insert(key.clone(), tokio::sync::watch::Sender::new(false));
+        }
+    }
+
+    fn let_go_locally(&self, keys: &[RecordKey]) {
+        if keys.is_empty() || self.config.in_flight_wait.is_zero() {
+            return;
+        }
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if let Some(done) = local.remove(key) {
+                done.send_replace(true);
+            }
         }
     }
 
@@ -501,7 +601,8 @@ impl<H: DedupHandler> Inner<H> {
             }
         };
         let config = &self.config;
-        Ok(RecordKey::new(
+        Ok(RecordKey::with_layout(
+            config.key_layout,
             &config.prefix,
             &config.namespace,
             msg.topic().as_str(),

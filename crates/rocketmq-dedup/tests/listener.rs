@@ -612,3 +612,42 @@ async fn keys_with_separators_and_unicode_are_distinct_records() {
         keys.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_in_flight_in_the_same_listener_waits_instead_of_a_retry_topic_trip() {
+    for (wait, expect) in [
+        (Duration::from_secs(5), ConsumeSuccess),
+        (Duration::ZERO, ReconsumeLater),
+    ] {
+        let recorder = Arc::new(Recorder {
+            sleep: Duration::from_millis(400),
+            ..Default::default()
+        });
+        let listener = DedupConcurrentListener::builder(recorder.clone())
+            .namespace("group")
+            .in_flight_wait(wait)
+            .build()
+            .unwrap();
+        let first = {
+            let listener = listener.clone();
+            tokio::spawn(async move { listener.consume(&[&msg("A")]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Another batch of the same listener holds A and a fresh B.
+        let second = listener.consume(&[&msg("B"), &msg("A")]).await;
+        assert_eq!(first.await.unwrap(), ConsumeSuccess);
+        assert_eq!(second, expect, "in_flight_wait {wait:?}");
+        assert_eq!(recorder.runs(), 2, "A once, B once");
+        let stats = listener.stats();
+        if wait.is_zero() {
+            assert_eq!(stats.decisions(Decision::DeferredInFlight), 1);
+        } else {
+            assert_eq!(stats.decisions(Decision::DeferredInFlight), 0);
+            assert_eq!(
+                stats.decisions(Decision::Duplicate),
+                1,
+                "A's copy was acked after the wait"
+            );
+        }
+    }
+}
