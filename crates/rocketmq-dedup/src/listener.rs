@@ -77,7 +77,7 @@ struct Inner<H> {
     stats: Arc<DedupStats>,
     /// Claims this listener holds while their handlers run, with a signal sent when they are
     /// settled: a copy of the key in another batch waits for it instead of a retry-topic trip.
-    local: std::sync::Mutex<HashMap<RecordKey, tokio::sync::watch::Sender<bool>>>,
+    local: std::sync::Mutex<HashMap<RecordKey, (OwnerToken, tokio::sync::watch::Sender<bool>)>>,
 }
 
 impl<H> Clone for DedupConcurrentListener<H> {
@@ -353,6 +353,19 @@ impl<H: DedupHandler> MessageListenerConcurrently for DedupConcurrentListener<H>
     }
 }
 
+/// Drops a pass's local registrations when the pass ends (normally they are already gone).
+struct LocalHold<'a, H: DedupHandler> {
+    inner: &'a Inner<H>,
+    keys: Vec<RecordKey>,
+    token: OwnerToken,
+}
+
+impl<H: DedupHandler> Drop for LocalHold<'_, H> {
+    fn drop(&mut self) {
+        self.inner.let_go_locally(&self.keys, self.token);
+    }
+}
+
 /// How one message of a batch is treated once keys are derived.
 #[derive(Debug, Clone, Copy)]
 enum Plan {
@@ -390,16 +403,37 @@ impl<H: DedupHandler> Inner<H> {
         Box::pin(async move {
             let (mut plans, keys) = self.plan(msgs);
 
+            // Keys another batch of this listener holds are not claimed now: this pass waits
+            // for them once its own claims are settled. The others are registered as held
+            // before the claim is sent, so a copy in another batch always finds them here.
             let token = OwnerToken::random();
-            let claims = if keys.is_empty() {
+            let (local_busy, registered) = self.register_locally(&keys, token, wait_local);
+            // Lets the registrations go however this pass ends, also when it is cancelled.
+            let _registrations = LocalHold {
+                inner: self,
+                keys: registered.iter().map(|&k| keys[k].clone()).collect(),
+                token,
+            };
+            let to_claim: Vec<RecordKey> = registered.iter().map(|&k| keys[k].clone()).collect();
+            let claims = if to_claim.is_empty() {
                 Some(Vec::new())
             } else {
                 let ttl = self.config.processing_ttl;
                 // `None`: the store could not answer (already logged and counted by `call`).
-                self.call(StoreOperation::Claim, self.store.claim(&keys, token, ttl))
-                    .await
-                    .ok()
+                self.call(
+                    StoreOperation::Claim,
+                    self.store.claim(&to_claim, token, ttl),
+                )
+                .await
+                .ok()
             };
+            // The claim outcome of each key index (keys busy locally have none).
+            let mut outcome_of: Vec<Option<ClaimOutcome>> = vec![None; keys.len()];
+            if let Some(claims) = &claims {
+                for (&k, outcome) in registered.iter().zip(claims) {
+                    outcome_of[k] = Some(*outcome);
+                }
+            }
 
             // Decide what needs no handler; list the messages whose handler runs.
             let mut claimed_keys: Vec<RecordKey> = Vec::new();
@@ -408,22 +442,22 @@ impl<H: DedupHandler> Inner<H> {
                 HashMap::new();
             for (i, plan) in plans.iter_mut().enumerate() {
                 match *plan {
-                    Plan::Dedup { key, leader } => match claims.as_ref().map(|c| c[key]) {
-                        Some(ClaimOutcome::Claimed) if leader => {
+                    Plan::Dedup { key, .. } if local_busy.contains_key(&key) => {
+                        local_waits.insert(i, local_busy[&key].clone());
+                        *plan = Plan::Decided(Decision::DeferredInFlight);
+                    }
+                    Plan::Dedup { key, leader } => match claims.as_ref().map(|_| outcome_of[key]) {
+                        Some(Some(ClaimOutcome::Claimed)) if leader => {
                             claimed_keys.push(keys[key].clone());
                             to_run.push(i);
                         }
                         // A copy of the batch's leader for this key: it follows the leader.
-                        Some(ClaimOutcome::Claimed) => {}
-                        Some(ClaimOutcome::Consumed) => *plan = Plan::Decided(Decision::Duplicate),
-                        Some(ClaimOutcome::InFlight) => {
-                            match self.local_owner(&keys[key], wait_local) {
-                                Some(done) => {
-                                    local_waits.insert(i, done);
-                                    *plan = Plan::Decided(Decision::DeferredInFlight);
-                                }
-                                None => *plan = Plan::Decided(Decision::DeferredInFlight),
-                            }
+                        Some(Some(ClaimOutcome::Claimed)) => {}
+                        Some(Some(ClaimOutcome::Consumed)) => {
+                            *plan = Plan::Decided(Decision::Duplicate)
+                        }
+                        Some(Some(ClaimOutcome::InFlight)) | Some(None) => {
+                            *plan = Plan::Decided(Decision::DeferredInFlight)
                         }
                         None => match self.config.store_error_policy {
                             StoreErrorPolicy::FailClosed => {
@@ -442,7 +476,14 @@ impl<H: DedupHandler> Inner<H> {
                     Plan::Decided(_) => {}
                 }
             }
-            self.hold_locally(&claimed_keys);
+            // Registered keys this pass does not hold (consumed, in flight elsewhere, or the
+            // store failed) are let go now; the held ones after they are settled.
+            let not_held: Vec<RecordKey> = registered
+                .iter()
+                .filter(|&&k| outcome_of[k] != Some(ClaimOutcome::Claimed))
+                .map(|&k| keys[k].clone())
+                .collect();
+            self.let_go_locally(&not_held, token);
 
             let outcomes = self.run_handlers(msgs, &to_run, &claimed_keys, token).await;
 
@@ -475,7 +516,7 @@ impl<H: DedupHandler> Inner<H> {
             }
             self.commit(commit_keys, token).await;
             self.release(&release_keys, token).await;
-            self.let_go_locally(&claimed_keys);
+            self.let_go_locally(&claimed_keys, token);
 
             // Copies follow their leader.
             let mut decisions: Vec<Decision> = plans
@@ -513,37 +554,52 @@ impl<H: DedupHandler> Inner<H> {
         })
     }
 
-    /// The completion signal of a claim this listener holds on `key`, when `wanted`.
-    fn local_owner(
+    /// Registers `keys` as held by this listener. Answers the keys another batch holds
+    /// (index → its completion signal) and the indexes this call registered. Without
+    /// `wait_local` (a second pass) or with the wait disabled, every key is claimed.
+    fn register_locally(
         &self,
-        key: &RecordKey,
-        wanted: bool,
-    ) -> Option<tokio::sync::watch::Receiver<bool>> {
-        if !wanted || self.config.in_flight_wait.is_zero() {
-            return None;
+        keys: &[RecordKey],
+        token: OwnerToken,
+        wait_local: bool,
+    ) -> (
+        HashMap<usize, tokio::sync::watch::Receiver<bool>>,
+        Vec<usize>,
+    ) {
+        let mut busy = HashMap::new();
+        if self.config.in_flight_wait.is_zero() {
+            return (busy, (0..keys.len()).collect());
         }
-        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        local.get(key).map(|done| done.subscribe())
+        let mut registered = Vec::with_capacity(keys.len());
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, key) in keys.iter().enumerate() {
+            match local.get(key) {
+                Some((_, done)) if wait_local => {
+                    busy.insert(k, done.subscribe());
+                }
+                // A second pass does not wait again: it claims, and the store decides.
+                Some(_) => registered.push(k),
+                None => {
+                    local.insert(key.clone(), (token, tokio::sync::watch::Sender::new(false)));
+                    registered.push(k);
+                }
+            }
+        }
+        (busy, registered)
     }
 
-    fn hold_locally(&self, keys: &[RecordKey]) {
+    /// Drops this pass's registrations of `keys` (not another batch's) and wakes the
+    /// batches waiting for them.
+    fn let_go_locally(&self, keys: &[RecordKey], token: OwnerToken) {
         if keys.is_empty() || self.config.in_flight_wait.is_zero() {
             return;
         }
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         for key in keys {
-            local.insert(key.clone(), tokio::sync::watch::Sender::new(false));
-        }
-    }
-
-    fn let_go_locally(&self, keys: &[RecordKey]) {
-        if keys.is_empty() || self.config.in_flight_wait.is_zero() {
-            return;
-        }
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            if let Some(done) = local.remove(key) {
-                done.send_replace(true);
+            if local.get(key).is_some_and(|(owner, _)| *owner == token) {
+                if let Some((_, done)) = local.remove(key) {
+                    done.send_replace(true);
+                }
             }
         }
     }

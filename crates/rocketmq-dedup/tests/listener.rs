@@ -651,3 +651,30 @@ async fn a_copy_in_flight_in_the_same_listener_waits_instead_of_a_retry_topic_tr
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_batch_does_not_leave_copies_waiting() {
+    let recorder = Arc::new(Recorder {
+        sleep: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .in_flight_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // The first batch is cancelled while its handler runs; its claim stays in the store.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), listener.consume(&[&msg("A")])).await;
+    assert!(cancelled.is_err());
+    // A copy does not wait 30 s for a batch that is gone: the store answers in flight.
+    let started = std::time::Instant::now();
+    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+}

@@ -57,8 +57,10 @@ return 0
 ///
 /// One record per key, a string: `c<token>` while CONSUMING (with the processing TTL), `d`
 /// when CONSUMED (with the record TTL); the key layout is in [`crate::record_key`]. Every
-/// operation is one single-key Lua script per record, sent as one pipeline per batch: one
-/// round trip per batch, and no cross-slot keys, so Redis Cluster needs no hash tags.
+/// operation is one single-key command per record, sent as one pipeline per batch: one round
+/// trip per batch, and no cross-slot keys, so Redis Cluster needs no hash tags. Claims are the
+/// native `SET key owner NX PX ttl GET` on Redis 7.0 and later (a Lua script before);
+/// commit, release and renew are compare-and-set Lua scripts on the owner token.
 ///
 /// # Connection behavior
 /// It holds a [`ConnectionManager`]: a cheap-to-clone multiplexed connection.
@@ -74,6 +76,8 @@ pub struct RedisStore {
     scripts: &'static Scripts,
     /// Pipelines sent (network round trips), shared by clones.
     round_trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Claims with the native `SET … NX GET` (Redis 7.0 and later) instead of a script.
+    native_claim: bool,
 }
 
 struct Scripts {
@@ -123,6 +127,7 @@ pub struct RedisStoreBuilder {
     response_timeout: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
+    script_claims: bool,
 }
 
 impl RedisStoreBuilder {
@@ -146,6 +151,7 @@ impl RedisStoreBuilder {
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             min_backoff: Self::DEFAULT_MIN_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            script_claims: false,
         }
     }
 
@@ -158,6 +164,13 @@ impl RedisStoreBuilder {
     /// Time to wait for an answer before a call fails.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Claims with a Lua script even on Redis 7.0 and later (for proxies that reject
+    /// `SET … NX GET`). Servers before 7.0 always get the script.
+    pub fn script_claims(mut self, yes: bool) -> Self {
+        self.script_claims = yes;
         self
     }
 
@@ -228,10 +241,16 @@ impl RedisStoreBuilder {
             .query_async(&mut conn)
             .await
             .map_err(connect_err)?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect_err)?;
         Ok(RedisStore {
             conn,
             scripts: all,
             round_trips: Default::default(),
+            native_claim: !self.script_claims && server_major_version(&info) >= 7,
         })
     }
 }
@@ -250,6 +269,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("min_backoff", &self.min_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("script_claims", &self.script_claims)
             .finish()
     }
 }
@@ -316,12 +336,65 @@ impl RedisStore {
     }
 }
 
+/// The major version in an `INFO server` answer (0 when absent).
+fn server_major_version(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn owner_value(token: OwnerToken) -> String {
     format!("c{:x}", token.get())
 }
 
 fn ttl_ms(ttl: Duration) -> String {
     ttl.as_millis().max(1).to_string()
+}
+
+impl RedisStore {
+    /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline: the answer is
+    /// the value that was there (nil: absent, so now claimed).
+    async fn claim_native(
+        &self,
+        keys: &[RecordKey],
+        owner: &str,
+        ttl: &str,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(key.as_str())
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .arg("GET");
+        }
+        let mut conn = self.conn.clone();
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answers: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Claim, e))?;
+        answers
+            .into_iter()
+            .map(|previous| match previous.as_deref() {
+                None => Ok(ClaimOutcome::Claimed),
+                Some(b"d") => Ok(ClaimOutcome::Consumed),
+                Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
+                Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
+                Some(_) => Err(StoreError::CorruptRecord {
+                    operation: StoreOperation::Claim,
+                    detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                }),
+            })
+            .collect()
+    }
 }
 
 impl DedupStore for RedisStore {
@@ -333,6 +406,9 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
         Box::pin(async move {
             let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            if self.native_claim {
+                return self.claim_native(keys, &owner, &ttl).await;
+            }
             let answers = self
                 .run(
                     StoreOperation::Claim,
