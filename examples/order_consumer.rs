@@ -20,8 +20,6 @@
 //!     --group payments --store redis://127.0.0.1:6379
 //! ```
 
-#[path = "support/client.rs"]
-mod client;
 #[path = "support/orders.rs"]
 mod orders;
 
@@ -77,8 +75,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shared_store(store)
         .build()?;
 
-    let client = client::Client::new("order-consumer")?;
-    let mut consumer = DefaultMQPushConsumer::builder(client.runtime.clone())
+    // rocketmq-client-rust 1.0.0 needs an explicit client runtime; `ClientEnv` owns one (its
+    // RuntimeOwner widens the blocking lane listeners run on: see crates/rocketmq-dedup-testkit).
+    let client = rocketmq_dedup_testkit::ClientEnv::new("order-consumer")?;
+    let mut consumer = DefaultMQPushConsumer::builder(client.client_runtime())
         .name_server_addr(args.namesrv.as_str())
         .consumer_group(args.group.as_str())
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)

@@ -11,8 +11,6 @@
 //! cargo run --example producer -- --messages 1000 --duplicates 0.2 --topic Orders
 //! ```
 
-#[path = "support/client.rs"]
-mod client;
 #[path = "support/orders.rs"]
 mod orders;
 
@@ -41,8 +39,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let client = client::Client::new("producer")?;
-    let mut producer = DefaultMQProducer::builder(client.runtime.clone())
+    let client = rocketmq_dedup_testkit::ClientEnv::new("producer")?;
+    let mut producer = DefaultMQProducer::builder(client.client_runtime())
         .producer_group("order-producer")
         .name_server_addr(args.namesrv.as_str())
         .build();

@@ -693,7 +693,10 @@ impl<H: DedupHandler> Inner<H> {
                 self.renew(claimed, token).await;
             }
         };
+        // Biased: the handlers are polled first, so a batch whose handlers finish at once
+        // never registers the renewal timer.
         tokio::select! {
+            biased;
             outcomes = run => outcomes,
             () = renew => unreachable!("the renewal loop never ends"),
         }
