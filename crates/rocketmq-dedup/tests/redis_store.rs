@@ -215,3 +215,32 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     listener.consume(&refs).await;
     assert_eq!(counter.round_trips(), 3, "one claim for 32 duplicates");
 }
+
+#[tokio::test]
+async fn the_listener_writes_compact_keys_when_asked() {
+    use rocketmq_dedup::record_key::KeyLayout;
+    use rocketmq_dedup::testing::message;
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let listener =
+        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
+            .namespace("group")
+            .key_layout(KeyLayout::Compact)
+            .store(store)
+            .build()
+            .unwrap();
+    listener
+        .consume(&[&message("Orders").uniq_key("U-1").build()])
+        .await;
+    let compact =
+        RecordKey::with_layout(KeyLayout::Compact, "dedup", "group", "Orders", None, "U-1");
+    assert_eq!(
+        server.command(&["GET", compact.as_str()]).unwrap(),
+        "$1\r\nd\r\n"
+    );
+    assert_eq!(
+        server.command(&["DBSIZE"]).unwrap(),
+        ":1\r\n",
+        "no readable key besides"
+    );
+}
