@@ -75,14 +75,25 @@ impl MessageListenerConcurrently for Plain {
     }
 }
 
+/// One scenario's settings (its command line).
+#[derive(Debug, clap::Args)]
 pub struct Scenario {
+    #[arg(long)]
     pub kind: Kind,
+    #[arg(long)]
     pub work: Work,
+    #[arg(long)]
     pub batch: u32,
+    #[arg(long)]
     pub namesrv: String,
+    #[arg(long)]
     pub redis: String,
+    #[arg(long)]
     pub topic: String,
+    #[arg(long)]
     pub group: String,
+    /// Messages to ack before the scenario ends.
+    #[arg(long)]
     pub expect: u64,
 }
 

@@ -54,24 +54,7 @@ struct Cli {
 enum Role {
     /// One scenario (started by the run itself).
     #[command(hide = true)]
-    Consume {
-        #[arg(long)]
-        kind: Kind,
-        #[arg(long)]
-        work: Work,
-        #[arg(long)]
-        batch: u32,
-        #[arg(long)]
-        namesrv: String,
-        #[arg(long)]
-        redis: String,
-        #[arg(long)]
-        topic: String,
-        #[arg(long)]
-        group: String,
-        #[arg(long)]
-        expect: u64,
-    },
+    Consume(consume::Scenario),
     /// Memory store bytes per record (started by the run itself).
     #[command(hide = true)]
     MemoryStore {
@@ -132,26 +115,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.role {
-        Some(Role::Consume {
-            kind,
-            work,
-            batch,
-            namesrv,
-            redis,
-            topic,
-            group,
-            expect,
-        }) => {
-            let scenario = consume::Scenario {
-                kind,
-                work,
-                batch,
-                namesrv,
-                redis,
-                topic,
-                group,
-                expect,
-            };
+        Some(Role::Consume(scenario)) => {
             let result = runtime.block_on(consume::run(scenario))?;
             println!("RESULT {result}");
         }
