@@ -14,10 +14,10 @@
 //! ```
 //!
 //! # Layout
-//! - [`process`](crate::process): a child process that dies with its handle.
-//! - [`client`](crate::client): RocketMQ client runtime, producers, consumers.
-//! - [`redis`](crate::redis): [`RedisServer`].
-//! - [`rocketmq`](crate::rocketmq): [`RocketMqStack`], a name server and a broker.
+//! - [`process`][]: a child process that dies with its handle.
+//! - [`client`][]: RocketMQ client runtime, producers, consumers.
+//! - [`redis`][]: [`RedisServer`].
+//! - [`rocketmq`][]: [`RocketMqStack`], a name server and a broker.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]

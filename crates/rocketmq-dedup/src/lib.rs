@@ -34,16 +34,16 @@
 //! ```
 //!
 //! # Layout
-//! - [`listener`](crate::listener): [`DedupConcurrentListener`] and its builder: the per-batch state machine.
-//! - [`handler`](crate::handler): the [`DedupHandler`] trait users implement.
-//! - [`key`](crate::key): dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
-//! - [`record_key`](crate::record_key): the collision-free layout of store keys.
-//! - [`store`](crate::store): the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore),
+//! - [`listener`][]: [`DedupConcurrentListener`] and its builder: the per-batch state machine.
+//! - [`handler`][]: the [`DedupHandler`] trait users implement.
+//! - [`key`][]: dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
+//! - [`record_key`][]: the collision-free layout of store keys.
+//! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore),
 //!   [`RedisStore`](store::RedisStore) and the store [`contract`](store::contract) suite.
-//! - [`config`](crate::config): policies ([`StoreErrorPolicy`], [`KeyFallback`]) and defaults.
-//! - [`stats`](crate::stats): per-message [`Decision`]s, counters and metrics.
-//! - [`error`](crate::error): errors by operation.
-//! - [`testing`](crate::testing): build messages in tests.
+//! - [`config`][]: policies ([`StoreErrorPolicy`], [`KeyFallback`]) and defaults.
+//! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
+//! - [`error`][]: errors by operation.
+//! - [`testing`][]: build messages in tests.
 //!
 //! # What is guaranteed
 //! With a shared store (Redis), the handler runs at most once per key while the record lives

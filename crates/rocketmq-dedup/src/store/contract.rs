@@ -6,10 +6,11 @@
 //!
 //! A store crate runs the whole suite with one macro call in its tests:
 //!
-//! ```ignore
+//! ```no_run
 //! // `$make` is an async block answering (store, guard); the guard (a server process, say)
 //! // lives as long as the test.
 //! rocketmq_dedup::dedup_store_contract!(memory, async { (rocketmq_dedup::store::MemoryStore::new(), ()) });
+//! # fn main() {}
 //! ```
 
 use std::sync::Arc;
