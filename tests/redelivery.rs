@@ -130,3 +130,62 @@ async fn a_failed_handler_is_retried_until_its_effect_happens_once() {
         stats.summary()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_own_timeout_redelivery_does_not_run_the_handler_twice() {
+    init_tracing();
+    let stack = stack();
+    let redis = RedisServer::start().unwrap();
+    // The client gives up on a listener call after 3 s and sends the message back while the
+    // 7 s handler is still running: a duplicate of the client's own making.
+    let client =
+        ClientEnv::with_listener_timeout("client-timeout", Duration::from_secs(3)).unwrap();
+    let (topic, group) = (unique_name("Orders"), unique_name("payments"));
+    let producer = client.producer(&stack.namesrv_addr()).await.unwrap();
+    send(&producer, &order(&topic, "long-order")).await;
+    let handler = Arc::new(OrderHandler {
+        slow: HashMap::from([("long-order".to_owned(), Duration::from_secs(7))]),
+        ..Default::default()
+    });
+    let store = RedisStore::builder(redis.url()).connect().await.unwrap();
+    let listener = DedupConcurrentListener::builder(handler.clone())
+        .namespace(group.as_str())
+        .store(store)
+        // A 2 s claim under a 7 s handler: only renewal keeps it. No waiting for the
+        // in-process owner, so the copy meets the claim in Redis and is deferred.
+        .processing_ttl(Duration::from_secs(2))
+        .in_flight_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    let spec = ConsumerSpec::new(&stack.namesrv_addr(), &group, &topic);
+    let mut consumer = client.consumer(&spec, listener.clone()).await.unwrap();
+    let stats = listener.stats().clone();
+    // The first call's own answer is lost to the timeout; the copy's answer is the one that
+    // acks: it must be a duplicate, decided after the handler finished.
+    let done = wait_until(Duration::from_secs(60), || {
+        stats.decisions(Decision::Duplicate) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    consumer.shutdown().await;
+    client.shutdown().await;
+
+    assert!(
+        done,
+        "the sent-back copy came back and was acked: {}",
+        stats.summary()
+    );
+    assert!(
+        stats.decisions(Decision::DeferredInFlight) >= 1,
+        "the copy met the renewed claim: {}",
+        stats.summary()
+    );
+    assert_eq!(
+        handler.runs.load(Ordering::SeqCst),
+        1,
+        "{}",
+        stats.summary()
+    );
+    assert_eq!(handler.ledger.count("long-order"), 1);
+    assert_eq!(handler.max_concurrent_same_key.load(Ordering::SeqCst), 1);
+}

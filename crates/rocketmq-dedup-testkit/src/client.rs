@@ -68,6 +68,13 @@ impl ConsumerSpec {
 impl ClientEnv {
     /// A client runtime named `scope`.
     pub fn new(scope: &str) -> ClientResult<Self> {
+        Self::with_listener_timeout(scope, Duration::from_secs(120))
+    }
+
+    /// A client runtime whose consumers stop waiting for a listener call after `timeout` (the
+    /// blocking lane's task timeout; rocketmq-client-rust 1.0.0 then sends the batch back
+    /// while the listener still runs). The 1.0.0 default is 30 s.
+    pub fn with_listener_timeout(scope: &str, timeout: Duration) -> ClientResult<Self> {
         let mut config = RuntimeConfig {
             thread_name: format!("rmq-{scope}"),
             max_blocking_threads: 64,
@@ -77,7 +84,7 @@ impl ClientEnv {
         lane.max_concurrency = 32;
         lane.max_queue_depth = 1024;
         lane.queue_timeout = Duration::from_secs(60);
-        lane.task_timeout = Duration::from_secs(120);
+        lane.task_timeout = timeout;
         let owner = RuntimeOwner::plan(config)
             .map_err(|e| rocketmq_client_rust::ClientError::internal("plan client runtime", e))?
             .build()
