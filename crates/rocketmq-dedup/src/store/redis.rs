@@ -285,9 +285,56 @@ impl RedisStore {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    fn count_round_trips(&self, n: u64) {
+        self.round_trips
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The connection, for tools and tests that inspect records.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline: the answer is
+    /// the value that was there (nil: absent, so now claimed).
+    async fn claim_native(
+        &self,
+        keys: &[RecordKey],
+        owner: &str,
+        ttl: &str,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(key.as_str())
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .arg("GET");
+        }
+        let mut conn = self.conn.clone();
+        self.count_round_trips(1);
+        let answers: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Claim, e))?;
+        answers
+            .into_iter()
+            .map(|previous| match previous.as_deref() {
+                None => Ok(ClaimOutcome::Claimed),
+                Some(b"d") => Ok(ClaimOutcome::Consumed),
+                Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
+                Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
+                Some(_) => Err(StoreError::CorruptRecord {
+                    operation: StoreOperation::Claim,
+                    detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                }),
+            })
+            .collect()
     }
 
     /// Runs `script` once per key in one pipeline and returns the integer answers.
@@ -310,12 +357,11 @@ impl RedisStore {
             pipe.invoke_script(&invocation);
         }
         let mut conn = self.conn.clone();
-        let trips = &self.round_trips;
-        trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_round_trips(1);
         let answer: Result<Vec<i64>, RedisError> = pipe.query_async(&mut conn).await;
         let answer = match answer {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                trips.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+                self.count_round_trips(2);
                 script
                     .prepare_invoke()
                     .load_async(&mut conn)
@@ -350,51 +396,6 @@ fn owner_value(token: OwnerToken) -> String {
 
 fn ttl_ms(ttl: Duration) -> String {
     ttl.as_millis().max(1).to_string()
-}
-
-impl RedisStore {
-    /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline: the answer is
-    /// the value that was there (nil: absent, so now claimed).
-    async fn claim_native(
-        &self,
-        keys: &[RecordKey],
-        owner: &str,
-        ttl: &str,
-    ) -> Result<Vec<ClaimOutcome>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("SET")
-                .arg(key.as_str())
-                .arg(owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl)
-                .arg("GET");
-        }
-        let mut conn = self.conn.clone();
-        self.round_trips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answers: Vec<Option<Vec<u8>>> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| StoreError::backend(StoreOperation::Claim, e))?;
-        answers
-            .into_iter()
-            .map(|previous| match previous.as_deref() {
-                None => Ok(ClaimOutcome::Claimed),
-                Some(b"d") => Ok(ClaimOutcome::Consumed),
-                Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
-                Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
-                Some(_) => Err(StoreError::CorruptRecord {
-                    operation: StoreOperation::Claim,
-                    detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
-                }),
-            })
-            .collect()
-    }
 }
 
 impl DedupStore for RedisStore {
