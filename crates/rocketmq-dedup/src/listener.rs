@@ -408,13 +408,14 @@ impl<H: DedupHandler> Inner<H> {
             // before the claim is sent, so a copy in another batch always finds them here.
             let token = OwnerToken::random();
             let (local_busy, registered) = self.register_locally(&keys, token, wait_local);
-            // Lets the registrations go however this pass ends, also when it is cancelled.
-            let _registrations = LocalHold {
+            // The keys to claim; the guard lets their registrations go however this pass ends,
+            // also when it is cancelled.
+            let registrations = LocalHold {
                 inner: self,
                 keys: registered.iter().map(|&k| keys[k].clone()).collect(),
                 token,
             };
-            let to_claim: Vec<RecordKey> = registered.iter().map(|&k| keys[k].clone()).collect();
+            let to_claim = &registrations.keys;
             let claims = if to_claim.is_empty() {
                 Some(Vec::new())
             } else {
@@ -422,7 +423,7 @@ impl<H: DedupHandler> Inner<H> {
                 // `None`: the store could not answer (already logged and counted by `call`).
                 self.call(
                     StoreOperation::Claim,
-                    self.store.claim(&to_claim, token, ttl),
+                    self.store.claim(to_claim, token, ttl),
                 )
                 .await
                 .ok()
