@@ -191,7 +191,7 @@ impl DedupHandler for ChaosHandler {
 
 /// Records every ack in the ledger, around the dedup listener.
 struct AckRecorder {
-    inner: DedupConcurrentListener<Arc<ChaosHandler>>,
+    inner: DedupConcurrentListener,
     ledger: Arc<Ledger>,
     pid: u32,
 }

@@ -56,11 +56,12 @@ pub async fn memory_store_bytes_per_record(records: usize) -> f64 {
 pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
     let store = RedisStore::builder(url).connect().await?;
     let counter = store.clone();
-    let listener =
-        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
-            .namespace("bench-round-trips")
-            .store(store)
-            .build()?;
+    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+    ))
+    .namespace("bench-round-trips")
+    .store(store)
+    .build()?;
     let batch: Vec<_> = (0..32)
         .map(|i| message("BenchTopic").uniq_key(&uniq_id(i)).build())
         .collect();

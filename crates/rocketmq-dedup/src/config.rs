@@ -1,15 +1,17 @@
-//! Listener configuration: policies and their defaults.
+//! Listener settings: their defaults, their limits, and the check that rejects a configuration
+//! that cannot work ([`DedupConfig::validate`]).
 
 use std::time::Duration;
 
-use crate::key::KeyStrategy;
+use crate::error::ConfigError;
 use crate::record_key::{KeyLayout, DEFAULT_PREFIX};
 
 /// What the listener does when the dedup store cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreErrorPolicy {
-    /// Run no handler and answer RECONSUME_LATER: nothing is acked unprocessed, and nothing is
-    /// processed twice because of the outage. The default.
+    /// Run no handler and answer "later" (RECONSUME_LATER, or a suspended queue in the orderly
+    /// listener): nothing is acked unprocessed, and nothing is processed twice because of the
+    /// outage. The default.
     #[default]
     FailClosed,
     /// Run the handler without deduplication (counted and logged as
@@ -23,14 +25,16 @@ pub enum KeyFallback {
     /// Deduplicate by the unique id (`UNIQ_KEY`, else message id). The default.
     #[default]
     UniqueId,
-    /// Answer RECONSUME_LATER: the message is retried and, after the group's max reconsume
-    /// times, lands in the dead-letter queue. Nothing is lost.
+    /// Answer "later": the message is retried and, after the group's max reconsume times,
+    /// lands in the dead-letter queue. Nothing is lost.
     Retry,
     /// Run the handler without deduplication.
     NoDedup,
 }
 
-/// The listener's settings; built by [`DedupListenerBuilder`](crate::DedupListenerBuilder).
+/// The listener's settings, set through
+/// [`DedupListenerBuilder`](crate::DedupListenerBuilder) and checked by
+/// [`validate`](DedupConfig::validate) when the listener is built.
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
     pub(crate) namespace: String,
@@ -41,12 +45,12 @@ pub struct DedupConfig {
     pub(crate) store_timeout: Duration,
     pub(crate) store_error_policy: StoreErrorPolicy,
     pub(crate) key_fallback: KeyFallback,
-    pub(crate) key_strategy: Option<KeyStrategy>,
     pub(crate) handler_concurrency: usize,
     pub(crate) max_reconsume_times: i32,
     pub(crate) commit_retry_window: Duration,
     pub(crate) in_flight_wait: Duration,
     pub(crate) key_layout: KeyLayout,
+    pub(crate) suspend_time: Duration,
 }
 
 impl DedupConfig {
@@ -65,8 +69,19 @@ impl DedupConfig {
     pub const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
     /// Default wait for a key that another batch of the same listener is processing.
     pub const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+    /// Default time the orderly listener suspends a queue whose next message cannot run now
+    /// (RocketMQ's own default `suspendCurrentQueueTimeMillis`).
+    pub const DEFAULT_SUSPEND_TIME: Duration = Duration::from_secs(1);
     /// Longest namespace or prefix, in bytes.
     pub const MAX_NAME_BYTES: usize = 255;
+    /// Longest TTL accepted (a year): a longer one is almost certainly a unit mistake, and
+    /// stores turn expiry instants into numbers that must not overflow.
+    pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+    /// Shortest processing TTL accepted.
+    pub const MIN_PROCESSING_TTL: Duration = Duration::from_millis(100);
+    /// The orderly suspend time RocketMQ accepts: it clamps anything else to 10 ms ..= 30 s.
+    pub const SUSPEND_TIME_RANGE: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(30));
 
     pub(crate) fn new() -> Self {
         DedupConfig {
@@ -78,13 +93,84 @@ impl DedupConfig {
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             store_error_policy: StoreErrorPolicy::default(),
             key_fallback: KeyFallback::default(),
-            key_strategy: None,
             handler_concurrency: Self::DEFAULT_HANDLER_CONCURRENCY,
             max_reconsume_times: Self::DEFAULT_MAX_RECONSUME_TIMES,
             commit_retry_window: Self::DEFAULT_COMMIT_RETRY_WINDOW,
             in_flight_wait: Self::DEFAULT_IN_FLIGHT_WAIT,
             key_layout: KeyLayout::default(),
+            suspend_time: Self::DEFAULT_SUSPEND_TIME,
         }
+    }
+
+    /// Checks every setting and their combinations; the first one that cannot work is the
+    /// error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.namespace.is_empty() {
+            return Err(ConfigError::MissingNamespace);
+        }
+        for (setting, value) in [("namespace", &self.namespace), ("key_prefix", &self.prefix)] {
+            if value.is_empty() || value.len() > Self::MAX_NAME_BYTES {
+                return Err(ConfigError::BadLength {
+                    setting,
+                    len: value.len(),
+                    max: Self::MAX_NAME_BYTES,
+                });
+            }
+        }
+        self.validate_durations()?;
+        if self.handler_concurrency == 0 {
+            return Err(ConfigError::Zero {
+                setting: "handler_concurrency",
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let bad = |setting, value, reason| {
+            Err(ConfigError::BadDuration {
+                setting,
+                value,
+                reason,
+            })
+        };
+        let (ttl, record) = (self.processing_ttl, self.record_ttl);
+        if ttl < Self::MIN_PROCESSING_TTL {
+            return bad("processing_ttl", ttl, "must be at least 100ms");
+        }
+        if ttl > Self::MAX_TTL {
+            return bad("processing_ttl", ttl, "must be at most 365 days");
+        }
+        if record < ttl {
+            return bad("record_ttl", record, "must be at least the processing TTL");
+        }
+        if record > Self::MAX_TTL {
+            return bad("record_ttl", record, "must be at most 365 days");
+        }
+        let renew = self.renew_interval();
+        if renew.is_zero() || renew >= ttl {
+            return bad(
+                "renew_interval",
+                renew,
+                "must be more than zero and less than the processing TTL",
+            );
+        }
+        if self.store_timeout.is_zero() {
+            return bad(
+                "store_timeout",
+                self.store_timeout,
+                "must be more than zero",
+            );
+        }
+        let (shortest, longest) = Self::SUSPEND_TIME_RANGE;
+        if !(shortest..=longest).contains(&self.suspend_time) {
+            return bad(
+                "suspend_time",
+                self.suspend_time,
+                "must be 10ms ..= 30s (RocketMQ clamps the suspension to that range)",
+            );
+        }
+        Ok(())
     }
 
     /// The namespace of record keys (the consumer group unless configured).
@@ -120,5 +206,10 @@ impl DedupConfig {
     /// The bad-key fallback.
     pub fn key_fallback(&self) -> KeyFallback {
         self.key_fallback
+    }
+
+    /// How long the orderly listener suspends a queue whose next message cannot run now.
+    pub fn suspend_time(&self) -> Duration {
+        self.suspend_time
     }
 }

@@ -219,7 +219,22 @@ pub enum ConfigError {
         /// Why (the URL is not repeated: it may hold a password).
         reason: String,
     },
+    /// No dedup store was given: the store is an explicit choice (a
+    /// [`MemoryStore`](crate::store::MemoryStore) deduplicates within one process only).
+    #[error("a dedup store is required: set one with .store(…) (MemoryStore for one process, RedisStore across consumers)")]
+    MissingStore,
     /// No Tokio runtime was available and none could be started.
     #[error("could not start the listener's Tokio runtime: {0}")]
     Runtime(String),
+}
+
+/// The `source()` chain of an error (not the error itself), joined with `: `.
+pub(crate) fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        parts.push(e.to_string());
+        cur = e.source();
+    }
+    parts.join(": ")
 }

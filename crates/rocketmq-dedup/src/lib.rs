@@ -1,11 +1,12 @@
 //! Process each RocketMQ message once.
 //!
 //! RocketMQ delivers at least once: producer retries, lost consumer acks, rebalances and
-//! `RECONSUME_LATER` all deliver copies. [`DedupConcurrentListener`] wraps your
-//! [`DedupHandler`] in a rocketmq-client-rust `MessageListenerConcurrently`, claims each
-//! message's dedup key in a [`DedupStore`] and runs the handler at most once per key; a copy
-//! that arrives while the first is still being processed goes back through the retry topic
-//! and is acked once the first succeeded.
+//! `RECONSUME_LATER` all deliver copies. The dedup listeners wrap your [`DedupHandler`] in a
+//! rocketmq-client-rust listener, claim each message's dedup key in a [`DedupStore`] and run
+//! the handler at most once per key: [`DedupConcurrentListener`] (a copy that arrives while the
+//! first is still being processed goes back through the retry topic and is acked once the
+//! first succeeded) and [`DedupOrderlyListener`] (the queue is suspended instead, so order
+//! holds).
 //!
 //! ```no_run
 //! use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy};
@@ -29,21 +30,30 @@
 //!     .namespace("payment-consumer")
 //!     .store(RedisStore::builder("redis://127.0.0.1:6379").connect().await?)
 //!     .build()?;
-//! // consumer.register_message_listener_concurrently(listener);
+//! // consumer.register_message_listener_concurrently(listener.clone());
+//! // … and after consumer.shutdown():
+//! listener.shutdown(std::time::Duration::from_secs(5)).await;
 //! # Ok(()) }
 //! ```
 //!
 //! # Layout
-//! - [`listener`][]: [`DedupConcurrentListener`] and its builder: the per-batch state machine.
-//! - [`handler`][]: the [`DedupHandler`] trait users implement.
+//! - [`listener`][]: [`DedupConcurrentListener`] and [`DedupOrderlyListener`], thin adapters
+//!   that map the engine's decisions to each client status.
+//! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners.
+//! - `engine` (private): the batch pipeline shared by both listeners: keys, copies, waits for
+//!   same-process twins, decisions; and the seam for what ties a run to its record.
+//! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
+//!   failed commits retried in owned background tasks.
+//! - [`handler`][]: the [`DedupHandler`] trait users implement, [`handler_fn`], [`WithKey`].
 //! - [`key`][]: dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
 //! - [`record_key`][]: the collision-free layout of store keys.
-//! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore),
-//!   [`RedisStore`](store::RedisStore) and the store [`contract`](store::contract) suite.
-//! - [`config`][]: policies ([`StoreErrorPolicy`], [`KeyFallback`]) and defaults.
+//! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore) and
+//!   [`RedisStore`](store::RedisStore) (and, with feature `test-util`, the store contract suite).
+//! - [`config`][]: settings, defaults and their validation ([`DedupConfig::validate`]).
 //! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
+//! - [`shutdown`][]: what a listener's shutdown finished.
 //! - [`error`][]: errors by operation.
-//! - [`testing`][]: build messages in tests.
+//! - `testing` (feature `test-util`): build messages in tests; a store that fails on purpose.
 //!
 //! # What is guaranteed
 //! With a shared store (Redis), the handler runs at most once per key while the record lives
@@ -55,21 +65,28 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod builder;
 pub mod config;
+mod engine;
 pub mod error;
 pub mod handler;
 pub mod key;
+mod lease;
 pub mod listener;
 pub mod record_key;
 mod runtime;
+pub mod shutdown;
 pub mod stats;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use builder::{Concurrent, DedupListenerBuilder, Orderly, StoreBacked};
 pub use config::{DedupConfig, KeyFallback, StoreErrorPolicy};
 pub use error::{ConfigError, HandlerError, KeyError, StoreError, StoreOperation};
-pub use handler::{handler_fn, DedupHandler, HandlerFn};
+pub use handler::{handler_fn, DedupHandler, HandlerFn, WithKey};
 pub use key::{DedupKey, KeyStrategy};
-pub use listener::{DedupConcurrentListener, DedupListenerBuilder, DECISION_TARGET};
+pub use listener::{DedupConcurrentListener, DedupOrderlyListener, DECISION_TARGET};
+pub use shutdown::ShutdownReport;
 pub use stats::{Decision, DedupStats, Event};
 pub use store::DedupStore;

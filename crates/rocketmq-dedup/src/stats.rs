@@ -39,11 +39,14 @@ pub enum Decision {
     /// Part of a batch that is retried as a whole because another message in it must be.
     /// Its own outcome is already recorded; it will come back as a duplicate.
     RetriedWithBatch,
+    /// Not run because an earlier message of its in-order batch must be retried first (the
+    /// orderly listener): it comes back with the batch and runs then.
+    Postponed,
 }
 
 impl Decision {
     /// All decisions.
-    pub const ALL: [Decision; 9] = [
+    pub const ALL: [Decision; 10] = [
         Decision::Processed,
         Decision::Duplicate,
         Decision::DeferredInFlight,
@@ -53,6 +56,7 @@ impl Decision {
         Decision::ProcessedWithoutDedup,
         Decision::KeyRejected,
         Decision::RetriedWithBatch,
+        Decision::Postponed,
     ];
 
     /// The snake-case name used in logs and metric labels.
@@ -67,6 +71,7 @@ impl Decision {
             Decision::ProcessedWithoutDedup => "processed_without_dedup",
             Decision::KeyRejected => "key_rejected",
             Decision::RetriedWithBatch => "retried_with_batch",
+            Decision::Postponed => "postponed",
         }
     }
 
@@ -79,6 +84,7 @@ impl Decision {
                 | Decision::HandlerPanicked
                 | Decision::StoreUnavailable
                 | Decision::KeyRejected
+                | Decision::Postponed
         )
     }
 

@@ -30,6 +30,8 @@ struct Recorder {
     sleep: Duration,
     /// Keys settled as committed (the `on_settled` hook).
     committed: AtomicUsize,
+    /// Keys whose commit was given up (the `on_settled` hook).
+    given_up: AtomicUsize,
 }
 
 impl DedupHandler for Recorder {
@@ -53,9 +55,11 @@ impl DedupHandler for Recorder {
         _key: &RecordKey,
         result: Result<CommitOutcome, &rocketmq_dedup::StoreError>,
     ) {
-        if matches!(result, Ok(CommitOutcome::Committed)) {
-            self.committed.fetch_add(1, Ordering::SeqCst);
-        }
+        match result {
+            Ok(CommitOutcome::Committed) => self.committed.fetch_add(1, Ordering::SeqCst),
+            Err(_) => self.given_up.fetch_add(1, Ordering::SeqCst),
+            Ok(_) => 0,
+        };
     }
 }
 
@@ -68,10 +72,7 @@ impl Recorder {
     }
 }
 
-fn listener(
-    recorder: &Arc<Recorder>,
-    store: Arc<MemoryStore>,
-) -> DedupConcurrentListener<Arc<Recorder>> {
+fn listener(recorder: &Arc<Recorder>, store: Arc<MemoryStore>) -> DedupConcurrentListener {
     DedupConcurrentListener::builder(recorder.clone())
         .namespace("group")
         .shared_store(store)
@@ -211,12 +212,16 @@ async fn bad_keys_fall_back_as_configured() {
     let bad = message("Orders").uniq_key("U").body("not json").build();
     let run = |fallback| {
         let recorder = Arc::new(Recorder::default());
-        let listener = DedupConcurrentListener::builder(recorder.clone())
-            .namespace("group")
-            .key_strategy(KeyStrategy::json_pointer("/orderId"))
-            .key_fallback(fallback)
-            .build()
-            .unwrap();
+        let listener = DedupConcurrentListener::builder(
+            recorder
+                .clone()
+                .with_key(KeyStrategy::json_pointer("/orderId")),
+        )
+        .namespace("group")
+        .store(MemoryStore::new())
+        .key_fallback(fallback)
+        .build()
+        .unwrap();
         (recorder, listener)
     };
     // Default: dedup by the unique id.
@@ -254,7 +259,7 @@ fn broken_listener(
     recorder: &Arc<Recorder>,
     hang: bool,
     policy: StoreErrorPolicy,
-) -> DedupConcurrentListener<Arc<Recorder>> {
+) -> DedupConcurrentListener {
     let store = FaultyStore::new(MemoryStore::new());
     for op in [
         StoreOperation::Claim,
@@ -279,7 +284,7 @@ async fn store_errors_fail_closed_by_default() {
     for hang in [false, true] {
         let recorder = Arc::new(Recorder::default());
         let listener = broken_listener(&recorder, hang, StoreErrorPolicy::default());
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         assert_eq!(
             listener.consume(&[&msg("A"), &msg("B")]).await,
             ReconsumeLater
@@ -313,7 +318,7 @@ async fn store_errors_fail_open_when_configured() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn renewal_keeps_a_long_handler_exclusive() {
     let recorder = Arc::new(Recorder {
         sleep: Duration::from_millis(900),
@@ -344,7 +349,7 @@ fn consume_message_works_from_any_thread() {
     let recorder = Arc::new(Recorder::default());
     let listener = listener(&recorder, Arc::new(MemoryStore::new()));
     let context = ConsumeConcurrentlyContext::new(MessageQueue::default());
-    let call = |listener: &DedupConcurrentListener<Arc<Recorder>>, id: &str| {
+    let call = |listener: &DedupConcurrentListener, id: &str| {
         listener.consume_message(&[&msg(id)], &context).unwrap()
     };
     // A plain thread (the listener runs on its own runtime).
@@ -382,12 +387,15 @@ fn consume_message_works_from_any_thread() {
 
 #[test]
 fn configuration_is_checked_at_build() {
-    let build = |f: fn(
-        rocketmq_dedup::DedupListenerBuilder<Arc<Recorder>>,
-    ) -> rocketmq_dedup::DedupListenerBuilder<Arc<Recorder>>| {
-        f(DedupConcurrentListener::builder(Arc::new(
-            Recorder::default(),
-        )))
+    type Builder = rocketmq_dedup::DedupListenerBuilder<
+        rocketmq_dedup::Concurrent,
+        rocketmq_dedup::StoreBacked<Arc<Recorder>>,
+    >;
+    let build = |f: fn(Builder) -> Builder| {
+        f(
+            DedupConcurrentListener::builder(Arc::new(Recorder::default()))
+                .store(MemoryStore::new()),
+        )
         .build()
         .map(|_| ())
     };
@@ -421,7 +429,7 @@ fn configuration_is_checked_at_build() {
     assert_eq!(build(|b| b.namespace("g")), Ok(()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_claim_lost_under_a_running_handler_is_counted_and_not_committed_over() {
     // Renewals do nothing, so the 200 ms claim expires while the 600 ms handler runs.
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
@@ -477,7 +485,7 @@ async fn a_claim_lost_under_a_running_handler_is_counted_and_not_committed_over(
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_commit_is_acked_and_written_in_the_background_once_the_store_is_back() {
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     store.fail(StoreOperation::Commit, true);
@@ -509,7 +517,7 @@ async fn a_failed_commit_is_acked_and_written_in_the_background_once_the_store_i
     assert_eq!(recorder.runs(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_commit_that_cannot_be_written_in_the_window_is_counted_as_failed() {
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     store.fail(StoreOperation::Commit, true);
@@ -530,7 +538,7 @@ async fn a_commit_that_cannot_be_written_in_the_window_is_counted_as_failed() {
     assert_eq!(recorder.runs(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_release_is_counted_and_the_claim_expires() {
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     store.fail(StoreOperation::Release, true);
@@ -581,9 +589,9 @@ async fn deferral_on_the_last_reconsume_attempts_is_loud() {
 #[tokio::test]
 async fn keys_with_separators_and_unicode_are_distinct_records() {
     let recorder = Arc::new(Recorder::default());
-    let listener = DedupConcurrentListener::builder(recorder.clone())
+    let listener = DedupConcurrentListener::builder(recorder.clone().with_key(KeyStrategy::Keys))
         .namespace("group")
-        .key_strategy(KeyStrategy::Keys)
+        .store(MemoryStore::new())
         .build()
         .unwrap();
     let keys = [
@@ -613,7 +621,7 @@ async fn keys_with_separators_and_unicode_are_distinct_records() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(start_paused = true)]
 async fn a_copy_in_flight_in_the_same_listener_waits_instead_of_a_retry_topic_trip() {
     for (wait, expect) in [
         (Duration::from_secs(5), ConsumeSuccess),
@@ -625,6 +633,7 @@ async fn a_copy_in_flight_in_the_same_listener_waits_instead_of_a_retry_topic_tr
         });
         let listener = DedupConcurrentListener::builder(recorder.clone())
             .namespace("group")
+            .store(MemoryStore::new())
             .in_flight_wait(wait)
             .build()
             .unwrap();
@@ -652,7 +661,7 @@ async fn a_copy_in_flight_in_the_same_listener_waits_instead_of_a_retry_topic_tr
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_batch_does_not_leave_copies_waiting() {
     let recorder = Arc::new(Recorder {
         sleep: Duration::from_secs(10),
@@ -670,11 +679,137 @@ async fn a_cancelled_batch_does_not_leave_copies_waiting() {
         tokio::time::timeout(Duration::from_millis(200), listener.consume(&[&msg("A")])).await;
     assert!(cancelled.is_err());
     // A copy does not wait 30 s for a batch that is gone: the store answers in flight.
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "waited {:?}",
         started.elapsed()
     );
+}
+
+/// A listener whose commits fail (until `store.fail(Commit, false)`), with the test's handle
+/// on the store.
+fn failing_commits(
+    recorder: &Arc<Recorder>,
+) -> (DedupConcurrentListener, Arc<FaultyStore<MemoryStore>>) {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    store.fail(StoreOperation::Commit, true);
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .build()
+        .unwrap();
+    (listener, store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_a_commit_being_retried_and_it_lands_when_the_store_returns() {
+    let recorder = Arc::new(Recorder::default());
+    let (listener, store) = failing_commits(&recorder);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(listener.stats().events(Event::CommitDeferred), 1);
+    // The store comes back a while after shutdown begins.
+    let healer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            store.fail(StoreOperation::Commit, false);
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let report = listener.shutdown(Duration::from_secs(10)).await;
+    healer.await.unwrap();
+    assert_eq!((report.pending_commits, report.failed_commits), (1, 0));
+    assert!(report.is_clean());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it returned once the commit landed"
+    );
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
+    let other = OwnerToken::random();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .inner()
+            .claim(&[record_key("A")], other, ttl)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_reports_a_commit_that_cannot_land_before_its_timeout_as_failed() {
+    let recorder = Arc::new(Recorder::default());
+    let (listener, _store) = failing_commits(&recorder);
+    assert_eq!(
+        listener.consume(&[&msg("A"), &msg("B")]).await,
+        ConsumeSuccess
+    );
+    let started = tokio::time::Instant::now();
+    let report = listener.shutdown(Duration::from_secs(4)).await;
+    let took = started.elapsed();
+    assert_eq!((report.pending_commits, report.failed_commits), (2, 2));
+    assert!(!report.is_clean());
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        recorder.given_up.load(Ordering::SeqCst),
+        2,
+        "on_settled told"
+    );
+    assert_eq!(listener.stats().events(Event::CommitFailed), 2);
+    // Nothing runs after shutdown: a second one finds nothing pending.
+    let again = listener.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((again.pending_commits, again.failed_commits), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_listener_gives_up_its_background_commits_and_says_so() {
+    let recorder = Arc::new(Recorder::default());
+    let (listener, _store) = failing_commits(&recorder);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    let stats = listener.stats().clone();
+    drop(listener);
+    // The retry task notices at once; well inside the 60 s commit retry window.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(recorder.given_up.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.events(Event::CommitFailed), 1);
+}
+
+#[test]
+fn the_store_and_ttls_are_checked_at_build() {
+    let builder = || DedupConcurrentListener::builder(Arc::new(Recorder::default())).namespace("g");
+    assert_eq!(
+        builder().build().map(|_| ()),
+        Err(ConfigError::MissingStore)
+    );
+    for (setting, ttl) in [
+        ("processing_ttl", Duration::MAX),
+        ("record_ttl", Duration::MAX),
+        ("record_ttl", Duration::from_secs(366 * 24 * 3600)),
+    ] {
+        let built = match setting {
+            "processing_ttl" => builder().processing_ttl(ttl).record_ttl(ttl),
+            _ => builder().record_ttl(ttl),
+        };
+        let err = built
+            .store(MemoryStore::new())
+            .build()
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BadDuration { setting: s, .. } if s == setting),
+            "{setting} {ttl:?}: {err}"
+        );
+    }
+    let year = Duration::from_secs(365 * 24 * 3600);
+    assert!(builder()
+        .record_ttl(year)
+        .store(MemoryStore::new())
+        .build()
+        .is_ok());
 }

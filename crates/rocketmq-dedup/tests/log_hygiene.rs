@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rocketmq_dedup::store::RedisStore;
 use rocketmq_dedup::testing::message;
-use rocketmq_dedup::{handler_fn, DedupConcurrentListener, KeyStrategy};
+use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, KeyStrategy};
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
+use rocketmq_model::common::message::message_ext::MessageExt;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -50,17 +51,19 @@ async fn no_secret_reaches_the_logs_at_the_default_level() {
         .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let listener = DedupConcurrentListener::builder(handler_fn(move |_| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        match n {
-            1 => Err(format!("declined (run {n})").into()),
-            2 => panic!("handler bug"),
-            _ => Ok(()),
-        }
-    }))
+    let listener = DedupConcurrentListener::builder(
+        handler_fn(move |_: &MessageExt| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            match n {
+                1 => Err(format!("declined (run {n})").into()),
+                2 => panic!("handler bug"),
+                _ => Ok(()),
+            }
+        })
+        .with_key(KeyStrategy::json_pointer("/orderId")),
+    )
     .namespace("group")
     .store(store)
-    .key_strategy(KeyStrategy::json_pointer("/orderId"))
     .store_timeout(Duration::from_millis(300))
     .build()
     .unwrap();

@@ -196,12 +196,13 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let counter = store.clone();
-    let listener =
-        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
-            .namespace("group")
-            .store(store)
-            .build()
-            .unwrap();
+    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+    ))
+    .namespace("group")
+    .store(store)
+    .build()
+    .unwrap();
     let batch: Vec<_> = (0..32)
         .map(|i| message("T").uniq_key(&format!("k{i}")).build())
         .collect();
@@ -222,13 +223,14 @@ async fn the_listener_writes_compact_keys_when_asked() {
     use rocketmq_dedup::testing::message;
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
-    let listener =
-        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(|_| Ok(())))
-            .namespace("group")
-            .key_layout(KeyLayout::Compact)
-            .store(store)
-            .build()
-            .unwrap();
+    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+    ))
+    .namespace("group")
+    .key_layout(KeyLayout::Compact)
+    .store(store)
+    .build()
+    .unwrap();
     listener
         .consume(&[&message("Orders").uniq_key("U-1").build()])
         .await;

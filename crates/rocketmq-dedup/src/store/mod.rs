@@ -29,6 +29,7 @@ use futures::future::BoxFuture;
 use crate::error::StoreError;
 use crate::record_key::RecordKey;
 
+#[cfg(feature = "test-util")]
 pub mod contract;
 mod memory;
 #[cfg(feature = "redis")]
@@ -200,7 +201,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, crate::error::Con
     {
         let store = RedisStore::builder(url).connect().await.map_err(|e| {
             crate::error::ConfigError::BadStoreUrl {
-                reason: format!("{e}: {}", error_chain(&e)),
+                reason: format!("{e}: {}", crate::error::source_chain(&e)),
             }
         })?;
         return Ok(Arc::new(store));
@@ -208,15 +209,4 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, crate::error::Con
     Err(crate::error::ConfigError::BadStoreUrl {
         reason: "expected memory:// or redis://host:port (rediss:// for TLS)".to_owned(),
     })
-}
-
-/// The `source()` chain of an error, joined with `: `.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        parts.push(e.to_string());
-        cur = e.source();
-    }
-    parts.join(": ")
 }

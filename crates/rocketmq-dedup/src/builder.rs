@@ -1,0 +1,242 @@
+//! [`DedupListenerBuilder`]: the settings of a dedup listener, one method each, checked when
+//! the listener is built.
+//!
+//! One builder serves both listeners; its first type parameter says which one `build` makes
+//! ([`Concurrent`] or [`Orderly`]), its second how handler runs are recorded (for now
+//! [`StoreBacked`]: claims in a [`DedupStore`]).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{DedupConfig, KeyFallback, StoreErrorPolicy};
+use crate::engine::task::{Processor, RunOrder};
+use crate::engine::Engine;
+use crate::error::ConfigError;
+use crate::handler::DedupHandler;
+use crate::lease::LeaseProcessor;
+use crate::record_key::KeyLayout;
+use crate::runtime::ListenerRuntime;
+use crate::stats::DedupStats;
+use crate::store::DedupStore;
+
+/// Builds a [`DedupConcurrentListener`](crate::DedupConcurrentListener) or a
+/// [`DedupOrderlyListener`](crate::DedupOrderlyListener); defaults are the [`DedupConfig`]
+/// constants.
+pub struct DedupListenerBuilder<L, P> {
+    processing: P,
+    config: DedupConfig,
+    runtime: Option<tokio::runtime::Handle>,
+    listener: PhantomData<fn() -> L>,
+}
+
+/// [`DedupListenerBuilder`] builds a [`DedupConcurrentListener`](crate::DedupConcurrentListener).
+#[derive(Debug)]
+pub enum Concurrent {}
+
+/// [`DedupListenerBuilder`] builds a [`DedupOrderlyListener`](crate::DedupOrderlyListener).
+#[derive(Debug)]
+pub enum Orderly {}
+
+/// A listener whose handler runs are claimed, committed and released in a [`DedupStore`]
+/// (set with [`store`](DedupListenerBuilder::store); required).
+pub struct StoreBacked<H> {
+    handler: H,
+    store: Option<Arc<dyn DedupStore>>,
+}
+
+impl<H> std::fmt::Debug for StoreBacked<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBacked")
+            .field("store", &self.store.as_ref().map(|s| s.kind()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, P: std::fmt::Debug> std::fmt::Debug for DedupListenerBuilder<L, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedupListenerBuilder")
+            .field("processing", &self.processing)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
+    pub(crate) fn with_store_backed(handler: H, config: DedupConfig) -> Self {
+        DedupListenerBuilder {
+            processing: StoreBacked {
+                handler,
+                store: None,
+            },
+            config,
+            runtime: None,
+            listener: PhantomData,
+        }
+    }
+
+    /// The dedup store: required, there is no default. [`MemoryStore`](crate::store::MemoryStore)
+    /// deduplicates within this process; [`RedisStore`](crate::store::RedisStore) across every
+    /// consumer of the group.
+    pub fn store(self, store: impl DedupStore) -> Self {
+        self.shared_store(Arc::new(store))
+    }
+
+    /// The dedup store, shared with other listeners.
+    pub fn shared_store(mut self, store: Arc<dyn DedupStore>) -> Self {
+        self.processing.store = Some(store);
+        self
+    }
+
+    /// Checks the configuration and makes the engine, running tasks in `order`.
+    pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
+        let store = self.processing.store.ok_or(ConfigError::MissingStore)?;
+        let handler = self.processing.handler;
+        let parts = finish(self.config, self.runtime, |config, stats, runtime| {
+            Box::new(LeaseProcessor::new(handler, store, config, stats, runtime))
+        })?;
+        Ok(parts.engine(order))
+    }
+}
+
+/// A checked configuration with its processor, ready to become an engine.
+struct Parts {
+    processor: Box<dyn Processor>,
+    config: DedupConfig,
+    stats: Arc<DedupStats>,
+    runtime: ListenerRuntime,
+}
+
+impl Parts {
+    fn engine(self, order: RunOrder) -> Engine {
+        Engine::new(self.processor, self.config, self.stats, order, self.runtime)
+    }
+}
+
+/// Validates `config`, settles the runtime and makes the processor.
+fn finish(
+    config: DedupConfig,
+    runtime: Option<tokio::runtime::Handle>,
+    processor: impl FnOnce(&DedupConfig, Arc<DedupStats>, tokio::runtime::Handle) -> Box<dyn Processor>,
+) -> Result<Parts, ConfigError> {
+    config.validate()?;
+    let runtime = match runtime {
+        Some(handle) => ListenerRuntime::Borrowed(handle),
+        None => {
+            ListenerRuntime::current_or_new().map_err(|e| ConfigError::Runtime(e.to_string()))?
+        }
+    };
+    let stats = Arc::new(DedupStats::default());
+    let processor = processor(&config, stats.clone(), runtime.handle().clone());
+    Ok(Parts {
+        processor,
+        config,
+        stats,
+        runtime,
+    })
+}
+
+impl<L, P> DedupListenerBuilder<L, P> {
+    pub(crate) fn config_mut(&mut self) -> &mut DedupConfig {
+        &mut self.config
+    }
+
+    /// The namespace of the record keys: required; use the consumer group (or an application
+    /// name shared by the consumers that must not process a key twice).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// How record keys are written (default [`KeyLayout::Readable`];
+    /// [`KeyLayout::Compact`] uses about a third less Redis memory).
+    pub fn key_layout(mut self, layout: KeyLayout) -> Self {
+        self.config.key_layout = layout;
+        self
+    }
+
+    /// The first part of every record key (default [`crate::record_key::DEFAULT_PREFIX`]).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// What to do when a key cannot be derived (default [`KeyFallback::UniqueId`]).
+    pub fn key_fallback(mut self, fallback: KeyFallback) -> Self {
+        self.config.key_fallback = fallback;
+        self
+    }
+
+    /// TTL of a claim that is not renewed (default
+    /// [`DedupConfig::DEFAULT_PROCESSING_TTL`]; 100 ms ..= 365 days). A crashed consumer's
+    /// claims block their keys this long.
+    pub fn processing_ttl(mut self, ttl: Duration) -> Self {
+        self.config.processing_ttl = ttl;
+        self
+    }
+
+    /// TTL of a CONSUMED record: how long duplicates are recognised (default
+    /// [`DedupConfig::DEFAULT_RECORD_TTL`]; from the processing TTL up to 365 days).
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
+        self.config.record_ttl = ttl;
+        self
+    }
+
+    /// How often a running handler's claims are renewed (default: a third of the processing
+    /// TTL). Must be shorter than the processing TTL.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.config.renew_interval = Some(interval);
+        self
+    }
+
+    /// Timeout of each store call (default [`DedupConfig::DEFAULT_STORE_TIMEOUT`]).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// What to do when the store cannot answer (default [`StoreErrorPolicy::FailClosed`]).
+    pub fn store_error_policy(mut self, policy: StoreErrorPolicy) -> Self {
+        self.config.store_error_policy = policy;
+        self
+    }
+
+    /// How many of a batch's handlers run at once (default 1: in order, one by one). The
+    /// orderly listener always runs them one by one.
+    pub fn handler_concurrency(mut self, n: usize) -> Self {
+        self.config.handler_concurrency = n;
+        self
+    }
+
+    /// The consumer group's max reconsume times, to warn before a deferred message would go
+    /// to the dead-letter queue (default 16, RocketMQ's, for the concurrent listener;
+    /// unlimited for the orderly one, as RocketMQ's orderly consumers).
+    pub fn max_reconsume_times(mut self, n: i32) -> Self {
+        self.config.max_reconsume_times = n;
+        self
+    }
+
+    /// How long a batch waits for a key that another batch of this listener is processing
+    /// (default [`DedupConfig::DEFAULT_IN_FLIGHT_WAIT`]; zero: never wait). Without the wait,
+    /// or past it, the copy is deferred, and with it its whole batch.
+    pub fn in_flight_wait(mut self, wait: Duration) -> Self {
+        self.config.in_flight_wait = wait;
+        self
+    }
+
+    /// How long a commit that failed after a successful handler is retried in the background
+    /// (default [`DedupConfig::DEFAULT_COMMIT_RETRY_WINDOW`]; zero: not retried). The claim is
+    /// the listener's by its token, so a late commit is still correct; committing before the
+    /// claim expires keeps a redelivered copy from running again.
+    pub fn commit_retry_window(mut self, window: Duration) -> Self {
+        self.config.commit_retry_window = window;
+        self
+    }
+
+    /// The Tokio runtime that drives store calls and handlers (default: the runtime the
+    /// builder runs in, else a one-thread runtime of the listener's own).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+}

@@ -1,0 +1,55 @@
+//! A message's record key: the handler's dedup key in the configured layout, with the key
+//! fallback applied when the key cannot be derived.
+
+use rocketmq_model::common::message::message_ext::MessageExt;
+use tracing::{error, warn};
+
+use super::batch::Keyed;
+use crate::config::{DedupConfig, KeyFallback};
+use crate::error::KeyError;
+use crate::key::{self, DedupKey};
+use crate::record_key::RecordKey;
+use crate::stats::{DedupStats, Event};
+
+/// Derives `msg`'s record key from `derived` (the handler's answer), applying the fallback
+/// to a key error: the error is counted and logged (never the key or the body).
+pub(crate) fn keyed(
+    config: &DedupConfig,
+    stats: &DedupStats,
+    msg: &MessageExt,
+    derived: Result<DedupKey, KeyError>,
+) -> Keyed {
+    let key = match derived {
+        Ok(key) => key,
+        Err(err) => {
+            stats.event(Event::KeyError, 1);
+            let fallback = config.key_fallback;
+            warn!(
+                msg_id = %msg.msg_id,
+                topic = %msg.topic(),
+                error = %err,
+                fallback = ?fallback,
+                "dedup key could not be derived"
+            );
+            match fallback {
+                KeyFallback::UniqueId => match key::unique_id(msg) {
+                    Ok(key) => key,
+                    Err(err) => {
+                        error!(msg_id = %msg.msg_id, error = %err, "unique id fallback failed too; retrying");
+                        return Keyed::Rejected;
+                    }
+                },
+                KeyFallback::Retry => return Keyed::Rejected,
+                KeyFallback::NoDedup => return Keyed::NoDedup,
+            }
+        }
+    };
+    Keyed::Record(RecordKey::with_layout(
+        config.key_layout,
+        &config.prefix,
+        &config.namespace,
+        msg.topic().as_str(),
+        key.tag(),
+        key.value(),
+    ))
+}

@@ -1,0 +1,151 @@
+//! The seam between the engine and what ties a handler's run to its record: the [`Processor`]
+//! trait, the [`Task`]s it completes and the [`Outcome`]s it gives them.
+//!
+//! The engine decides which messages need a handler run and which wait; a processor decides
+//! how a run and its record are tied together. The lease processor
+//! ([`crate::lease`]) claims in a [`DedupStore`](crate::DedupStore), runs, then commits or
+//! releases: three steps. A transactional store instead claims, runs the handler with its open
+//! transaction, and commits once; both are processors, and the engine is the same.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rocketmq_model::common::message::message_ext::MessageExt;
+
+use super::inflight::Registration;
+use crate::error::KeyError;
+use crate::key::DedupKey;
+use crate::record_key::RecordKey;
+use crate::shutdown::ShutdownReport;
+use crate::stats::Decision;
+
+/// What a processor did with one task (one record key, or one message without dedup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler ran and succeeded; its record is (being) written.
+    Processed,
+    /// The handler ran and succeeded without a record (fail-open, or no dedup for this key).
+    ProcessedWithoutDedup,
+    /// The record says it was processed: the handler did not run.
+    Duplicate,
+    /// Another owner holds the key: the handler did not run.
+    InFlight,
+    /// The handler returned an error; nothing was recorded.
+    HandlerFailed,
+    /// The handler panicked; nothing was recorded.
+    HandlerPanicked,
+    /// The store could not answer (fail-closed): the handler did not run.
+    StoreUnavailable,
+    /// Not run: an earlier message of an in-order batch must be retried first.
+    Postponed,
+}
+
+impl Outcome {
+    /// The decision for the message that carries the task.
+    pub(crate) fn decision(self) -> Decision {
+        match self {
+            Outcome::Processed => Decision::Processed,
+            Outcome::ProcessedWithoutDedup => Decision::ProcessedWithoutDedup,
+            Outcome::Duplicate => Decision::Duplicate,
+            Outcome::InFlight => Decision::DeferredInFlight,
+            Outcome::HandlerFailed => Decision::HandlerFailed,
+            Outcome::HandlerPanicked => Decision::HandlerPanicked,
+            Outcome::StoreUnavailable => Decision::StoreUnavailable,
+            Outcome::Postponed => Decision::Postponed,
+        }
+    }
+
+    /// The decision for a copy of that message in the same batch: it follows the first.
+    pub(crate) fn copy_decision(self) -> Decision {
+        match self {
+            Outcome::Processed | Outcome::ProcessedWithoutDedup | Outcome::Duplicate => {
+                Decision::Duplicate
+            }
+            Outcome::HandlerFailed | Outcome::HandlerPanicked => Decision::RetriedWithBatch,
+            other => other.decision(),
+        }
+    }
+
+    /// Whether a message with this outcome stops the messages after it in an in-order batch.
+    pub(crate) fn blocks_what_follows(self) -> bool {
+        self.decision().needs_retry()
+    }
+}
+
+/// How a batch's tasks relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunOrder {
+    /// Every task runs whatever happens to the others (the concurrent listener).
+    Independent,
+    /// Tasks run one at a time in message order; the first that cannot complete postpones
+    /// the rest (the orderly listener).
+    InOrder,
+}
+
+/// One handler run to tie to its record: a record key (or none: run without dedup), the first
+/// message of the batch with that key, and the same-process hold on the key.
+#[derive(Debug)]
+pub(crate) struct Task<'b> {
+    key: Option<&'b RecordKey>,
+    msg: &'b MessageExt,
+    outcome: Option<Outcome>,
+    /// Released when the outcome is set, so that a waiting copy in another batch of this
+    /// listener goes on as soon as the key is settled.
+    hold: Option<Registration<'b>>,
+}
+
+impl<'b> Task<'b> {
+    pub(crate) fn new(
+        key: Option<&'b RecordKey>,
+        msg: &'b MessageExt,
+        hold: Option<Registration<'b>>,
+    ) -> Self {
+        Task {
+            key,
+            msg,
+            outcome: None,
+            hold,
+        }
+    }
+
+    /// The record key; `None` for a message processed without dedup.
+    pub(crate) fn key(&self) -> Option<&'b RecordKey> {
+        self.key
+    }
+
+    /// The message whose handler runs.
+    pub(crate) fn msg(&self) -> &'b MessageExt {
+        self.msg
+    }
+
+    /// The outcome, once set.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// Sets the outcome and lets the key go in this process.
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+        self.hold = None;
+    }
+}
+
+/// Ties handler runs to their records. See the module docs.
+pub(crate) trait Processor: Send + Sync + 'static {
+    /// The message's dedup key, from the handler.
+    fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError>;
+
+    /// Completes every task: each ends with an [`Outcome`] set by [`Task::finish`].
+    /// In-order tasks run one at a time in slice order.
+    fn process<'t>(&'t self, tasks: &'t mut [Task<'_>], order: RunOrder) -> BoxFuture<'t, ()>;
+
+    /// Finishes background work (commit retries) within `timeout`: what cannot be finished is
+    /// reported as failed.
+    fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, ShutdownReport>;
+
+    /// The listener is gone: background work gives up now, reporting what it gives up.
+    fn abandon(&self);
+
+    /// The store's short name, for logs and metrics.
+    fn kind(&self) -> &'static str;
+}

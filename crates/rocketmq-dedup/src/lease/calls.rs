@@ -1,0 +1,53 @@
+//! Store calls as the listener makes them: bounded by the store timeout, timed into the
+//! `rocketmq_dedup_store_seconds` histogram, and logged and counted when they fail.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::error::{StoreError, StoreOperation};
+use crate::stats::{DedupStats, Event};
+
+/// Makes store calls for one listener.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreCalls {
+    pub(crate) kind: &'static str,
+    pub(crate) timeout: Duration,
+    pub(crate) stats: Arc<DedupStats>,
+}
+
+impl StoreCalls {
+    /// Runs `call` (a store operation) within the store timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let timeout = self.timeout;
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout { operation, timeout }),
+        };
+        let elapsed = started.elapsed();
+        metrics::histogram!("rocketmq_dedup_store_seconds", "op" => operation.as_str(), "store" => self.kind)
+            .record(elapsed.as_secs_f64());
+        let latency_us = elapsed.as_micros() as u64;
+        match &result {
+            Ok(_) => debug!(op = operation.as_str(), latency_us, "store call"),
+            Err(err) => {
+                self.stats.event(Event::StoreError, 1);
+                warn!(
+                    op = operation.as_str(),
+                    latency_us,
+                    error = %err,
+                    cause = %crate::error::source_chain(err),
+                    "dedup store call failed"
+                );
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,90 @@
+//! Running a batch's handlers while their claims are renewed.
+
+use futures::StreamExt;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use tracing::warn;
+
+use super::Shared;
+use crate::engine::run::guarded;
+use crate::engine::task::{Outcome, RunOrder};
+use crate::error::StoreOperation;
+use crate::handler::DedupHandler;
+use crate::record_key::RecordKey;
+use crate::stats::Event;
+use crate::store::OwnerToken;
+
+impl<H: DedupHandler> Shared<H> {
+    /// Runs the handlers of `msgs`, renewing `claimed` while they run. Answers one result per
+    /// message, in order; in order, the run stops at the first failure and answers only up
+    /// to it.
+    pub(super) async fn run_handlers(
+        &self,
+        msgs: &[&MessageExt],
+        claimed: &[RecordKey],
+        token: OwnerToken,
+        order: RunOrder,
+    ) -> Vec<Result<(), Outcome>> {
+        let concurrency = match order {
+            RunOrder::Independent => self.config.handler_concurrency,
+            RunOrder::InOrder => 1,
+        };
+        // Futures collected first: a closure inside the stream would make the future !Send.
+        let runs: Vec<_> = msgs
+            .iter()
+            .map(|msg| guarded(msg, || self.handler.handle(msg)))
+            .collect();
+        let run = async {
+            let mut results = Vec::with_capacity(msgs.len());
+            let mut stream = futures::stream::iter(runs).buffered(concurrency);
+            while let Some(result) = stream.next().await {
+                let failed = result.is_err();
+                results.push(result);
+                if failed && order == RunOrder::InOrder {
+                    break;
+                }
+            }
+            results
+        };
+        if claimed.is_empty() {
+            return run.await;
+        }
+        // Biased: the handlers are polled first, so a batch whose handlers finish at once
+        // never registers the renewal timer.
+        tokio::select! {
+            biased;
+            results = run => results,
+            never = self.renew_forever(claimed, token) => match never {},
+        }
+    }
+
+    /// Renews `claimed` every renew interval, for as long as it is polled.
+    async fn renew_forever(
+        &self,
+        claimed: &[RecordKey],
+        token: OwnerToken,
+    ) -> std::convert::Infallible {
+        let every = self.config.renew_interval();
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.renew(claimed, token).await;
+        }
+    }
+
+    async fn renew(&self, claimed: &[RecordKey], token: OwnerToken) {
+        let ttl = self.config.processing_ttl;
+        let call = self.store.renew(claimed, token, ttl);
+        let Ok(held) = self.calls.call(StoreOperation::Renew, call).await else {
+            return;
+        };
+        let lost = held.iter().filter(|held| !**held).count();
+        if lost > 0 {
+            self.stats.event(Event::ClaimLost, lost as u64);
+            warn!(
+                lost,
+                "renewal found claims taken over: another consumer may run the same messages"
+            );
+        }
+    }
+}
