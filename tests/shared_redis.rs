@@ -41,8 +41,11 @@ async fn nothing_is_acked_unprocessed_while_redis_is_down() {
     let spec = ConsumerSpec::new(&stack.namesrv_addr(), &group, &topic);
     let mut consumer = client.consumer(&spec, listener.clone()).await.unwrap();
     let stats = listener.stats().clone();
+    // The ack is counted after the commit, a moment after the effect: wait for both.
     assert!(
-        wait_until(Duration::from_secs(60), || handler.ledger.keys() == 10).await,
+        wait_until(Duration::from_secs(60), || handler.ledger.keys() == 10
+            && stats.messages_acked() == 10)
+        .await,
         "{}",
         stats.summary()
     );
@@ -156,8 +159,14 @@ async fn two_consumers_of_one_group_process_each_key_once_across_rebalances() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // A leaves: B takes all queues, including offsets A processed but may not have committed.
     consumer_a.shutdown().await;
-    let done = wait_until(Duration::from_secs(90), || ledger.keys() == ORDERS).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every effect, and every message acked (the ack is counted after the commit).
+    let done = wait_until(Duration::from_secs(90), || {
+        let acked = listener_a.stats().messages_acked() + listener_b.stats().messages_acked();
+        ledger.keys() == ORDERS && acked as usize >= sent
+    })
+    .await;
+    // Late redeliveries would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     consumer_b.shutdown().await;
     client_a.shutdown().await;
     client_b.shutdown().await;

@@ -12,8 +12,11 @@
 //! - `topic`: the message's topic (the original topic, also for messages redelivered through
 //!   `%RETRY%<group>`);
 //! - `tag`: the tag when the key is tag-qualified, else empty;
-//! - `key`: the dedup key; one longer than [`HASHED_KEY_THRESHOLD`] bytes is stored as `#`
-//!   followed by the first 128 bits of its SHA-256 in hex.
+//! - `key`: the dedup key.
+//!
+//! A part longer than [`HASHED_KEY_THRESHOLD`] bytes (once escaped) is stored as `#` followed
+//! by the first 128 bits of its SHA-256 in hex, so no record key is longer than
+//! [`MAX_RECORD_KEY_BYTES`], whatever topic, tag or key a message carries.
 //!
 //! Each part is escaped so that the parts can always be told apart: `%` becomes `%25`, `:`
 //! becomes `%3A` and `#` becomes `%23`. So `topic=a:b, key=c` is `dedup:g:a%3Ab::c` and
@@ -44,8 +47,12 @@ use sha2::{Digest, Sha256};
 /// The default first part of every record key.
 pub const DEFAULT_PREFIX: &str = "dedup";
 
-/// Keys longer than this many bytes (after escaping) are stored by their hash.
+/// Parts longer than this many bytes (after escaping) are stored by their hash.
 pub const HASHED_KEY_THRESHOLD: usize = 128;
+
+/// The longest record key: five parts of at most [`HASHED_KEY_THRESHOLD`] bytes and their
+/// four separators.
+pub const MAX_RECORD_KEY_BYTES: usize = 5 * HASHED_KEY_THRESHOLD + 4;
 
 /// How record keys are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,24 +75,12 @@ impl RecordKey {
         let mut out = String::with_capacity(
             prefix.len() + namespace.len() + topic.len() + key.len().min(64) + 8,
         );
-        escape_into(&mut out, prefix);
-        out.push(':');
-        escape_into(&mut out, namespace);
-        out.push(':');
-        escape_into(&mut out, topic);
-        out.push(':');
-        escape_into(&mut out, tag.unwrap_or(""));
-        out.push(':');
-        let key_start = out.len();
-        escape_into(&mut out, key);
-        if out.len() - key_start > HASHED_KEY_THRESHOLD {
-            out.truncate(key_start);
-            out.push('#');
-            let digest = Sha256::digest(key.as_bytes());
-            for byte in &digest[..16] {
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        let parts = [prefix, namespace, topic, tag.unwrap_or(""), key];
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push(':');
             }
+            push_part(&mut out, part);
         }
         RecordKey(out)
     }
@@ -136,6 +131,21 @@ impl fmt::Debug for RecordKey {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `part` escaped, or `#` and its hash when the escaped part is too long.
+fn push_part(out: &mut String, part: &str) {
+    let start = out.len();
+    escape_into(out, part);
+    if out.len() - start > HASHED_KEY_THRESHOLD {
+        out.truncate(start);
+        out.push('#');
+        let digest = Sha256::digest(part.as_bytes());
+        for byte in &digest[..16] {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+    }
+}
 
 fn escape_into(out: &mut String, part: &str) {
     for c in part.chars() {
@@ -223,6 +233,32 @@ mod tests {
         assert_ne!(compact("a:b", "c"), compact("a", "b:c"));
         assert_eq!(compact("T", &"x".repeat(10_000)).len(), 28);
         assert!(compact("T", "k").starts_with("dedup:"));
+    }
+
+    #[test]
+    fn every_part_is_bounded_so_the_whole_key_is() {
+        let huge = "t".repeat(1 << 20);
+        let other = format!("{huge}x");
+        let key = RecordKey::new(&huge, &huge, &huge, Some(&huge), &huge);
+        assert!(
+            key.as_str().len() <= MAX_RECORD_KEY_BYTES,
+            "{}",
+            key.as_str().len()
+        );
+        assert_eq!(key.as_str().matches('#').count(), 5);
+        let differs = RecordKey::new("p", "g", &other, None, "k");
+        assert_ne!(differs, RecordKey::new("p", "g", &huge, None, "k"));
+        // Escaping can make a part long: 100 colons are 300 bytes escaped.
+        let colons = ":".repeat(100);
+        assert!(RecordKey::new("p", "g", &colons, None, "k")
+            .as_str()
+            .contains('#'));
+        // A literal part that looks like a hash stays a literal.
+        let hashed_topic = key.as_str().split(':').nth(2).unwrap().to_owned();
+        assert_ne!(
+            RecordKey::new("p", "g", &hashed_topic, None, "k"),
+            RecordKey::new("p", "g", &huge, None, "k")
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ async fn records_use_the_documented_layout_and_values() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let key = RecordKey::new("dedup", "group", "Orders", Some("paid"), "o:1");
-    let token = OwnerToken::from_u64(0xabc);
+    let token = OwnerToken::from_u64(0xabc).unwrap();
     store
         .claim(std::slice::from_ref(&key), token, LONG)
         .await
@@ -244,5 +244,85 @@ async fn the_listener_writes_compact_keys_when_asked() {
         server.command(&["DBSIZE"]).unwrap(),
         ":1\r\n",
         "no readable key besides"
+    );
+}
+
+/// `n` keys of about 420 bytes, like the record keys of long topics, tags and namespaces.
+fn long_keys(n: usize) -> Vec<RecordKey> {
+    let run = fastrand::u64(..);
+    let (namespace, topic, tag) = ("n".repeat(128), "t".repeat(128), "g".repeat(128));
+    (0..n)
+        .map(|i| {
+            let key = format!("{run:x}-{i:04}");
+            RecordKey::new("dedup", &namespace, &topic, Some(&tag), &key)
+        })
+        .collect()
+}
+
+/// Blocks the server for about `ms` milliseconds (a busy Lua script), so that what other
+/// connections send meanwhile queues up behind it.
+const BLOCK_SERVER: &str = "local s = redis.call('TIME') \
+    repeat local n = redis.call('TIME') \
+    until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1]) * 1000 \
+    return 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_script_cache_never_makes_a_batch_answer_twice() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let blocker = RedisStore::builder(server.url()).connect().await.unwrap();
+    let loader = RedisStore::builder(server.url()).connect().await.unwrap();
+    let commit_script = RedisStore::script_source(rocketmq_dedup::StoreOperation::Commit).unwrap();
+    let mut failed = Vec::new();
+    for attempt in 0..20 {
+        let keys = long_keys(3000);
+        assert!(keys[0].as_str().len() > 400);
+        let token = OwnerToken::random();
+        let claims = store.claim(&keys, token, LONG).await.unwrap();
+        assert!(claims.iter().all(|c| *c == ClaimOutcome::Claimed));
+        // What a restart does to the script cache.
+        server.command(&["SCRIPT", "FLUSH"]).unwrap();
+        // The server is busy for 150 ms; meanwhile this commit's pipeline (1.3 MB) and another
+        // consumer's load of the same script queue up. Once free, the server reads the
+        // pipeline in 16 KiB pieces and the load in between: the first commands meet an empty
+        // cache, the later ones a loaded one.
+        let block = {
+            let mut conn = blocker.connection();
+            tokio::spawn(async move {
+                let _: Result<i64, _> = redis::cmd("EVAL")
+                    .arg(BLOCK_SERVER)
+                    .arg(0)
+                    .arg(150)
+                    .query_async(&mut conn)
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let commit = {
+            let (store, keys) = (store.clone(), keys.clone());
+            tokio::spawn(async move { store.commit(&keys, token, LONG).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut conn = loader.connection();
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(commit_script)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let commits = commit.await.unwrap().unwrap();
+        block.await.unwrap();
+        let twice = commits
+            .iter()
+            .filter(|c| **c != CommitOutcome::Committed)
+            .count();
+        if twice > 0 {
+            failed.push((attempt, twice));
+        }
+    }
+    assert_eq!(
+        failed,
+        vec![],
+        "(attempt, keys of 3000 answered as run twice)"
     );
 }

@@ -244,6 +244,71 @@ pub async fn batches_answer_in_order<S: DedupStore>(store: &S) {
     );
 }
 
+/// Claiming again with the same token answers `Claimed` and leaves the claim's TTL as it was
+/// (only a renew extends it).
+pub async fn reclaim_with_the_same_token_keeps_the_ttl<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store.claim(&keys, a, SHORT).await.unwrap();
+    assert_eq!(
+        store.claim(&keys, a, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed],
+        "the first claim's TTL ended"
+    );
+}
+
+/// A key repeated in one batch sees the effect of its earlier occurrence.
+pub async fn repeated_keys_in_a_batch_apply_in_turn<S: DedupStore>(store: &S) {
+    let key = fresh_keys(1).remove(0);
+    let twice = [key.clone(), key];
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    assert_eq!(
+        store.claim(&twice, a, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed, ClaimOutcome::Claimed]
+    );
+    assert_eq!(store.renew(&twice, a, LONG).await.unwrap(), [true, true]);
+    assert_eq!(store.release(&twice, a).await.unwrap(), [true, false]);
+    assert_eq!(
+        store.claim(&twice, b, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed, ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        store.commit(&twice, b, LONG).await.unwrap(),
+        [CommitOutcome::Committed, CommitOutcome::AlreadyConsumed]
+    );
+}
+
+/// A TTL too long for the store is cut to the longest it keeps, never wrapped to a short one.
+pub async fn huge_ttls_are_cut_not_wrapped<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(1);
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    let huge = Duration::MAX;
+    assert_eq!(
+        store.claim(&keys, a, huge).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    assert_eq!(store.renew(&keys, a, huge).await.unwrap(), [true]);
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::InFlight]
+    );
+    assert_eq!(
+        store.commit(&keys, a, huge).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    wait_out_short().await;
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
 /// Many owners claiming the same keys at once: exactly one wins each key.
 pub async fn concurrent_claims_have_one_winner<S: DedupStore>(store: Arc<S>) {
     const OWNERS: usize = 32;
@@ -305,6 +370,9 @@ macro_rules! dedup_store_contract {
             rule!(record_ttl_expires);
             rule!(commit_after_expiry_without_new_owner_is_recorded);
             rule!(batches_answer_in_order);
+            rule!(reclaim_with_the_same_token_keeps_the_ttl);
+            rule!(repeated_keys_in_a_batch_apply_in_turn);
+            rule!(huge_ttls_are_cut_not_wrapped);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_claims_have_one_winner() {

@@ -43,13 +43,16 @@ struct State {
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
-    /// 0 when CONSUMED, else the owner token of the CONSUMING claim.
-    token: u64,
+    state: RecordState,
     /// Milliseconds since `epoch`.
     expires_at: u64,
 }
 
-const CONSUMED: u64 = 0;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordState {
+    Consuming(OwnerToken),
+    Consumed,
+}
 
 impl MemoryStore {
     /// An empty store without a capacity limit.
@@ -111,27 +114,34 @@ impl MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         state.purge(now);
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let fp = key.fingerprint();
-            let outcome = match state.records.get(&fp) {
-                Some(r) if r.token == CONSUMED => ClaimOutcome::Consumed,
-                Some(r) if r.token != token.get() => ClaimOutcome::InFlight,
-                existing => {
-                    if existing.is_none() {
-                        if let Some(capacity) = self.capacity {
-                            if state.records.len() >= capacity {
-                                return Err(StoreError::CapacityExceeded { capacity });
-                            }
-                        }
-                    }
-                    state.put(fp, token.get(), now + millis(ttl));
+        let fingerprints: Vec<u128> = keys.iter().map(RecordKey::fingerprint).collect();
+        // All or nothing: a claim that would pass the capacity claims no key at all.
+        if let Some(capacity) = self.capacity {
+            let mut new = std::collections::HashSet::new();
+            for fp in &fingerprints {
+                if !state.records.contains_key(fp) {
+                    new.insert(*fp);
+                }
+            }
+            if state.records.len() + new.len() > capacity {
+                return Err(StoreError::CapacityExceeded { capacity });
+            }
+        }
+        let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
+        let outcomes = fingerprints
+            .into_iter()
+            .map(|fp| match state.records.get(&fp).map(|r| r.state) {
+                Some(RecordState::Consumed) => ClaimOutcome::Consumed,
+                // Claimed again with the same token: the claim and its TTL stay as they are.
+                Some(RecordState::Consuming(owner)) if owner == token => ClaimOutcome::Claimed,
+                Some(RecordState::Consuming(_)) => ClaimOutcome::InFlight,
+                None => {
+                    state.put(fp, RecordState::Consuming(token), expires_at);
                     ClaimOutcome::Claimed
                 }
-            };
-            out.push(outcome);
-        }
-        Ok(out)
+            })
+            .collect();
+        Ok(outcomes)
     }
 
     fn commit_now(
@@ -146,11 +156,12 @@ impl MemoryStore {
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                match state.records.get(&fp) {
-                    Some(r) if r.token == CONSUMED => CommitOutcome::AlreadyConsumed,
-                    Some(r) if r.token != token.get() => CommitOutcome::Lost,
+                match state.records.get(&fp).map(|r| r.state) {
+                    Some(RecordState::Consumed) => CommitOutcome::AlreadyConsumed,
+                    Some(RecordState::Consuming(owner)) if owner != token => CommitOutcome::Lost,
                     _ => {
-                        state.put(fp, CONSUMED, now + millis(ttl));
+                        let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
+                        state.put(fp, RecordState::Consumed, expires_at);
                         CommitOutcome::Committed
                     }
                 }
@@ -165,10 +176,7 @@ impl MemoryStore {
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                let held = state
-                    .records
-                    .get(&fp)
-                    .is_some_and(|r| r.token == token.get());
+                let held = state.holds(fp, token);
                 if held {
                     state.records.remove(&fp);
                 }
@@ -184,12 +192,10 @@ impl MemoryStore {
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                let held = state
-                    .records
-                    .get(&fp)
-                    .is_some_and(|r| r.token == token.get());
+                let held = state.holds(fp, token);
                 if held {
-                    state.put(fp, token.get(), now + millis(ttl));
+                    let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
+                    state.put(fp, RecordState::Consuming(token), expires_at);
                 }
                 held
             })
@@ -204,9 +210,16 @@ impl Default for MemoryStore {
 }
 
 impl State {
-    fn put(&mut self, fp: u128, token: u64, expires_at: u64) {
-        self.records.insert(fp, Record { token, expires_at });
+    fn put(&mut self, fp: u128, state: RecordState, expires_at: u64) {
+        self.records.insert(fp, Record { state, expires_at });
         self.expiries.push(Reverse((expires_at, fp)));
+    }
+
+    /// Whether `fp` is CONSUMING with `token`.
+    fn holds(&self, fp: u128, token: OwnerToken) -> bool {
+        self.records
+            .get(&fp)
+            .is_some_and(|r| r.state == RecordState::Consuming(token))
     }
 
     fn purge(&mut self, now: u64) {
@@ -328,5 +341,39 @@ mod tests {
         assert_eq!(again, vec![ClaimOutcome::Claimed; 3]);
         tokio::time::advance(Duration::from_secs(2)).await;
         store.claim(&keys(1, 1), token, ttl).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_past_the_capacity_claims_nothing() {
+        let store = MemoryStore::with_capacity_limit(3);
+        let (token, ttl) = (OwnerToken::random(), Duration::from_secs(1));
+        store.claim(&keys(2, 0), token, ttl).await.unwrap();
+        // Two new keys would make 4: the whole claim fails, and neither is claimed.
+        let err = store.claim(&keys(2, 1), token, ttl).await.unwrap_err();
+        assert!(matches!(err, StoreError::CapacityExceeded { capacity: 3 }));
+        assert_eq!(store.len(), 2);
+        // One new key fits.
+        store.claim(&keys(1, 2), token, ttl).await.unwrap();
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttls_near_the_maximum_saturate_instead_of_wrapping() {
+        let store = MemoryStore::new();
+        let (a, b) = (OwnerToken::random(), OwnerToken::random());
+        let key = keys(1, 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        store.claim(&key, a, Duration::MAX).await.unwrap();
+        assert_eq!(
+            store.claim(&key, b, Duration::MAX).await.unwrap(),
+            [ClaimOutcome::InFlight]
+        );
+        assert_eq!(store.renew(&key, a, Duration::MAX).await.unwrap(), [true]);
+        store.commit(&key, a, Duration::MAX).await.unwrap();
+        tokio::time::advance(Duration::from_secs(365 * 24 * 3600)).await;
+        assert_eq!(
+            store.claim(&key, b, Duration::MAX).await.unwrap(),
+            [ClaimOutcome::Consumed]
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! - [`RedisStore`] (feature `redis`, on by default): shared by every consumer of a group.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,23 +42,25 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// Identifies one claim. Commit, release and renew succeed only with the token of the claim
 /// that is current.
+///
+/// A token is never 0, so a store may use 0 (or its absence) to mean "no owner".
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OwnerToken(u64);
+pub struct OwnerToken(NonZeroU64);
 
 impl OwnerToken {
-    /// A fresh random token (64 random bits; never 0).
+    /// A fresh random token (64 random bits, never 0).
     pub fn random() -> Self {
-        OwnerToken(fastrand::u64(1..))
+        OwnerToken(NonZeroU64::new(fastrand::u64(1..)).unwrap_or(NonZeroU64::MIN))
     }
 
-    /// The token as a number, for stores to persist.
+    /// The token as a number (never 0), for stores to persist.
     pub fn get(self) -> u64 {
-        self.0
+        self.0.get()
     }
 
-    /// A token from a persisted number.
-    pub fn from_u64(value: u64) -> Self {
-        OwnerToken(value)
+    /// A token from a persisted number; `None` for 0, which is no token.
+    pub fn from_u64(value: u64) -> Option<Self> {
+        NonZeroU64::new(value).map(OwnerToken)
     }
 }
 
@@ -92,19 +95,28 @@ pub enum CommitOutcome {
     Lost,
 }
 
-/// TTLs of the two states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ttls {
-    /// How long a CONSUMING claim lives without renewal.
-    pub processing: Duration,
-    /// How long a CONSUMED record lives.
-    pub record: Duration,
+/// The longest TTL a store keeps a record for; longer ones are cut to it (see [`clamp_ttl`]).
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// `ttl`, cut to [`MAX_TTL`] and at least a millisecond: what stores write.
+pub fn clamp_ttl(ttl: Duration) -> Duration {
+    ttl.clamp(Duration::from_millis(1), MAX_TTL)
 }
 
-/// A dedup store. Implementations must pass [`contract`].
+/// A dedup store. Implementations must pass the contract suite (`store::contract`, feature
+/// `test-util`).
 ///
-/// Methods take batches and answer one entry per key, in order. A method either answers for
-/// every key or fails as a whole with a [`StoreError`]. Keys in one call are distinct.
+/// # Batches
+/// Methods take batches and answer one entry per key, in order, as if each key's operation
+/// were applied in turn: a key repeated in one batch sees the effect of its earlier
+/// occurrence (`claim([k, k], t)` answers `[Claimed, Claimed]`, `commit([k, k], t)` answers
+/// `[Committed, AlreadyConsumed]`). A batch is not a transaction: a call that fails with a
+/// [`StoreError`] may have been applied to some of its keys (a network store may even apply
+/// it after the caller gave up waiting). Every such effect is one the caller's token owns, so
+/// it is undone by a release with that token or ends with its TTL.
+///
+/// # TTLs
+/// A TTL longer than [`MAX_TTL`] is taken as [`MAX_TTL`]: never as a short one.
 ///
 /// # Cancellation
 /// The listener drops a call's future when it times out; an operation may or may not have
@@ -209,4 +221,24 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, crate::error::Con
     Err(crate::error::ConfigError::BadStoreUrl {
         reason: "expected memory:// or redis://host:port (rediss:// for TLS)".to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_no_token() {
+        assert_eq!(OwnerToken::from_u64(0), None);
+        let token = OwnerToken::random();
+        assert_eq!(OwnerToken::from_u64(token.get()), Some(token));
+        assert_ne!(token.get(), 0);
+    }
+
+    #[test]
+    fn ttls_are_clamped_to_what_stores_keep() {
+        assert_eq!(clamp_ttl(Duration::MAX), MAX_TTL);
+        assert_eq!(clamp_ttl(Duration::ZERO), Duration::from_millis(1));
+        assert_eq!(clamp_ttl(Duration::from_secs(5)), Duration::from_secs(5));
+    }
 }

@@ -68,8 +68,8 @@ return 0
 /// - When the connection drops, the calls in flight fail and the manager reconnects in the
 ///   background with exponential backoff (from [`RedisStoreBuilder::DEFAULT_MIN_BACKOFF`] up
 ///   to [`RedisStoreBuilder::DEFAULT_MAX_BACKOFF`]); calls made meanwhile fail fast.
-/// - After a Redis restart the script cache is empty: a `NOSCRIPT` answer loads the script
-///   and sends the pipeline once more.
+/// - After a Redis restart the script cache is empty: the commands of a pipeline that answer
+///   `NOSCRIPT` are sent once more after the script is loaded (only those: the others ran).
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -280,7 +280,8 @@ impl RedisStore {
         RedisStoreBuilder::new(url)
     }
 
-    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two).
+    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two: the load
+    /// and the commands sent again).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -288,6 +289,19 @@ impl RedisStore {
     fn count_round_trips(&self, n: u64) {
         self.round_trips
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The Lua source of the script behind `operation` (commit, release, renew, and the
+    /// claim used before Redis 7.0), for tests that race a store on its script cache.
+    #[cfg(feature = "test-util")]
+    pub fn script_source(operation: StoreOperation) -> Option<&'static str> {
+        match operation {
+            StoreOperation::Claim => Some(CLAIM),
+            StoreOperation::Commit => Some(COMMIT),
+            StoreOperation::Release => Some(RELEASE),
+            StoreOperation::Renew => Some(RENEW),
+            _ => None,
+        }
     }
 
     /// The connection, for tools and tests that inspect records.
@@ -338,6 +352,11 @@ impl RedisStore {
     }
 
     /// Runs `script` once per key in one pipeline and returns the integer answers.
+    ///
+    /// A server whose script cache is empty (restarted, or a fresh replica after a failover)
+    /// answers NOSCRIPT to the commands that met the empty cache; the others ran. So the
+    /// script is loaded and only those commands are sent again: a command is never run twice,
+    /// and every key gets the answer of its one run.
     async fn run(
         &self,
         operation: StoreOperation,
@@ -345,40 +364,61 @@ impl RedisStore {
         keys: &[RecordKey],
         args: &[&[u8]],
     ) -> Result<Vec<i64>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            let mut invocation = script.key(key.as_str());
-            for arg in args {
-                invocation.arg(*arg);
-            }
-            pipe.invoke_script(&invocation);
-        }
+        let backend = |e: RedisError| StoreError::backend(operation, e);
+        let mut answers: Vec<Option<i64>> = vec![None; keys.len()];
+        let mut todo: Vec<usize> = (0..keys.len()).collect();
         let mut conn = self.conn.clone();
-        self.count_round_trips(1);
-        let answer: Result<Vec<i64>, RedisError> = pipe.query_async(&mut conn).await;
-        let answer = match answer {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.count_round_trips(2);
+        for attempt in 0..2 {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                self.count_round_trips(1);
                 script
                     .prepare_invoke()
                     .load_async(&mut conn)
                     .await
-                    .map_err(|e| StoreError::backend(operation, e))?;
-                pipe.query_async(&mut conn).await
+                    .map_err(backend)?;
             }
-            other => other,
-        };
-        let answer = answer.map_err(|e| StoreError::backend(operation, e))?;
-        if answer.len() != keys.len() {
-            return Err(StoreError::CorruptRecord {
-                operation,
-                detail: format!("{} answers for {} keys", answer.len(), keys.len()),
-            });
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &k in &todo {
+                let mut invocation = script.key(keys[k].as_str());
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                pipe.invoke_script(&invocation);
+            }
+            self.count_round_trips(1);
+            let results: Vec<redis::RedisResult<i64>> =
+                pipe.query_async(&mut conn).await.map_err(backend)?;
+            if results.len() != todo.len() {
+                return Err(StoreError::CorruptRecord {
+                    operation,
+                    detail: format!("{} answers for {} commands", results.len(), todo.len()),
+                });
+            }
+            let mut no_script = Vec::new();
+            for (&k, result) in todo.iter().zip(results) {
+                match result {
+                    Ok(answer) => answers[k] = Some(answer),
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        no_script.push(k)
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
+            }
+            todo = no_script;
         }
-        Ok(answer)
+        answers
+            .into_iter()
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| {
+                StoreError::backend(
+                    operation,
+                    "the script cache was emptied again while the script was being reloaded",
+                )
+            })
     }
 }
 
@@ -395,7 +435,7 @@ fn owner_value(token: OwnerToken) -> String {
 }
 
 fn ttl_ms(ttl: Duration) -> String {
-    ttl.as_millis().max(1).to_string()
+    super::clamp_ttl(ttl).as_millis().to_string()
 }
 
 impl DedupStore for RedisStore {
@@ -510,6 +550,7 @@ mod tests {
     fn owner_values_start_with_c_as_the_claim_script_expects() {
         // The claim script tells a claim from garbage by its first byte, 99 ('c').
         assert!(super::CLAIM.contains("== 99"));
-        assert_eq!(super::owner_value(super::OwnerToken::from_u64(255)), "cff");
+        let token = super::OwnerToken::from_u64(255).unwrap();
+        assert_eq!(super::owner_value(token), "cff");
     }
 }
