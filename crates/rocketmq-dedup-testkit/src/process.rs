@@ -79,6 +79,25 @@ impl ChildProcess {
         }
     }
 
+    /// Stops it in place (SIGSTOP): it keeps its sockets and answers nothing until resumed.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(pid) = self.id() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// SIGTERMs it (through `kill -TERM`) and waits up to `grace` before SIGKILL.
     pub fn terminate(&mut self, grace: std::time::Duration) {
         let Some(mut child) = self.child.take() else {

@@ -184,6 +184,21 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered, and what
+    /// clients send meanwhile runs once it is [`resume`](Self::resume)d.
+    pub fn pause(&self) {
+        if let Some(p) = &self.process {
+            p.pause();
+        }
+    }
+
+    /// Lets a paused server run again.
+    pub fn resume(&self) {
+        if let Some(p) = &self.process {
+            p.resume();
+        }
+    }
+
     /// Stops the server gracefully (SIGTERM; Redis flushes its append-only file).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {

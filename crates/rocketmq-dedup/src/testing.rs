@@ -92,6 +92,8 @@ pub struct FaultyStore<S> {
     failing: std::sync::Mutex<Vec<StoreOperation>>,
     hang: std::sync::atomic::AtomicBool,
     stall_renewals: std::sync::atomic::AtomicBool,
+    /// With [`FaultyStore::fail_randomly`]: the share of calls that fail, and the dice.
+    random: std::sync::Mutex<Option<(f64, fastrand::Rng)>>,
 }
 
 use std::sync::atomic::Ordering;
@@ -111,6 +113,46 @@ impl<S: DedupStore> FaultyStore<S> {
             failing: std::sync::Mutex::new(Vec::new()),
             hang: false.into(),
             stall_renewals: false.into(),
+            random: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Makes a share `rate` of all calls fail, chosen by dice seeded with `seed`: half of them
+    /// before the wrapped store sees the call, half after it was applied (as when a network
+    /// store's answer is lost).
+    pub fn fail_randomly(&self, rate: f64, seed: u64) {
+        *self.random.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((rate, fastrand::Rng::with_seed(seed)));
+    }
+
+    /// A call as this store answers it: failed by a fault that is switched on, or passed on
+    /// (`call` makes the wrapped store's call: some stores act when called, not when polled).
+    fn wrap<'a, T: Send + 'a>(
+        &'a self,
+        operation: StoreOperation,
+        call: impl FnOnce() -> BoxFuture<'a, Result<T, StoreError>>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        if let Some(fault) = self.fault(operation) {
+            return fault;
+        }
+        let call = call();
+        let dice = {
+            let mut random = self.random.lock().unwrap_or_else(|p| p.into_inner());
+            random
+                .as_mut()
+                .map(|(rate, rng)| (rng.f64() < *rate, rng.bool()))
+        };
+        match dice {
+            Some((true, before)) => Box::pin(async move {
+                if !before {
+                    let _ = call.await;
+                }
+                Err(StoreError::backend(
+                    operation,
+                    "injected fault: answer lost",
+                ))
+            }),
+            _ => call,
         }
     }
 
@@ -170,8 +212,7 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
         token: OwnerToken,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
-        self.fault(StoreOperation::Claim)
-            .unwrap_or_else(|| self.inner.claim(keys, token, ttl))
+        self.wrap(StoreOperation::Claim, || self.inner.claim(keys, token, ttl))
     }
 
     fn commit<'a>(
@@ -180,8 +221,9 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
         token: OwnerToken,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        self.fault(StoreOperation::Commit)
-            .unwrap_or_else(|| self.inner.commit(keys, token, ttl))
+        self.wrap(StoreOperation::Commit, || {
+            self.inner.commit(keys, token, ttl)
+        })
     }
 
     fn release<'a>(
@@ -189,8 +231,7 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
         keys: &'a [RecordKey],
         token: OwnerToken,
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
-        self.fault(StoreOperation::Release)
-            .unwrap_or_else(|| self.inner.release(keys, token))
+        self.wrap(StoreOperation::Release, || self.inner.release(keys, token))
     }
 
     fn renew<'a>(
@@ -202,8 +243,7 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
         if self.stall_renewals.load(Ordering::SeqCst) {
             return Box::pin(futures::future::ready(Ok(vec![true; keys.len()])));
         }
-        self.fault(StoreOperation::Renew)
-            .unwrap_or_else(|| self.inner.renew(keys, token, ttl))
+        self.wrap(StoreOperation::Renew, || self.inner.renew(keys, token, ttl))
     }
 
     fn kind(&self) -> &'static str {

@@ -326,3 +326,59 @@ async fn an_emptied_script_cache_never_makes_a_batch_answer_twice() {
         "(attempt, keys of 3000 answered as run twice)"
     );
 }
+
+/// The model-based check (`store::model`) while the server is paused past the response
+/// timeout and SIGKILLed and restarted (append-only file, fsync always): every answer stays
+/// one a correct store could give. A call that failed may have run; a paused server runs
+/// what it received once it resumes, hence the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_holds_through_pauses_and_a_restart() {
+    use rocketmq_dedup::store::model::{check_store, ModelOptions};
+    use std::sync::{Arc, Mutex};
+    let server = Arc::new(Mutex::new(local(RedisOptions {
+        appendonly: true,
+        ..Default::default()
+    })));
+    let url = server.lock().unwrap().url().to_owned();
+    let store = RedisStore::builder(url)
+        .response_timeout(Duration::from_millis(150))
+        .connect_timeout(Duration::from_millis(300))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    let chaos = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let pause = |ms| {
+                std::thread::sleep(Duration::from_millis(300));
+                server.lock().unwrap().pause();
+                std::thread::sleep(Duration::from_millis(ms));
+                server.lock().unwrap().resume();
+            };
+            pause(400);
+            std::thread::sleep(Duration::from_millis(300));
+            let mut s = server.lock().unwrap();
+            s.kill();
+            s.restart().unwrap();
+            drop(s);
+            pause(300);
+            began.elapsed()
+        })
+    };
+    let options = ModelOptions {
+        ops_per_worker: 1_000,
+        failed_call_grace: Duration::from_millis(500),
+        ..ModelOptions::from_env()
+    };
+    let report = check_store(Arc::new(store), &options).await;
+    let chaos_took = chaos.await.unwrap();
+    println!("{report}");
+    assert!(
+        report.duration > chaos_took,
+        "the workload outlasted the faults: {report}"
+    );
+    assert!(report.failed_calls > 0, "the faults were felt: {report}");
+    assert!(report.passed(), "{report}");
+}

@@ -379,6 +379,18 @@ macro_rules! dedup_store_contract {
                 let (store, _guard) = $make.await;
                 c::concurrent_claims_have_one_winner(::std::sync::Arc::new(store)).await;
             }
+
+            /// The model-based check (`store::model`), with the seed CI uses unless
+            /// `DEDUP_MODEL_SEED` / `DEDUP_MODEL_OPS` say otherwise.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn model_check() {
+                let (store, _guard) = $make.await;
+                let options = $crate::store::model::ModelOptions::from_env();
+                let report =
+                    $crate::store::model::check_store(::std::sync::Arc::new(store), &options).await;
+                println!("{report}");
+                assert!(report.passed(), "{report}");
+            }
         }
     };
 }

@@ -14,7 +14,8 @@
 //! expired never overwrites or deletes a newer owner's record. All operations take a batch so
 //! that a networked store answers a whole RocketMQ batch in one round trip.
 //!
-//! The [`contract`] module is the test suite that every store must pass.
+//! The `contract` module is the test suite that every store must pass, and `model` a
+//! randomized check of the same contract under concurrency (both with feature `test-util`).
 //!
 //! # Stores
 //! - [`MemoryStore`]: in-process, for demos, tests and single-consumer apps.
@@ -33,6 +34,8 @@ use crate::record_key::RecordKey;
 #[cfg(feature = "test-util")]
 pub mod contract;
 mod memory;
+#[cfg(feature = "test-util")]
+pub mod model;
 #[cfg(feature = "redis")]
 mod redis;
 

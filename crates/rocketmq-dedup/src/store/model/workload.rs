@@ -1,0 +1,244 @@
+//! The workload: seeded workers that call a store concurrently on a few keys, and the record
+//! of every call (what it asked, when it was called, when and what it answered).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ModelOptions;
+use crate::record_key::RecordKey;
+use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+
+/// The four operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum OpKind {
+    Claim,
+    Commit,
+    Release,
+    Renew,
+}
+
+/// One key's answer within a call's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Answer {
+    Claimed,
+    InFlight,
+    Consumed,
+    Committed,
+    AlreadyConsumed,
+    Lost,
+    /// Release and renew: whether the caller's claim was held.
+    Held(bool),
+}
+
+/// One key's part of a call: what the model checks.
+#[derive(Debug, Clone)]
+pub(super) struct KeyCall {
+    pub(super) kind: OpKind,
+    pub(super) token: u64,
+    /// Microseconds; `None`: longer than the run (a huge TTL, cut by the store).
+    pub(super) ttl: Option<u64>,
+    /// When the call was made and when it answered, in microseconds since the run began.
+    pub(super) start: u64,
+    pub(super) end: u64,
+    /// `None`: the call failed, so whether (and how) it applied is unknown.
+    pub(super) answer: Option<Answer>,
+    /// Which call this is part of, and where in its batch the key stands.
+    pub(super) batch: usize,
+    pub(super) position: usize,
+}
+
+/// The calls of a run, split by key, and what it did.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    pub(super) by_key: Vec<Vec<KeyCall>>,
+    pub(super) calls: usize,
+    pub(super) failed_calls: usize,
+    /// Calls answered with a number of entries other than the number of keys.
+    pub(super) malformed_answers: usize,
+}
+
+/// One worker's view: its current claim token, the tokens it used before (stale ones), and
+/// tokens that never claimed anything.
+struct Tokens {
+    current: OwnerToken,
+    old: Vec<OwnerToken>,
+}
+
+impl Tokens {
+    fn pick(&mut self, rng: &mut fastrand::Rng) -> OwnerToken {
+        match rng.u8(..100) {
+            0..=69 => self.current,
+            70..=89 if !self.old.is_empty() => self.old[rng.usize(..self.old.len())],
+            _ => OwnerToken::random(),
+        }
+    }
+
+    fn renew(&mut self) {
+        self.old.push(self.current);
+        if self.old.len() > 8 {
+            self.old.remove(0);
+        }
+        self.current = OwnerToken::random();
+    }
+}
+
+/// Runs the workload against `store` and records it.
+pub(super) async fn run<S: DedupStore + ?Sized>(store: Arc<S>, options: &ModelOptions) -> History {
+    let run = fastrand::u64(..);
+    let keys: Arc<Vec<RecordKey>> = Arc::new(
+        (0..options.keys)
+            .map(|k| RecordKey::new("model", "group", "Topic", None, &format!("{run:x}-{k}")))
+            .collect(),
+    );
+    let began = Instant::now();
+    let workers: Vec<_> = (0..options.workers)
+        .map(|w| {
+            let (store, keys) = (store.clone(), keys.clone());
+            let (seed, ops) = (options.seed.wrapping_add(w as u64), options.ops_per_worker);
+            let grace = options.failed_call_grace;
+            tokio::spawn(async move { worker(&*store, &keys, seed, ops, grace, began, w).await })
+        })
+        .collect();
+    let mut history = History {
+        by_key: vec![Vec::new(); options.keys],
+        ..Default::default()
+    };
+    for worker in workers {
+        let (calls, malformed) = worker.await.expect("a model worker panicked");
+        history.malformed_answers += malformed;
+        for (key, call) in calls {
+            history.calls += usize::from(call.position == 0);
+            history.failed_calls += usize::from(call.position == 0 && call.answer.is_none());
+            history.by_key[key].push(call);
+        }
+    }
+    history
+}
+
+async fn worker<S: DedupStore + ?Sized>(
+    store: &S,
+    keys: &[RecordKey],
+    seed: u64,
+    ops: usize,
+    grace: Duration,
+    began: Instant,
+    worker: usize,
+) -> (Vec<(usize, KeyCall)>, usize) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut malformed = 0;
+    let mut tokens = Tokens {
+        current: OwnerToken::random(),
+        old: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for op in 0..ops {
+        let kind = match rng.u8(..100) {
+            0..=34 => OpKind::Claim,
+            35..=59 => OpKind::Commit,
+            60..=79 => OpKind::Release,
+            _ => OpKind::Renew,
+        };
+        if kind == OpKind::Claim && rng.u8(..4) == 0 {
+            tokens.renew();
+        }
+        let token = tokens.pick(&mut rng);
+        // One to three keys, sometimes the same one twice.
+        let picked: Vec<usize> = (0..rng.usize(1..=3))
+            .map(|_| rng.usize(..keys.len()))
+            .collect();
+        let batch: Vec<RecordKey> = picked.iter().map(|&k| keys[k].clone()).collect();
+        let ttl = match rng.u8(..100) {
+            0..=4 => Duration::MAX,
+            _ => Duration::from_millis(rng.u64(20..=300)),
+        };
+        let start = micros(began);
+        let answers = call(store, kind, &batch, token, ttl).await;
+        let end = micros(began);
+        let answers = match answers {
+            Some(a) if a.len() != batch.len() => {
+                malformed += 1;
+                None
+            }
+            other => other,
+        };
+        for (position, &key) in picked.iter().enumerate() {
+            out.push((
+                key,
+                KeyCall {
+                    kind,
+                    token: token.get(),
+                    ttl: (ttl != Duration::MAX).then_some(ttl.as_micros() as u64),
+                    start,
+                    end,
+                    answer: answers.as_ref().map(|a| a[position]),
+                    batch: worker * 1_000_000 + op,
+                    position,
+                },
+            ));
+        }
+        if answers.is_none() {
+            // A consumer backs off when its store fails; at least as long as a failed call
+            // may still take effect, so few answered calls overlap one.
+            let backoff = Duration::from_millis(rng.u64(20..60));
+            tokio::time::sleep(grace + backoff).await;
+        } else if rng.u8(..3) == 0 {
+            tokio::time::sleep(Duration::from_micros(rng.u64(100..3_000))).await;
+        }
+    }
+    (out, malformed)
+}
+
+/// Makes one call; `None` when it failed.
+async fn call<S: DedupStore + ?Sized>(
+    store: &S,
+    kind: OpKind,
+    keys: &[RecordKey],
+    token: OwnerToken,
+    ttl: Duration,
+) -> Option<Vec<Answer>> {
+    let answers = match kind {
+        OpKind::Claim => store
+            .claim(keys, token, ttl)
+            .await
+            .ok()?
+            .into_iter()
+            .map(|o| match o {
+                ClaimOutcome::Claimed => Answer::Claimed,
+                ClaimOutcome::InFlight => Answer::InFlight,
+                ClaimOutcome::Consumed => Answer::Consumed,
+            })
+            .collect(),
+        OpKind::Commit => store
+            .commit(keys, token, ttl)
+            .await
+            .ok()?
+            .into_iter()
+            .map(|o| match o {
+                CommitOutcome::Committed => Answer::Committed,
+                CommitOutcome::AlreadyConsumed => Answer::AlreadyConsumed,
+                CommitOutcome::Lost => Answer::Lost,
+            })
+            .collect(),
+        OpKind::Release => store
+            .release(keys, token)
+            .await
+            .ok()?
+            .into_iter()
+            .map(Answer::Held)
+            .collect(),
+        OpKind::Renew => store
+            .renew(keys, token, ttl)
+            .await
+            .ok()?
+            .into_iter()
+            .map(Answer::Held)
+            .collect(),
+    };
+    Some(answers)
+}
+
+fn micros(began: Instant) -> u64 {
+    began.elapsed().as_micros() as u64
+}
