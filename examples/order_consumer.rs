@@ -75,9 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shared_store(store)
         .build()?;
 
-    // rocketmq-client-rust 1.0.0 needs an explicit client runtime; `ClientEnv` owns one (its
-    // RuntimeOwner widens the blocking lane listeners run on: see crates/rocketmq-dedup-testkit).
-    let client = rocketmq_dedup_testkit::ClientEnv::new("order-consumer")?;
+    // rocketmq-client-rust 1.0.0 needs an explicit client runtime; `ConsumerRuntime` owns one
+    // and widens the blocking lane listeners run on (see its docs).
+    let client = rocketmq_dedup::client::ConsumerRuntime::new("order-consumer")?;
     let mut consumer = DefaultMQPushConsumer::builder(client.client_runtime())
         .name_server_addr(args.namesrv.as_str())
         .consumer_group(args.group.as_str())
@@ -118,6 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     consumer.shutdown().await;
+    listener.shutdown(Duration::from_secs(5)).await;
     client.shutdown().await;
     println!(
         "summary: orders_charged={} charges={} {}",

@@ -5,21 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ClientRuntime, ClientRuntimeConfig, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently, SendResult,
-    TelemetryHandle,
+    ClientConfig, ClientResult, ClientRuntime, DefaultMQProducer, DefaultMQPushConsumer,
+    MQPushConsumer, MessageListenerConcurrently, MessageListenerOrderly, SendResult,
 };
+use rocketmq_dedup::client::ConsumerRuntime;
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
-use rocketmq_runtime::{RuntimeConfig, RuntimeOwner, ShutdownDeadline};
 
-/// A RocketMQ client runtime (its own Tokio runtime, as rocketmq-client-rust 1.0.0 requires).
-///
-/// The blocking lane that runs listeners is widened so that several consumers of one
-/// runtime do not overflow it (the 1.0.0 defaults admit 20 listener calls on 2 cores).
+/// A RocketMQ client runtime for tests: the library's
+/// [`ConsumerRuntime`](rocketmq_dedup::client::ConsumerRuntime), with producers and consumers
+/// set up for a 2-core machine.
 pub struct ClientEnv {
-    owner: RuntimeOwner,
-    runtime: Arc<ClientRuntime>,
+    runtime: ConsumerRuntime,
 }
 
 impl std::fmt::Debug for ClientEnv {
@@ -68,43 +65,24 @@ impl ConsumerSpec {
 impl ClientEnv {
     /// A client runtime named `scope`.
     pub fn new(scope: &str) -> ClientResult<Self> {
-        Self::with_listener_timeout(scope, Duration::from_secs(120))
+        Ok(ClientEnv {
+            runtime: ConsumerRuntime::new(scope)?,
+        })
     }
 
     /// A client runtime whose consumers stop waiting for a listener call after `timeout` (the
     /// blocking lane's task timeout; rocketmq-client-rust 1.0.0 then sends the batch back
     /// while the listener still runs). The 1.0.0 default is 30 s.
     pub fn with_listener_timeout(scope: &str, timeout: Duration) -> ClientResult<Self> {
-        let mut config = RuntimeConfig {
-            thread_name: format!("rmq-{scope}"),
-            max_blocking_threads: 64,
-            ..Default::default()
-        };
-        let lane = &mut config.blocking_lane_policies.metadata_io;
-        lane.max_concurrency = 32;
-        lane.max_queue_depth = 1024;
-        lane.queue_timeout = Duration::from_secs(60);
-        lane.task_timeout = timeout;
-        let owner = RuntimeOwner::plan(config)
-            .map_err(|e| rocketmq_client_rust::ClientError::internal("plan client runtime", e))?
-            .build()
-            .map_err(|e| rocketmq_client_rust::ClientError::internal("build client runtime", e))?;
-        let runtime = ClientRuntime::try_new(
-            owner.root_context().component("client"),
-            // The default 30 s is spent in full at every shutdown: some 1.0.0 client task
-            // does not stop by itself, so the deadline always runs out.
-            ClientRuntimeConfig {
-                shutdown_timeout: Duration::from_secs(2),
-                ..ClientRuntimeConfig::default()
-            },
-            TelemetryHandle::noop(),
-        )?;
-        Ok(ClientEnv { owner, runtime })
+        let runtime = ConsumerRuntime::builder(scope)
+            .listener_timeout(timeout)
+            .build()?;
+        Ok(ClientEnv { runtime })
     }
 
     /// The client runtime, for builders.
     pub fn client_runtime(&self) -> Arc<ClientRuntime> {
-        self.runtime.clone()
+        self.runtime.client_runtime()
     }
 
     /// A started producer.
@@ -119,7 +97,7 @@ impl ClientEnv {
         Ok(producer)
     }
 
-    /// A started push consumer with `listener`, reading from the first offset.
+    /// A started push consumer with a concurrent `listener`, reading from the first offset.
     pub async fn consumer<L>(
         &self,
         spec: &ConsumerSpec,
@@ -128,6 +106,29 @@ impl ClientEnv {
     where
         L: MessageListenerConcurrently + Send + Sync + 'static,
     {
+        let mut consumer = self.consumer_for(spec).await?;
+        consumer.register_message_listener_concurrently(listener);
+        consumer.start().await?;
+        Ok(consumer)
+    }
+
+    /// A started push consumer with an orderly `listener`, reading from the first offset.
+    pub async fn orderly_consumer<L>(
+        &self,
+        spec: &ConsumerSpec,
+        listener: L,
+    ) -> ClientResult<DefaultMQPushConsumer>
+    where
+        L: MessageListenerOrderly + Send + Sync + 'static,
+    {
+        let mut consumer = self.consumer_for(spec).await?;
+        consumer.register_message_listener_orderly(listener);
+        consumer.start().await?;
+        Ok(consumer)
+    }
+
+    /// A subscribed consumer, not started.
+    async fn consumer_for(&self, spec: &ConsumerSpec) -> ClientResult<DefaultMQPushConsumer> {
         let mut client_config = ClientConfig::default();
         client_config.set_instance_name(spec.instance.as_str().into());
         // Find new topics (the retry topic among them) within 10 s (the minimum), not 30 s.
@@ -142,19 +143,12 @@ impl ClientEnv {
             .consume_message_batch_max_size(spec.batch)
             .build();
         consumer.subscribe(spec.topic.as_str(), "*").await?;
-        consumer.register_message_listener_concurrently(listener);
-        consumer.start().await?;
         Ok(consumer)
     }
 
     /// Shuts the client runtime down (after its producers and consumers).
     pub async fn shutdown(self) {
-        let _ = self.runtime.shutdown().await;
-        let _ = self
-            .owner
-            .shutdown_tasks_until(ShutdownDeadline::after(Duration::from_secs(2)))
-            .await;
-        let _ = self.owner.shutdown_background();
+        self.runtime.shutdown().await;
     }
 }
 

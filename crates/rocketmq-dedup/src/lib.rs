@@ -40,6 +40,8 @@
 //! - [`listener`][]: [`DedupConcurrentListener`] and [`DedupOrderlyListener`], thin adapters
 //!   that map the engine's decisions to each client status.
 //! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners.
+//! - [`client`][]: [`ConsumerRuntime`](client::ConsumerRuntime), the RocketMQ client runtime a
+//!   consumer app needs (a widened listener lane, a bounded shutdown).
 //! - `engine` (private): the batch pipeline shared by both listeners: keys, copies, waits for
 //!   same-process twins, decisions; and the seam for what ties a run to its record.
 //! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
@@ -66,6 +68,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod client;
 pub mod config;
 mod engine;
 pub mod error;
