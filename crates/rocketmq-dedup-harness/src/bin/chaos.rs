@@ -18,11 +18,11 @@
 //! The run fails (exit 1) when lost > 0, acked_while_store_down > 0, or
 //! duplicate_effects > in_flight_at_kills.
 //!
-//! Run: `cargo run --example chaos -- --quick` (5 000 messages, about a minute; CI runs it) or
-//! `cargo run --release --example chaos -- --full` (100 000 messages). It always starts its
+//! Run: `cargo run -p rocketmq-dedup-harness --bin chaos -- --quick` (5 000 messages, about a minute; CI runs it) or
+//! `cargo run --release -p rocketmq-dedup-harness --bin chaos -- --full` (100 000 messages). It always starts its
 //! own broker and Redis (it must kill them), ignoring `ROCKETMQ_NAMESRV_ADDR` and `REDIS_URL`.
 
-#[path = "support/orders.rs"]
+#[path = "../../../../examples/support/orders.rs"]
 mod orders;
 
 use std::collections::{HashMap, HashSet};

@@ -15,9 +15,9 @@
 //! summary: sent=<n> unique=<u> effects=<e> duplicates_suppressed=<d> deferred=<r>
 //! ```
 //!
-//! Run: `cargo run --example demo` or `cargo run --example demo -- --redis`.
+//! Run: `cargo run -p rocketmq-dedup-harness --bin demo` or `cargo run -p rocketmq-dedup-harness --bin demo -- --redis`.
 
-#[path = "support/orders.rs"]
+#[path = "../../../../examples/support/orders.rs"]
 mod orders;
 
 use std::sync::Arc;
