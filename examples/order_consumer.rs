@@ -20,6 +20,8 @@
 //!     --group payments --store redis://127.0.0.1:6379
 //! ```
 
+#[path = "support/app.rs"]
+mod app;
 #[path = "support/orders.rs"]
 mod orders;
 
@@ -56,14 +58,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rocketmq_dedup::decision=debug".into()),
-        )
-        .with_target(false)
-        .compact()
-        .init();
+    app::init_logging();
 
     let store = rocketmq_dedup::store::connect(&args.store).await?;
     let payments = Arc::new(orders::OrderPayments {
@@ -99,24 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let stats = listener.stats().clone();
-    match args.idle_exit {
-        None => {
-            tokio::signal::ctrl_c().await?;
-        }
-        Some(idle) => {
-            let mut last = (stats.messages_acked(), stats.messages_retried());
-            let mut quiet = 0;
-            while quiet < idle {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                let now = (stats.messages_acked(), stats.messages_retried());
-                quiet = if now == last { quiet + 1 } else { 0 };
-                last = now;
-            }
-        }
-    }
+    app::run_until_stopped(&stats, args.idle_exit).await;
     consumer.shutdown().await;
     listener.shutdown(Duration::from_secs(5)).await;
     client.shutdown().await;

@@ -1,0 +1,39 @@
+//! What the consumer examples share as programs: logging set up for reading decisions, and
+//! running until Ctrl-C (or until the consumer has been idle for a while).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rocketmq_dedup::DedupStats;
+
+/// Logs warnings, and one line per dedup decision (`RUST_LOG` overrides).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rocketmq_dedup::decision=debug".into()),
+        )
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+/// Returns on Ctrl-C, or once `stats` show no message answered for `idle_exit` seconds.
+pub async fn run_until_stopped(stats: &DedupStats, idle_exit: Option<u64>) {
+    let answered = || (stats.messages_acked(), stats.messages_retried());
+    let mut last = answered();
+    let mut quiet = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = answered();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        if idle_exit.is_some_and(|idle| quiet >= idle) {
+            return;
+        }
+    }
+}
