@@ -1,12 +1,14 @@
-//! Real servers on loopback for rocketmq-dedup's tests: `redis-server`, and the RocketMQ name
-//! server and broker, each a separate process in its own temporary directory.
+//! Real servers on loopback for rocketmq-dedup's tests: `redis-server`, MariaDB, PostgreSQL,
+//! and the RocketMQ name server and broker, each a separate process in its own temporary
+//! directory.
 //!
 //! Every server binds 127.0.0.1 on a free port, can be stopped, SIGKILLed and restarted
 //! mid-test on the same port and data directory, and is killed when its handle drops (also
 //! when a test panics).
 //!
-//! When the environment names a running stack, the tests use it instead: `REDIS_URL` for
-//! Redis and `ROCKETMQ_NAMESRV_ADDR` for RocketMQ (e.g. the repository's docker-compose.yml).
+//! When the environment names a running server, the tests use it instead: `REDIS_URL` for
+//! Redis, `MYSQL_URL` for MySQL/MariaDB, `DATABASE_URL` for PostgreSQL and
+//! `ROCKETMQ_NAMESRV_ADDR` for RocketMQ (e.g. the repository's docker-compose.yml).
 //!
 //! ```no_run
 //! let redis = rocketmq_dedup_testkit::RedisServer::start().unwrap();
@@ -17,17 +19,25 @@
 //! - [`process`][]: a child process that dies with its handle.
 //! - [`client`][]: RocketMQ client runtime, producers, consumers.
 //! - [`redis`][]: [`RedisServer`].
+//! - [`mariadb`][]: [`MariaDbServer`].
+//! - [`postgres`][]: [`PostgresServer`].
+//! - `template`: data directories made once per machine and copied per server.
 //! - [`rocketmq`][]: [`RocketMqStack`], a name server and a broker.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod mariadb;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod rocketmq;
+mod template;
 
 pub use client::{send_with_retry, ClientEnv, ConsumerSpec};
+pub use mariadb::MariaDbServer;
+pub use postgres::PostgresServer;
 pub use process::TestkitError;
 pub use redis::{RedisOptions, RedisServer};
 pub use rocketmq::{RocketMqStack, StackOptions};

@@ -64,15 +64,11 @@ impl<L, P: std::fmt::Debug> std::fmt::Debug for DedupListenerBuilder<L, P> {
 
 impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
     pub(crate) fn with_store_backed(handler: H, config: DedupConfig) -> Self {
-        DedupListenerBuilder {
-            processing: StoreBacked {
-                handler,
-                store: None,
-            },
-            config,
-            runtime: None,
-            listener: PhantomData,
-        }
+        let processing = StoreBacked {
+            handler,
+            store: None,
+        };
+        Self::with_processing(processing, config)
     }
 
     /// The dedup store: required, there is no default. [`MemoryStore`](crate::store::MemoryStore)
@@ -90,55 +86,51 @@ impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
 
     /// Checks the configuration and makes the engine, running tasks in `order`.
     pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
-        let store = self.processing.store.ok_or(ConfigError::MissingStore)?;
-        let handler = self.processing.handler;
-        let parts = finish(self.config, self.runtime, |config, stats, runtime| {
-            Box::new(LeaseProcessor::new(handler, store, config, stats, runtime))
-        })?;
-        Ok(parts.engine(order))
+        self.into_engine(order, |processing, config, stats, runtime| {
+            let store = processing.store.ok_or(ConfigError::MissingStore)?;
+            let processor = LeaseProcessor::new(processing.handler, store, config, stats, runtime);
+            Ok(Box::new(processor))
+        })
     }
-}
-
-/// A checked configuration with its processor, ready to become an engine.
-struct Parts {
-    processor: Box<dyn Processor>,
-    config: DedupConfig,
-    stats: Arc<DedupStats>,
-    runtime: ListenerRuntime,
-}
-
-impl Parts {
-    fn engine(self, order: RunOrder) -> Engine {
-        Engine::new(self.processor, self.config, self.stats, order, self.runtime)
-    }
-}
-
-/// Validates `config`, settles the runtime and makes the processor.
-fn finish(
-    config: DedupConfig,
-    runtime: Option<tokio::runtime::Handle>,
-    processor: impl FnOnce(&DedupConfig, Arc<DedupStats>, tokio::runtime::Handle) -> Box<dyn Processor>,
-) -> Result<Parts, ConfigError> {
-    config.validate()?;
-    let runtime = match runtime {
-        Some(handle) => ListenerRuntime::Borrowed(handle),
-        None => {
-            ListenerRuntime::current_or_new().map_err(|e| ConfigError::Runtime(e.to_string()))?
-        }
-    };
-    let stats = Arc::new(DedupStats::default());
-    let processor = processor(&config, stats.clone(), runtime.handle().clone());
-    Ok(Parts {
-        processor,
-        config,
-        stats,
-        runtime,
-    })
 }
 
 impl<L, P> DedupListenerBuilder<L, P> {
+    /// A builder for `processing`, with the settings in `config`.
+    pub(crate) fn with_processing(processing: P, config: DedupConfig) -> Self {
+        DedupListenerBuilder {
+            processing,
+            config,
+            runtime: None,
+            listener: PhantomData,
+        }
+    }
+
     pub(crate) fn config_mut(&mut self) -> &mut DedupConfig {
         &mut self.config
+    }
+
+    /// Validates the configuration, settles the runtime and makes the engine, whose
+    /// processor `make` makes from the processing.
+    pub(crate) fn into_engine(
+        self,
+        order: RunOrder,
+        make: impl FnOnce(
+            P,
+            &DedupConfig,
+            Arc<DedupStats>,
+            tokio::runtime::Handle,
+        ) -> Result<Box<dyn Processor>, ConfigError>,
+    ) -> Result<Engine, ConfigError> {
+        self.config.validate()?;
+        let runtime = match self.runtime {
+            Some(handle) => ListenerRuntime::Borrowed(handle),
+            None => ListenerRuntime::current_or_new()
+                .map_err(|e| ConfigError::Runtime(e.to_string()))?,
+        };
+        let stats = Arc::new(DedupStats::default());
+        let handle = runtime.handle().clone();
+        let processor = make(self.processing, &self.config, stats.clone(), handle)?;
+        Ok(Engine::new(processor, self.config, stats, order, runtime))
     }
 
     /// The namespace of the record keys: required; use the consumer group (or an application

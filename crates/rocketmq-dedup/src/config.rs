@@ -102,6 +102,15 @@ impl DedupConfig {
         }
     }
 
+    /// The defaults of an orderly listener: RocketMQ's orderly consumers retry a suspended
+    /// queue without limit, so nothing is near a dead letter by default.
+    pub(crate) fn orderly() -> Self {
+        DedupConfig {
+            max_reconsume_times: i32::MAX,
+            ..Self::new()
+        }
+    }
+
     /// Checks every setting and their combinations; the first one that cannot work is the
     /// error.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -114,6 +114,28 @@ pub enum StoreError {
         /// The configured capacity.
         capacity: usize,
     },
+    /// A database lock stayed held by another transaction past the lock wait (MySQL 1205,
+    /// PostgreSQL 55P03).
+    #[error("dedup store {operation} waited too long for a lock another transaction holds")]
+    LockTimeout {
+        /// The operation that waited.
+        operation: StoreOperation,
+    },
+    /// The database chose this transaction as a deadlock victim every time it was tried
+    /// (MySQL 1213, PostgreSQL 40P01).
+    #[error("dedup store {operation} deadlocked {attempts} times")]
+    Deadlock {
+        /// The operation that deadlocked.
+        operation: StoreOperation,
+        /// How many times it was tried.
+        attempts: u32,
+    },
+    /// The database refuses writes (a read-only server or replica).
+    #[error("dedup store {operation} failed: the database is read-only")]
+    ReadOnly {
+        /// The operation that wanted to write.
+        operation: StoreOperation,
+    },
 }
 
 impl StoreError {
@@ -139,8 +161,25 @@ impl StoreError {
         match self {
             StoreError::Timeout { operation, .. }
             | StoreError::Backend { operation, .. }
-            | StoreError::CorruptRecord { operation, .. } => Some(*operation),
+            | StoreError::CorruptRecord { operation, .. }
+            | StoreError::LockTimeout { operation }
+            | StoreError::Deadlock { operation, .. }
+            | StoreError::ReadOnly { operation } => Some(*operation),
             StoreError::CapacityExceeded { .. } => Some(StoreOperation::Claim),
+        }
+    }
+
+    /// A short name of the kind of failure, for logs and the `error` label of
+    /// `rocketmq_dedup_store_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout { .. } => "timeout",
+            StoreError::Backend { .. } => "backend",
+            StoreError::CorruptRecord { .. } => "corrupt_record",
+            StoreError::CapacityExceeded { .. } => "capacity_exceeded",
+            StoreError::LockTimeout { .. } => "lock_timeout",
+            StoreError::Deadlock { .. } => "deadlock",
+            StoreError::ReadOnly { .. } => "read_only",
         }
     }
 }
@@ -159,6 +198,10 @@ pub enum StoreOperation {
     Renew,
     /// Connecting to the store.
     Connect,
+    /// Deleting expired records (the SQL stores' purge job).
+    Purge,
+    /// Beginning a transactional inbox's transaction.
+    Begin,
 }
 
 impl StoreOperation {
@@ -170,6 +213,8 @@ impl StoreOperation {
             StoreOperation::Release => "release",
             StoreOperation::Renew => "renew",
             StoreOperation::Connect => "connect",
+            StoreOperation::Purge => "purge",
+            StoreOperation::Begin => "begin",
         }
     }
 }
@@ -212,6 +257,12 @@ pub enum ConfigError {
     Zero {
         /// The setting.
         setting: &'static str,
+    },
+    /// A SQL table name that is not a plain identifier.
+    #[error("table name {name:?} is not a plain identifier (letters, digits and _, at most 64)")]
+    BadTableName {
+        /// The rejected name (its first 80 characters).
+        name: String,
     },
     /// A store URL could not be used.
     #[error("store URL is not usable: {reason}")]

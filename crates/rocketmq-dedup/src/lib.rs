@@ -73,12 +73,16 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod handler;
+#[cfg(feature = "sql")]
+pub mod inbox;
 pub mod key;
 mod lease;
 pub mod listener;
 pub mod record_key;
 mod runtime;
 pub mod shutdown;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod stats;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]

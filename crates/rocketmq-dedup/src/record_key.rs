@@ -115,6 +115,29 @@ impl RecordKey {
         &self.0
     }
 
+    /// The key's parts as written, escapes undone (`None` for a [`KeyLayout::Compact`] key, whose
+    /// parts are hashed together). A part stored by its hash stays `#` and the hash.
+    ///
+    /// ```
+    /// use rocketmq_dedup::record_key::RecordKey;
+    ///
+    /// let key = RecordKey::new("dedup", "payments", "Orders", Some("paid"), "o:42");
+    /// let parts = key.parts().unwrap();
+    /// assert_eq!((parts.topic.as_ref(), parts.tag.as_ref(), parts.key.as_ref()), ("Orders", "paid", "o:42"));
+    /// ```
+    pub fn parts(&self) -> Option<RecordParts> {
+        let mut split = self.0.split(':');
+        let mut next = || split.next().map(unescape);
+        let parts = RecordParts {
+            prefix: next()?,
+            namespace: next()?,
+            topic: next()?,
+            tag: next()?,
+            key: next()?,
+        };
+        Some(parts)
+    }
+
     /// A 128-bit fingerprint of the key, for stores that keep fixed-size keys.
     pub fn fingerprint(&self) -> u128 {
         let digest = Sha256::digest(self.0.as_bytes());
@@ -122,6 +145,21 @@ impl RecordKey {
         bytes.copy_from_slice(&digest[..16]);
         u128::from_le_bytes(bytes)
     }
+}
+
+/// The parts of a readable [`RecordKey`] (see [`RecordKey::parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordParts {
+    /// The prefix.
+    pub prefix: String,
+    /// The namespace (the consumer group, or an application name).
+    pub namespace: String,
+    /// The topic.
+    pub topic: String,
+    /// The tag; empty unless the key is tag-qualified.
+    pub tag: String,
+    /// The dedup key (or `#` and its hash, when it is long).
+    pub key: String,
 }
 
 impl fmt::Debug for RecordKey {
@@ -145,6 +183,24 @@ fn push_part(out: &mut String, part: &str) {
             out.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
     }
+}
+
+/// Undoes [`escape_into`].
+fn unescape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    let mut rest = part;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3);
+        out.push(match code {
+            Some("%3A") => ':',
+            Some("%23") => '#',
+            _ => '%',
+        });
+        rest = &rest[at + code.map_or(1, |_| 3)..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn escape_into(out: &mut String, part: &str) {
@@ -259,6 +315,27 @@ mod tests {
             RecordKey::new("p", "g", &hashed_topic, None, "k"),
             RecordKey::new("p", "g", &huge, None, "k")
         );
+    }
+
+    #[test]
+    fn parts_undo_the_escapes_and_compact_keys_have_none() {
+        let key = RecordKey::new("p", "g:1", "a%3Ab", Some("#t"), "k%:#");
+        let parts = key.parts().unwrap();
+        assert_eq!(
+            [
+                parts.prefix,
+                parts.namespace,
+                parts.topic,
+                parts.tag,
+                parts.key
+            ],
+            ["p", "g:1", "a%3Ab", "#t", "k%:#"]
+        );
+        let long = "x".repeat(HASHED_KEY_THRESHOLD + 1);
+        let hashed = RecordKey::new("p", "g", "t", None, &long).parts().unwrap();
+        assert!(hashed.key.starts_with('#') && hashed.key.len() == 33);
+        let compact = RecordKey::with_layout(KeyLayout::Compact, "p", "g", "t", None, "k");
+        assert_eq!(compact.parts(), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The store contract, run against every store: the in-memory store and a real `redis-server`
-//! started on a free loopback port (or the server `REDIS_URL` names).
+//! The store contract (and the model-based check), run against every store: the in-memory
+//! store, and real `redis-server`, MariaDB and PostgreSQL servers started on free loopback
+//! ports (or the servers `REDIS_URL`, `MYSQL_URL` and `DATABASE_URL` name).
 
+use rocketmq_dedup::sql::mysql::MySqlStore;
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
-use rocketmq_dedup_testkit::RedisServer;
+use rocketmq_dedup_testkit::{MariaDbServer, RedisServer};
 
 async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
     let server = RedisServer::start().expect("redis-server starts");
@@ -18,3 +20,15 @@ rocketmq_dedup::dedup_store_contract!(memory, async { (MemoryStore::new(), ()) }
 rocketmq_dedup::dedup_store_contract!(redis_store, redis(false));
 // The Lua claim used before Redis 7.0 and behind proxies.
 rocketmq_dedup::dedup_store_contract!(redis_store_script_claims, redis(true));
+
+async fn mysql() -> (MySqlStore, MariaDbServer) {
+    let server = MariaDbServer::start().expect("mariadbd starts");
+    let store = MySqlStore::builder(server.url())
+        .connect()
+        .await
+        .expect("connects to mariadb");
+    store.migrate().await.expect("creates the table");
+    (store, server)
+}
+
+rocketmq_dedup::dedup_store_contract!(mysql_store, mysql());

@@ -8,6 +8,7 @@
 //! decisions to their client's status.
 
 pub(crate) mod batch;
+pub(crate) mod calls;
 pub(crate) mod inflight;
 pub(crate) mod keying;
 pub(crate) mod run;

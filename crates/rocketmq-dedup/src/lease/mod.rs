@@ -7,7 +7,7 @@
 //! ([`background`]): the message is acked, since its effect happened.
 
 mod background;
-mod calls;
+
 mod running;
 mod settle;
 
@@ -19,8 +19,8 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::error;
 
 use self::background::Background;
-use self::calls::StoreCalls;
 use crate::config::{DedupConfig, StoreErrorPolicy};
+use crate::engine::calls::StoreCalls;
 use crate::engine::task::{Outcome, Processor, RunOrder, Task};
 use crate::error::{KeyError, StoreOperation};
 use crate::handler::DedupHandler;

@@ -119,6 +119,38 @@ impl<H: DedupHandler> DedupListenerBuilder<Concurrent, StoreBacked<H>> {
     }
 }
 
+#[cfg(feature = "sql")]
+impl DedupConcurrentListener {
+    /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
+    /// message's record is written too: exactly-once effects for database writes (see
+    /// [`crate::inbox`]).
+    pub fn inbox<H, I>(
+        handler: H,
+        inbox: I,
+    ) -> DedupListenerBuilder<Concurrent, crate::inbox::InboxBacked<H, I>>
+    where
+        I: crate::inbox::Inbox,
+        H: crate::inbox::InboxHandler<I::Database>,
+    {
+        let processing = crate::inbox::InboxBacked { handler, inbox };
+        DedupListenerBuilder::with_processing(processing, DedupConfig::new())
+    }
+}
+
+#[cfg(feature = "sql")]
+impl<H, I> DedupListenerBuilder<Concurrent, crate::inbox::InboxBacked<H, I>>
+where
+    I: crate::inbox::Inbox,
+    H: crate::inbox::InboxHandler<I::Database>,
+{
+    /// Checks the configuration and builds the listener.
+    pub fn build(self) -> Result<DedupConcurrentListener, ConfigError> {
+        Ok(DedupConcurrentListener::new(
+            self.engine(RunOrder::Independent)?,
+        ))
+    }
+}
+
 impl MessageListenerConcurrently for DedupConcurrentListener {
     fn consume_message(
         &self,

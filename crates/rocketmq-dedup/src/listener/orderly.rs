@@ -63,9 +63,7 @@ pub struct DedupOrderlyListener {
 impl DedupOrderlyListener {
     /// A builder around `handler`.
     pub fn builder<H: DedupHandler>(handler: H) -> DedupListenerBuilder<Orderly, StoreBacked<H>> {
-        let mut config = DedupConfig::new();
-        config.max_reconsume_times = i32::MAX;
-        DedupListenerBuilder::with_store_backed(handler, config)
+        DedupListenerBuilder::with_store_backed(handler, DedupConfig::orderly())
     }
 
     fn new(engine: Engine) -> Self {
@@ -114,6 +112,36 @@ impl<P> DedupListenerBuilder<Orderly, P> {
 }
 
 impl<H: DedupHandler> DedupListenerBuilder<Orderly, StoreBacked<H>> {
+    /// Checks the configuration and builds the listener.
+    pub fn build(self) -> Result<DedupOrderlyListener, ConfigError> {
+        Ok(DedupOrderlyListener::new(self.engine(RunOrder::InOrder)?))
+    }
+}
+
+#[cfg(feature = "sql")]
+impl DedupOrderlyListener {
+    /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
+    /// message's record is written too: exactly-once effects for database writes (see
+    /// [`crate::inbox`]).
+    pub fn inbox<H, I>(
+        handler: H,
+        inbox: I,
+    ) -> DedupListenerBuilder<Orderly, crate::inbox::InboxBacked<H, I>>
+    where
+        I: crate::inbox::Inbox,
+        H: crate::inbox::InboxHandler<I::Database>,
+    {
+        let processing = crate::inbox::InboxBacked { handler, inbox };
+        DedupListenerBuilder::with_processing(processing, DedupConfig::orderly())
+    }
+}
+
+#[cfg(feature = "sql")]
+impl<H, I> DedupListenerBuilder<Orderly, crate::inbox::InboxBacked<H, I>>
+where
+    I: crate::inbox::Inbox,
+    H: crate::inbox::InboxHandler<I::Database>,
+{
     /// Checks the configuration and builds the listener.
     pub fn build(self) -> Result<DedupOrderlyListener, ConfigError> {
         Ok(DedupOrderlyListener::new(self.engine(RunOrder::InOrder)?))

@@ -20,6 +20,7 @@
 //! ```
 
 mod check;
+mod machine;
 mod workload;
 
 use std::fmt;

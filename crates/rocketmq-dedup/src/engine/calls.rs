@@ -1,5 +1,6 @@
 //! Store calls as the listener makes them: bounded by the store timeout, timed into the
-//! `rocketmq_dedup_store_seconds` histogram, and logged and counted when they fail.
+//! `rocketmq_dedup_store_seconds` histogram, and logged and counted (the `store_error` event,
+//! and `rocketmq_dedup_store_errors_total{op, error}`) when they fail.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ impl StoreCalls {
             Ok(_) => debug!(op = operation.as_str(), latency_us, "store call"),
             Err(err) => {
                 self.stats.event(Event::StoreError, 1);
+                metrics::counter!("rocketmq_dedup_store_errors_total", "op" => operation.as_str(), "error" => err.kind())
+                    .increment(1);
                 warn!(
                     op = operation.as_str(),
                     latency_us,

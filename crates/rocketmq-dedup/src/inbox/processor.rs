@@ -1,0 +1,165 @@
+//! The inbox's [`Processor`]: each task is one transaction that claims the record, runs the
+//! handler and commits, all or nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use tracing::warn;
+
+use super::{Inbox, InboxBacked, InboxClaim, InboxHandler};
+use crate::builder::DedupListenerBuilder;
+use crate::config::DedupConfig;
+use crate::engine::calls::StoreCalls;
+use crate::engine::run::guarded;
+use crate::engine::task::{Outcome, Processor, RunOrder, Task};
+use crate::engine::Engine;
+use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
+use crate::key::DedupKey;
+use crate::record_key::RecordKey;
+use crate::shutdown::ShutdownReport;
+use crate::stats::DedupStats;
+use crate::store::OwnerToken;
+
+/// How many times a message whose transaction deadlocked is tried in all.
+const ATTEMPTS: u32 = 3;
+
+/// Runs each message in one inbox transaction.
+pub(crate) struct InboxProcessor<H, I> {
+    handler: H,
+    inbox: I,
+    record_ttl: Duration,
+    concurrency: usize,
+    calls: StoreCalls,
+}
+
+impl<L, H, I> DedupListenerBuilder<L, InboxBacked<H, I>>
+where
+    I: Inbox,
+    H: InboxHandler<I::Database>,
+{
+    /// Checks the configuration and makes the engine, running tasks in `order`.
+    pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
+        self.into_engine(order, |processing, config, stats, _runtime| {
+            Ok(Box::new(InboxProcessor::new(processing, config, stats)))
+        })
+    }
+}
+
+impl<H, I> InboxProcessor<H, I>
+where
+    I: Inbox,
+    H: InboxHandler<I::Database>,
+{
+    fn new(processing: InboxBacked<H, I>, config: &DedupConfig, stats: Arc<DedupStats>) -> Self {
+        let calls = StoreCalls {
+            kind: processing.inbox.kind(),
+            timeout: config.store_timeout,
+            stats,
+        };
+        InboxProcessor {
+            handler: processing.handler,
+            inbox: processing.inbox,
+            record_ttl: config.record_ttl,
+            concurrency: config.handler_concurrency,
+            calls,
+        }
+    }
+
+    async fn process_all(&self, tasks: &mut [Task<'_>], order: RunOrder) {
+        let concurrency = match order {
+            RunOrder::Independent => self.concurrency,
+            RunOrder::InOrder => 1,
+        };
+        let runs: Vec<_> = tasks.iter().map(|t| self.run(t.key(), t.msg())).collect();
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        let mut stream = futures::stream::iter(runs).buffered(concurrency);
+        while let Some(outcome) = stream.next().await {
+            outcomes.push(outcome);
+            if order == RunOrder::InOrder && outcome.blocks_what_follows() {
+                break;
+            }
+        }
+        for (i, task) in tasks.iter_mut().enumerate() {
+            task.finish(outcomes.get(i).copied().unwrap_or(Outcome::Postponed));
+        }
+    }
+
+    /// One message: claim, handler, commit, in one transaction; a deadlock tries it again.
+    async fn run(&self, key: Option<&RecordKey>, msg: &MessageExt) -> Outcome {
+        for attempt in 1..=ATTEMPTS {
+            match self.run_once(key, msg).await {
+                Err(StoreError::Deadlock { .. }) if attempt < ATTEMPTS => {
+                    crate::sql::deadlock_backoff(attempt).await
+                }
+                Err(_) => return Outcome::StoreUnavailable,
+                Ok(outcome) => return outcome,
+            }
+        }
+        Outcome::StoreUnavailable
+    }
+
+    async fn run_once(
+        &self,
+        key: Option<&RecordKey>,
+        msg: &MessageExt,
+    ) -> Result<Outcome, StoreError> {
+        let calls = &self.calls;
+        let mut tx = calls
+            .call(StoreOperation::Begin, self.inbox.begin())
+            .await?;
+        if let Some(key) = key {
+            let token = OwnerToken::random();
+            let claim = self.inbox.claim(&mut tx, key, token, self.record_ttl);
+            match calls.call(StoreOperation::Claim, claim).await? {
+                InboxClaim::Claimed => {}
+                InboxClaim::Consumed => return Ok(Outcome::Duplicate),
+                InboxClaim::InFlight => return Ok(Outcome::InFlight),
+            }
+        }
+        if let Err(failure) = guarded(msg, || self.handler.handle(msg, &mut tx)).await {
+            // Dropping the transaction rolls it back: no effect, no record.
+            return Ok(failure);
+        }
+        let commit = calls
+            .call(StoreOperation::Commit, self.inbox.commit(tx))
+            .await;
+        if let Err(err) = &commit {
+            if !matches!(err, StoreError::Deadlock { .. }) {
+                warn!(msg_id = %msg.msg_id, error = %err, "the inbox commit's answer was lost: the effect and its record committed together or not at all; the message will be retried");
+            }
+        }
+        commit?;
+        Ok(match key {
+            Some(_) => Outcome::Processed,
+            None => Outcome::ProcessedWithoutDedup,
+        })
+    }
+}
+
+impl<H, I> Processor for InboxProcessor<H, I>
+where
+    I: Inbox,
+    H: InboxHandler<I::Database>,
+{
+    fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError> {
+        self.handler.dedup_key(msg)
+    }
+
+    fn process<'t>(&'t self, tasks: &'t mut [Task<'_>], order: RunOrder) -> BoxFuture<'t, ()> {
+        Box::pin(self.process_all(tasks, order))
+    }
+
+    fn shutdown(&self, _timeout: Duration) -> BoxFuture<'_, ShutdownReport> {
+        // Nothing runs in the background: every transaction ends with its message.
+        Box::pin(async { ShutdownReport::default() })
+    }
+
+    fn abandon(&self) {}
+
+    fn kind(&self) -> &'static str {
+        self.inbox.kind()
+    }
+}

@@ -1,0 +1,71 @@
+//! SQL dedup stores: the seed's `t_rocketmq_dedup` table in MySQL / MariaDB (feature `mysql`)
+//! or PostgreSQL (feature `postgres`), used two ways.
+//!
+//! - As a [`DedupStore`](crate::DedupStore) (`MySqlStore`, `PostgresStore`): claims, commits,
+//!   releases and renewals are rows, as the Redis store's records are keys. Each batch call is
+//!   one transaction: the batch's keys are locked, their rows read (with their liveness by the
+//!   database's clock), the state machine decides every answer ([`decide`]), and the rows are
+//!   written in one statement. Shared by every consumer of the group; the same guarantee as
+//!   Redis, and the same window: a consumer killed between its handler's effect and its commit.
+//! - As a transactional inbox (`MySqlInbox`, `PostgresInbox`): the handler gets the open
+//!   database transaction in which its record was inserted; the two commit together, so the
+//!   handler's database writes take effect exactly once, crashes included.
+//!
+//! The schema is shipped as migrations (`migrations/mysql`, `migrations/postgres`, also
+//! applied by the stores' `migrate`). Expired rows count as absent; each store runs a purge
+//! job ([`PurgeOptions`]) that deletes them in bounded batches until the store is shut down.
+
+pub(crate) mod decide;
+mod purge;
+pub(crate) mod table;
+
+#[cfg(feature = "mysql")]
+pub mod mysql;
+
+pub use purge::PurgeOptions;
+pub use table::DEFAULT_TABLE;
+
+pub(crate) use purge::{purge_once, Purger};
+
+use crate::error::{StoreError, StoreOperation};
+
+/// What a database error means to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A deadlock victim or a serialization failure: try the transaction again.
+    Deadlock,
+    /// A lock wait ran out.
+    LockTimeout,
+    /// The database refuses writes.
+    ReadOnly,
+    /// A unique key already holds the row.
+    Duplicate,
+    /// Anything else.
+    Other,
+}
+
+/// How many times a transaction that deadlocked is tried in all.
+pub(crate) const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// The store error for a database error of `failure` kind.
+pub(crate) fn store_error(
+    operation: StoreOperation,
+    failure: Failure,
+    err: sqlx::Error,
+) -> StoreError {
+    match failure {
+        Failure::LockTimeout => StoreError::LockTimeout { operation },
+        Failure::Deadlock => StoreError::Deadlock {
+            operation,
+            attempts: DEADLOCK_ATTEMPTS,
+        },
+        Failure::ReadOnly => StoreError::ReadOnly { operation },
+        Failure::Duplicate | Failure::Other => StoreError::backend(operation, err),
+    }
+}
+
+/// A short random pause before a deadlocked transaction is tried again.
+pub(crate) async fn deadlock_backoff(attempt: u32) {
+    let ms = fastrand::u64(1..=5 * u64::from(attempt));
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
