@@ -3,8 +3,9 @@
 //! ports (or the servers `REDIS_URL`, `MYSQL_URL` and `DATABASE_URL` name).
 
 use rocketmq_dedup::sql::mysql::MySqlStore;
+use rocketmq_dedup::sql::postgres::PostgresStore;
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
-use rocketmq_dedup_testkit::{MariaDbServer, RedisServer};
+use rocketmq_dedup_testkit::{MariaDbServer, PostgresServer, RedisServer};
 
 async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
     let server = RedisServer::start().expect("redis-server starts");
@@ -32,3 +33,15 @@ async fn mysql() -> (MySqlStore, MariaDbServer) {
 }
 
 rocketmq_dedup::dedup_store_contract!(mysql_store, mysql());
+
+async fn postgres() -> (PostgresStore, PostgresServer) {
+    let server = PostgresServer::start().expect("postgres starts");
+    let store = PostgresStore::builder(server.url())
+        .connect()
+        .await
+        .expect("connects to postgres");
+    store.migrate().await.expect("creates the table");
+    (store, server)
+}
+
+rocketmq_dedup::dedup_store_contract!(postgres_store, postgres());

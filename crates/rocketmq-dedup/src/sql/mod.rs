@@ -16,11 +16,16 @@
 //! job ([`PurgeOptions`]) that deletes them in bounded batches until the store is shut down.
 
 pub(crate) mod decide;
+pub(crate) mod dialect;
+pub mod inbox;
 mod purge;
+pub mod store;
 pub(crate) mod table;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use purge::PurgeOptions;
 pub use table::DEFAULT_TABLE;

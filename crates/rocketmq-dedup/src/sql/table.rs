@@ -64,12 +64,21 @@ impl KeyColumns {
     }
 }
 
+/// A record key's 64-bit lock id (see [`BatchColumns::lock_ids`]).
+pub(crate) fn lock_id(key: &RecordKey) -> i64 {
+    key.fingerprint() as u64 as i64
+}
+
 /// A batch's keys as columns, each with the index of its first occurrence (a repeated key
 /// is read and written once).
 #[derive(Debug)]
 pub(crate) struct BatchColumns {
     pub(crate) columns: Vec<KeyColumns>,
     pub(crate) first: Vec<usize>,
+    /// A 64-bit id per key, for databases that lock keys by number (PostgreSQL's advisory
+    /// locks): the low bits of the record key's fingerprint.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) lock_ids: Vec<i64>,
 }
 
 impl BatchColumns {
@@ -81,7 +90,12 @@ impl BatchColumns {
             .enumerate()
             .map(|(i, c)| *seen.entry(c).or_insert(i))
             .collect();
-        BatchColumns { columns, first }
+        let lock_ids = keys.iter().map(lock_id).collect();
+        BatchColumns {
+            columns,
+            first,
+            lock_ids,
+        }
     }
 
     /// The distinct keys, by the index of their first occurrence.

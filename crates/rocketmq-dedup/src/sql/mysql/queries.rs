@@ -106,13 +106,13 @@ pub(crate) fn start_purger(
     pool: &sqlx::MySqlPool,
     table: &Table,
     options: crate::sql::PurgeOptions,
-) -> Option<std::sync::Arc<crate::sql::Purger>> {
+) -> Option<crate::sql::Purger> {
     let (pool, owned) = (pool.clone(), table.clone());
     let delete = move || {
         let (pool, table) = (pool.clone(), owned.clone());
         async move { purge(&pool, &table, options.batch).await }
     };
-    crate::sql::Purger::start(table.name(), options, delete).map(std::sync::Arc::new)
+    crate::sql::Purger::start(table.name(), options, delete)
 }
 
 /// Deletes up to `batch` expired rows; answers how many.

@@ -1,0 +1,233 @@
+//! [`SqlInbox`]: the transactional inbox ([`crate::inbox`]) on MySQL / MariaDB
+//! ([`MySqlInbox`](crate::sql::mysql::MySqlInbox)) or PostgreSQL
+//! ([`PostgresInbox`](crate::sql::postgres::PostgresInbox)).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Database, Pool, Transaction};
+
+use super::dialect::{Dialect, InboxStatements};
+use super::table::{Table, DEFAULT_TABLE};
+use super::{store_error, PurgeOptions, Purger};
+use crate::error::{StoreError, StoreOperation};
+use crate::inbox::InboxClaim;
+use crate::record_key::RecordKey;
+use crate::store::OwnerToken;
+
+/// The transactional inbox on an application's pool (its handler writes there); see
+/// [`crate::inbox`].
+///
+/// The claim inserts the record, CONSUMED, in the message's transaction; a record another
+/// transaction holds is waited for at most the lock wait, then the message is deferred. An
+/// expired record is taken over. Clones share the pool and the purge job.
+pub struct SqlInbox<DB: Database> {
+    pool: Pool<DB>,
+    table: Table,
+    statements: Arc<InboxStatements>,
+    purger: Option<Arc<Purger>>,
+}
+
+impl<DB: Database> Clone for SqlInbox<DB> {
+    fn clone(&self) -> Self {
+        SqlInbox {
+            pool: self.pool.clone(),
+            table: self.table.clone(),
+            statements: self.statements.clone(),
+            purger: self.purger.clone(),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for SqlInbox<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlInbox")
+            .field("database", &DB::NAME)
+            .field("table", &self.table.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`SqlInbox`].
+pub struct SqlInboxBuilder<DB: Database> {
+    pool: Pool<DB>,
+    table: String,
+    lock_wait: Duration,
+    purge: PurgeOptions,
+}
+
+impl<DB: Database> fmt::Debug for SqlInboxBuilder<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlInboxBuilder")
+            .field("database", &DB::NAME)
+            .field("table", &self.table)
+            .field("lock_wait", &self.lock_wait)
+            .field("purge", &self.purge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Database> SqlInboxBuilder<DB> {
+    /// Default wait for another transaction that holds a message's record.
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlInboxBuilder {
+            pool,
+            table: DEFAULT_TABLE.to_owned(),
+            lock_wait: Self::DEFAULT_LOCK_WAIT,
+            purge: PurgeOptions::default(),
+        }
+    }
+
+    /// The table (default [`DEFAULT_TABLE`]).
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// How long a claim waits for another transaction that holds the record before the
+    /// message is deferred (default [`Self::DEFAULT_LOCK_WAIT`]; MySQL counts whole seconds,
+    /// at least one).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How expired records are purged (default [`PurgeOptions::default`]).
+    pub fn purge(mut self, options: PurgeOptions) -> Self {
+        self.purge = options;
+        self
+    }
+}
+
+// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
+#[allow(private_bounds)]
+impl<DB: Dialect> SqlInboxBuilder<DB> {
+    pub(crate) async fn connect_inbox(self) -> Result<SqlInbox<DB>, StoreError> {
+        let table =
+            Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+        let statements = DB::prepare_inbox(&self.pool, &table, self.lock_wait)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+        let purger = DB::start_purger(&self.pool, &table, self.purge).map(Arc::new);
+        Ok(SqlInbox {
+            pool: self.pool,
+            table,
+            statements: Arc::new(statements),
+            purger,
+        })
+    }
+}
+
+impl<DB: Database> SqlInbox<DB> {
+    /// The pool.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Stops the purge job.
+    pub async fn shutdown(&self) {
+        if let Some(purger) = &self.purger {
+            purger.stop().await;
+        }
+    }
+}
+
+// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
+#[allow(private_bounds)]
+impl<DB: Dialect> SqlInbox<DB> {
+    pub(crate) async fn migrate_table(&self) -> Result<(), StoreError> {
+        let sql = self.table.migration(DB::MIGRATION);
+        DB::migrate(&self.pool, sql)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+    }
+
+    pub(crate) async fn begin_tx(&self) -> Result<Transaction<'static, DB>, StoreError> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| error::<DB>(StoreOperation::Begin, e))
+    }
+
+    pub(crate) async fn claim_in(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        key: &RecordKey,
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> Result<InboxClaim, StoreError> {
+        DB::inbox_claim(&self.statements, tx, key, token, ttl)
+            .await
+            .map_err(|e| error::<DB>(StoreOperation::Claim, e))
+    }
+
+    pub(crate) async fn commit_tx(&self, tx: Transaction<'static, DB>) -> Result<(), StoreError> {
+        tx.commit()
+            .await
+            .map_err(|e| error::<DB>(StoreOperation::Commit, e))
+    }
+}
+
+fn error<DB: Dialect>(operation: StoreOperation, err: sqlx::Error) -> StoreError {
+    store_error(operation, DB::classify(&err), err)
+}
+
+/// The per-database faces of [`SqlInbox`]: its constructor, `migrate`, and the
+/// [`Inbox`](crate::inbox::Inbox) impl, forwarding to the shared code.
+macro_rules! sql_inbox_for {
+    ($db:ty) => {
+        impl $crate::sql::inbox::SqlInbox<$db> {
+            /// A builder for an inbox on `pool`.
+            pub fn builder(pool: sqlx::Pool<$db>) -> $crate::sql::inbox::SqlInboxBuilder<$db> {
+                $crate::sql::inbox::SqlInboxBuilder::new(pool)
+            }
+
+            /// Creates the table unless it exists (the shipped migration).
+            pub async fn migrate(&self) -> Result<(), $crate::StoreError> {
+                self.migrate_table().await
+            }
+        }
+
+        impl $crate::sql::inbox::SqlInboxBuilder<$db> {
+            /// Prepares the inbox's statements for this server and starts the purge job.
+            pub async fn connect(self) -> Result<$crate::sql::inbox::SqlInbox<$db>, $crate::StoreError> {
+                self.connect_inbox().await
+            }
+        }
+
+        impl $crate::inbox::Inbox for $crate::sql::inbox::SqlInbox<$db> {
+            type Database = $db;
+
+            fn begin(
+                &self,
+            ) -> futures::future::BoxFuture<'_, Result<sqlx::Transaction<'static, $db>, $crate::StoreError>> {
+                Box::pin(self.begin_tx())
+            }
+
+            fn claim<'a>(
+                &'a self,
+                tx: &'a mut sqlx::Transaction<'static, $db>,
+                key: &'a $crate::record_key::RecordKey,
+                token: $crate::store::OwnerToken,
+                ttl: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<$crate::inbox::InboxClaim, $crate::StoreError>> {
+                Box::pin(self.claim_in(tx, key, token, ttl))
+            }
+
+            fn commit(
+                &self,
+                tx: sqlx::Transaction<'static, $db>,
+            ) -> futures::future::BoxFuture<'_, Result<(), $crate::StoreError>> {
+                Box::pin(self.commit_tx(tx))
+            }
+
+            fn kind(&self) -> &'static str {
+                <$db as $crate::sql::dialect::Dialect>::INBOX_KIND
+            }
+        }
+    };
+}
+pub(crate) use sql_inbox_for;

@@ -1,0 +1,338 @@
+//! [`SqlStore`]: the dedup table as a [`DedupStore`], on MySQL / MariaDB
+//! ([`MySqlStore`](crate::sql::mysql::MySqlStore)) or PostgreSQL
+//! ([`PostgresStore`](crate::sql::postgres::PostgresStore)).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Database, Pool};
+
+use super::decide::Batch;
+use super::dialect::Dialect;
+use super::table::{BatchColumns, Table, DEFAULT_TABLE};
+use super::{deadlock_backoff, store_error, Failure, PurgeOptions, Purger, DEADLOCK_ATTEMPTS};
+use crate::error::{StoreError, StoreOperation};
+use crate::record_key::RecordKey;
+use crate::store::{ClaimOutcome, CommitOutcome, OwnerToken};
+
+/// A [`DedupStore`](crate::DedupStore) in a SQL table, shared by all consumers of a group.
+///
+/// Each call is one transaction over the batch's keys: they are locked (their rows, and
+/// where there is none the place one would go), their rows read with their liveness by the
+/// database's clock, the state machine decides every answer, and one upsert and one delete
+/// write the result. A transaction the database picks as a deadlock victim is tried again
+/// (five times in all).
+///
+/// Clones share the pool and the purge job; the job stops when the last clone is dropped or
+/// [`shutdown`](SqlStore::shutdown) is called.
+pub struct SqlStore<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) table: Table,
+    purger: Option<Arc<Purger>>,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+            table: self.table.clone(),
+            purger: self.purger.clone(),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("database", &DB::NAME)
+            .field("table", &self.table.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and connects a [`SqlStore`].
+pub struct SqlStoreBuilder<DB: Database> {
+    source: Source<DB>,
+    table: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    purge: PurgeOptions,
+    database: PhantomData<DB>,
+}
+
+pub(crate) enum Source<DB: Database> {
+    Url(String),
+    Pool(Pool<DB>),
+}
+
+/// The URL may hold a password: it is never printed.
+impl<DB: Database> fmt::Debug for SqlStoreBuilder<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStoreBuilder")
+            .field("database", &DB::NAME)
+            .field("table", &self.table)
+            .field("max_connections", &self.max_connections)
+            .field("purge", &self.purge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: Database> SqlStoreBuilder<DB> {
+    /// Default connections in the pool (when the store makes its own).
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+    /// Default wait for a connection (and for the first one, at connect).
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    pub(crate) fn new(source: Source<DB>) -> Self {
+        SqlStoreBuilder {
+            source,
+            table: DEFAULT_TABLE.to_owned(),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            purge: PurgeOptions::default(),
+            database: PhantomData,
+        }
+    }
+
+    /// The table (default [`DEFAULT_TABLE`]): letters, digits and `_`.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// Connections in the store's own pool (ignored on an application's pool).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long a call waits for a connection.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How expired rows are purged (default [`PurgeOptions::default`]; a zero interval turns
+    /// the purge job off).
+    pub fn purge(mut self, options: PurgeOptions) -> Self {
+        self.purge = options;
+        self
+    }
+}
+
+// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
+#[allow(private_bounds)]
+impl<DB: Dialect> SqlStoreBuilder<DB> {
+    /// Connects (a wrong address or password fails here) and starts the purge job.
+    pub(crate) async fn connect_store(self) -> Result<SqlStore<DB>, StoreError> {
+        let connect = |e: sqlx::Error| StoreError::backend(StoreOperation::Connect, e);
+        let table =
+            Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+        let pool = match self.source {
+            Source::Pool(pool) => pool,
+            Source::Url(url) => DB::connect(&url, self.max_connections, self.acquire_timeout)
+                .await
+                .map_err(connect)?,
+        };
+        let purger = DB::start_purger(&pool, &table, self.purge).map(Arc::new);
+        Ok(SqlStore {
+            pool,
+            table,
+            purger,
+        })
+    }
+}
+
+impl<DB: Database> SqlStore<DB> {
+    /// The pool.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Stops the purge job (the pool stays open for the application).
+    pub async fn shutdown(&self) {
+        if let Some(purger) = &self.purger {
+            purger.stop().await;
+        }
+    }
+}
+
+// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
+#[allow(private_bounds)]
+impl<DB: Dialect> SqlStore<DB> {
+    pub(crate) async fn migrate_table(&self) -> Result<(), StoreError> {
+        let sql = self.table.migration(DB::MIGRATION);
+        DB::migrate(&self.pool, sql)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+    }
+
+    pub(crate) async fn purge_all(&self, batch: u32) -> Result<u64, StoreError> {
+        let delete = || DB::purge(&self.pool, &self.table, batch);
+        super::purge_once(&delete, batch)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Purge, e))
+    }
+
+    pub(crate) async fn claim_keys(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        self.transact(StoreOperation::Claim, keys, |b| b.claim(token, ttl))
+            .await
+    }
+
+    pub(crate) async fn commit_keys(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> Result<Vec<CommitOutcome>, StoreError> {
+        self.transact(StoreOperation::Commit, keys, |b| b.commit(token, ttl))
+            .await
+    }
+
+    pub(crate) async fn release_keys(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.transact(StoreOperation::Release, keys, |b| b.release(token))
+            .await
+    }
+
+    pub(crate) async fn renew_keys(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.transact(StoreOperation::Renew, keys, |b| b.renew(token, ttl))
+            .await
+    }
+
+    /// Runs one call: lock and read the keys' rows, decide, write; a deadlock is tried again.
+    async fn transact<T>(
+        &self,
+        operation: StoreOperation,
+        keys: &[RecordKey],
+        decide: impl Fn(&mut Batch) -> Vec<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = BatchColumns::of(keys);
+        let mut attempt = 1;
+        loop {
+            match self.try_transact(&columns, &decide).await {
+                Ok(answers) => return Ok(answers),
+                Err(err) => {
+                    let failure = DB::classify(&err);
+                    if failure == Failure::Deadlock && attempt < DEADLOCK_ATTEMPTS {
+                        deadlock_backoff(attempt).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(store_error(operation, failure, err));
+                }
+            }
+        }
+    }
+
+    async fn try_transact<T>(
+        &self,
+        columns: &BatchColumns,
+        decide: &impl Fn(&mut Batch) -> Vec<T>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let found = DB::read(&mut tx, &self.table, columns).await?;
+        let mut batch = Batch::new(found, columns.first.clone());
+        let answers = decide(&mut batch);
+        let writes: Vec<_> = batch.writes().collect();
+        DB::write(&mut tx, &self.table, columns, &writes).await?;
+        tx.commit().await?;
+        Ok(answers)
+    }
+}
+
+/// The per-database faces of [`SqlStore`]: constructors, and what needs the database's own
+/// statements (a `DedupStore` impl and `migrate`), forwarding to the shared code.
+macro_rules! sql_store_for {
+    ($db:ty, $url_example:literal) => {
+        impl $crate::sql::store::SqlStore<$db> {
+            #[doc = concat!("A builder for a store with its own pool on `url` (`", $url_example, "`).")]
+            pub fn builder(url: impl Into<String>) -> $crate::sql::store::SqlStoreBuilder<$db> {
+                $crate::sql::store::SqlStoreBuilder::new($crate::sql::store::Source::Url(url.into()))
+            }
+
+            /// A builder for a store on an existing pool (shared with the application).
+            pub fn from_pool(pool: sqlx::Pool<$db>) -> $crate::sql::store::SqlStoreBuilder<$db> {
+                $crate::sql::store::SqlStoreBuilder::new($crate::sql::store::Source::Pool(pool))
+            }
+
+            /// Creates the table unless it exists (the shipped migration, for this store's
+            /// table name).
+            pub async fn migrate(&self) -> Result<(), $crate::StoreError> {
+                self.migrate_table().await
+            }
+
+            /// Deletes every expired row now, in batches of `batch`; answers how many.
+            pub async fn purge_expired(&self, batch: u32) -> Result<u64, $crate::StoreError> {
+                self.purge_all(batch).await
+            }
+        }
+
+        impl $crate::sql::store::SqlStoreBuilder<$db> {
+            /// Connects (a wrong address or password fails here) and starts the purge job.
+            pub async fn connect(self) -> Result<$crate::sql::store::SqlStore<$db>, $crate::StoreError> {
+                self.connect_store().await
+            }
+        }
+
+        impl $crate::store::DedupStore for $crate::sql::store::SqlStore<$db> {
+            fn claim<'a>(
+                &'a self,
+                keys: &'a [$crate::record_key::RecordKey],
+                token: $crate::store::OwnerToken,
+                ttl: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<Vec<$crate::store::ClaimOutcome>, $crate::StoreError>> {
+                Box::pin(self.claim_keys(keys, token, ttl))
+            }
+
+            fn commit<'a>(
+                &'a self,
+                keys: &'a [$crate::record_key::RecordKey],
+                token: $crate::store::OwnerToken,
+                ttl: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<Vec<$crate::store::CommitOutcome>, $crate::StoreError>> {
+                Box::pin(self.commit_keys(keys, token, ttl))
+            }
+
+            fn release<'a>(
+                &'a self,
+                keys: &'a [$crate::record_key::RecordKey],
+                token: $crate::store::OwnerToken,
+            ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, $crate::StoreError>> {
+                Box::pin(self.release_keys(keys, token))
+            }
+
+            fn renew<'a>(
+                &'a self,
+                keys: &'a [$crate::record_key::RecordKey],
+                token: $crate::store::OwnerToken,
+                ttl: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, $crate::StoreError>> {
+                Box::pin(self.renew_keys(keys, token, ttl))
+            }
+
+            fn kind(&self) -> &'static str {
+                <$db as $crate::sql::dialect::Dialect>::STORE_KIND
+            }
+        }
+    };
+}
+pub(crate) use sql_store_for;
