@@ -116,11 +116,14 @@ pub enum Event {
     /// A message was deferred on its last reconsume attempts: the next deferral may send it
     /// to the dead-letter queue unprocessed.
     DeferredNearDeadLetter,
+    /// An inbox transaction was a deadlock victim (everything in it rolled back) and the
+    /// message ran again at once.
+    TransactionRetried,
 }
 
 impl Event {
     /// All events.
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 9] = [
         Event::StoreError,
         Event::KeyError,
         Event::ClaimLost,
@@ -129,6 +132,7 @@ impl Event {
         Event::CommitFailed,
         Event::ReleaseFailed,
         Event::DeferredNearDeadLetter,
+        Event::TransactionRetried,
     ];
 
     /// The snake-case name used in logs and metric labels.
@@ -142,6 +146,7 @@ impl Event {
             Event::CommitFailed => "commit_failed",
             Event::ReleaseFailed => "release_failed",
             Event::DeferredNearDeadLetter => "deferred_near_dead_letter",
+            Event::TransactionRetried => "transaction_retried",
         }
     }
 

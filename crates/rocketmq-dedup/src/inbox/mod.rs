@@ -13,6 +13,7 @@
 //! | the consumer dies anywhere before the commit | rolled back | rolled back | redelivered, runs |
 //! | the commit's answer is lost | either both or neither | | retried: runs, or is a duplicate |
 //! | a committed record exists | not run | | acked |
+//! | the transaction is a deadlock victim (claim, handler or commit) | rolled back | rolled back | run again at once (3 times in all) |
 //! | another consumer's transaction holds the record | not run | | waits at most the lock wait, then deferred |
 //!
 //! There is no CONSUMING state and no renewal: the open transaction's row lock is the claim,
@@ -135,6 +136,10 @@ pub trait Inbox: Send + Sync + 'static {
         &self,
         tx: sqlx::Transaction<'static, Self::Database>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether `err` (from the handler's own statements) made the transaction a deadlock
+    /// victim: the message is then run again at once.
+    fn is_deadlock(&self, err: &sqlx::Error) -> bool;
 
     /// A short name for logs and metrics.
     fn kind(&self) -> &'static str;

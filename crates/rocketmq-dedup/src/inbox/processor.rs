@@ -1,6 +1,7 @@
 //! The inbox's [`Processor`]: each task is one transaction that claims the record, runs the
 //! handler and commits, all or nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::key::DedupKey;
 use crate::record_key::RecordKey;
 use crate::shutdown::ShutdownReport;
-use crate::stats::DedupStats;
+use crate::stats::{DedupStats, Event};
 use crate::store::OwnerToken;
 
 /// How many times a message whose transaction deadlocked is tried in all.
@@ -92,6 +93,8 @@ where
         for attempt in 1..=ATTEMPTS {
             match self.run_once(key, msg).await {
                 Err(StoreError::Deadlock { .. }) if attempt < ATTEMPTS => {
+                    self.calls.stats.event(Event::TransactionRetried, 1);
+                    warn!(msg_id = %msg.msg_id, attempt, "the message's transaction was a deadlock victim and rolled back; running it again");
                     crate::sql::deadlock_backoff(attempt).await
                 }
                 Err(_) => return Outcome::StoreUnavailable,
@@ -119,8 +122,25 @@ where
                 InboxClaim::InFlight => return Ok(Outcome::InFlight),
             }
         }
-        if let Err(failure) = guarded(msg, || self.handler.handle(msg, &mut tx)).await {
+        let deadlocked = AtomicBool::new(false);
+        let handler = async {
+            let result = self.handler.handle(msg, &mut tx).await;
+            if let Err(err) = &result {
+                let sql = err.downcast_ref::<sqlx::Error>();
+                let victim = sql.is_some_and(|e| self.inbox.is_deadlock(e));
+                deadlocked.store(victim, Ordering::Relaxed);
+            }
+            result
+        };
+        if let Err(failure) = guarded(msg, || handler).await {
             // Dropping the transaction rolls it back: no effect, no record.
+            if deadlocked.load(Ordering::Relaxed) {
+                let operation = StoreOperation::Commit;
+                return Err(StoreError::Deadlock {
+                    operation,
+                    attempts: 1,
+                });
+            }
             return Ok(failure);
         }
         let commit = calls

@@ -224,6 +224,11 @@ macro_rules! sql_inbox_for {
                 Box::pin(self.commit_tx(tx))
             }
 
+            fn is_deadlock(&self, err: &sqlx::Error) -> bool {
+                <$db as $crate::sql::dialect::Dialect>::classify(err)
+                    == $crate::sql::Failure::Deadlock
+            }
+
             fn kind(&self) -> &'static str {
                 <$db as $crate::sql::dialect::Dialect>::INBOX_KIND
             }
