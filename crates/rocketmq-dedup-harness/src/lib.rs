@@ -7,3 +7,9 @@
 //!
 //! They are binaries of this crate rather than examples because they start and kill servers
 //! through the testkit; the examples show only what a consumer app itself needs.
+
+pub mod chaos;
+
+/// The order-payment domain shared with the examples.
+#[path = "../../../examples/support/orders.rs"]
+pub mod orders;

@@ -17,8 +17,7 @@
 //!
 //! Run: `cargo run -p rocketmq-dedup-harness --bin demo` or `cargo run -p rocketmq-dedup-harness --bin demo -- --redis`.
 
-#[path = "../../../../examples/support/orders.rs"]
-mod orders;
+use rocketmq_dedup_harness::orders;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
