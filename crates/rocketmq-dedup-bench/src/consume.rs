@@ -9,6 +9,7 @@ use rocketmq_client_rust::{
     ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
     MessageListenerConcurrently,
 };
+use rocketmq_dedup::sql::mysql::{MySqlInbox, MySqlStore};
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
 use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
@@ -59,6 +60,21 @@ impl DedupHandler for WorkHandler {
     }
 }
 
+/// The inbox listener's handler: the same work, in the inbox transaction (it writes nothing
+/// of its own, so the figure is the cost of the record and the transaction).
+struct WorkInbox(Work);
+
+impl rocketmq_dedup::inbox::InboxHandler<sqlx::MySql> for WorkInbox {
+    async fn handle(
+        &self,
+        _msg: &MessageExt,
+        _tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
+    ) -> Result<(), HandlerError> {
+        self.0.run();
+        Ok(())
+    }
+}
+
 /// The plain listener: the work, no dedup.
 struct Plain(Work);
 
@@ -88,6 +104,9 @@ pub struct Scenario {
     pub namesrv: String,
     #[arg(long)]
     pub redis: String,
+    /// The MySQL / MariaDB server (its table already made).
+    #[arg(long)]
+    pub mysql: String,
     #[arg(long)]
     pub topic: String,
     #[arg(long)]
@@ -115,6 +134,19 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         Kind::Plain => Box::new(Plain(s.work)),
         Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
         Kind::Redis => Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?),
+        Kind::Mysql => {
+            let store = MySqlStore::builder(s.mysql.as_str()).connect().await?;
+            Box::new(dedup(Arc::new(store))?)
+        }
+        Kind::Inbox => {
+            let pool = sqlx::MySqlPool::connect(&s.mysql).await?;
+            let inbox = MySqlInbox::builder(pool).connect().await?;
+            Box::new(
+                DedupConcurrentListener::inbox(WorkInbox(s.work), inbox)
+                    .namespace(s.group.as_str())
+                    .build()?,
+            )
+        }
         Kind::Reference => {
             let client = redis::Client::open(s.redis.as_str())?;
             Box::new(ReferenceListener {

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rocketmq_dedup_testkit::{
-    unique_name, ClientEnv, RedisOptions, RedisServer, RocketMqStack, StackOptions,
+    unique_name, ClientEnv, MariaDbServer, RedisOptions, RedisServer, RocketMqStack, StackOptions,
 };
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
@@ -70,6 +70,22 @@ pub enum Kind {
     Memory,
     Redis,
     Reference,
+    /// The MySQL store (MariaDB here).
+    Mysql,
+    /// The MySQL transactional inbox.
+    Inbox,
+}
+
+impl Kind {
+    /// Every listener, in the order the run measures them.
+    pub const ALL: [Kind; 6] = [
+        Kind::Plain,
+        Kind::Memory,
+        Kind::Redis,
+        Kind::Reference,
+        Kind::Mysql,
+        Kind::Inbox,
+    ];
 }
 
 /// What the handler does per message.
@@ -215,6 +231,11 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
     std::env::remove_var("REDIS_URL");
     let stack = RocketMqStack::start(StackOptions::new(&exe))?;
     let redis = RedisServer::start_local(RedisOptions::default())?;
+    let mariadb = MariaDbServer::start_local()?;
+    let mysql = rocketmq_dedup::sql::mysql::MySqlStore::builder(mariadb.url())
+        .connect()
+        .await?;
+    mysql.migrate().await?;
     let namesrv = stack.namesrv_addr();
     let client = ClientEnv::new("bench-producer")?;
     let (fresh_topic, dup_topic) = (unique_name("BenchFresh"), unique_name("BenchDup"));
@@ -230,8 +251,11 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         for dup in [0u8, 50] {
             for batch in [1u32, 32] {
                 for work in [Work::Trivial, Work::Sleep1ms] {
-                    for kind in [Kind::Plain, Kind::Memory, Kind::Redis, Kind::Reference] {
+                    for kind in Kind::ALL {
                         let _ = redis.command(&["FLUSHALL"]);
+                        sqlx::query("DELETE FROM t_rocketmq_dedup")
+                            .execute(mysql.pool())
+                            .await?;
                         let topic = if dup == 0 { &fresh_topic } else { &dup_topic };
                         let args: Vec<String> = [
                             "consume",
@@ -245,6 +269,8 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                             &namesrv,
                             "--redis",
                             redis.url(),
+                            "--mysql",
+                            mariadb.url(),
                             "--topic",
                             topic,
                             "--group",
@@ -305,6 +331,8 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Memory => "memory",
         Kind::Redis => "redis",
         Kind::Reference => "reference",
+        Kind::Mysql => "mysql",
+        Kind::Inbox => "inbox",
     }
 }
 

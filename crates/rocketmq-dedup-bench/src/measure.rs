@@ -278,6 +278,30 @@ impl Report {
                 1.1,
             ),
         ];
+        let mut json_figures = Vec::new();
+        for (store, against) in [
+            (Kind::Mysql, Kind::Plain),
+            (Kind::Inbox, Kind::Plain),
+            (Kind::Mysql, Kind::Redis),
+            (Kind::Inbox, Kind::Redis),
+        ] {
+            for (batch, work) in [
+                (1, Work::Trivial),
+                (32, Work::Trivial),
+                (1, Work::Sleep1ms),
+                (32, Work::Sleep1ms),
+            ] {
+                let figure = format!(
+                    "{}_vs_{}_{}_batch{batch}",
+                    name(store),
+                    name(against),
+                    work_name(work)
+                );
+                let value = tput(batch, work, store) / tput(batch, work, against);
+                println!("figure {figure} = {value:.3}");
+                json_figures.push(serde_json::json!({"name": figure, "value": value}));
+            }
+        }
         let mut json_ratios = Vec::new();
         for (ratio, value, op, target) in ratios {
             let pass = match op {
@@ -299,6 +323,7 @@ impl Report {
             "redis_bytes_per_record": {"compact": ours, "readable": readable, "reference_layout": theirs},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "ratios": json_ratios,
+            "figures": json_figures,
         })
     }
 }
