@@ -110,7 +110,7 @@ const PAYMENTS: &str =
 
 /// The listener on the inbox the URL names; the dedup table and `payments` are created if
 /// missing.
-async fn listener(args: &Args) -> Result<DedupConcurrentListener, Box<dyn std::error::Error>> {
+async fn listener(args: &Args) -> anyhow::Result<DedupConcurrentListener> {
     let group = args.group.as_str();
     if args.database.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(&args.database).await?;
@@ -132,7 +132,8 @@ async fn listener(args: &Args) -> Result<DedupConcurrentListener, Box<dyn std::e
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as their message and cause chain (anyhow), once each.
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
     let listener = listener(&args).await?;

@@ -58,7 +58,8 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as their message and cause chain (anyhow), once each.
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
 

@@ -45,7 +45,8 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as their message and cause chain (anyhow), once each.
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = rocketmq_dedup::client::ConsumerRuntime::new("producer")?;
     let mut producer = DefaultMQProducer::builder(client.client_runtime())

@@ -15,6 +15,8 @@ pub fn init_logging() {
                 .unwrap_or_else(|_| "warn,rocketmq_dedup::decision=debug".into()),
         )
         .with_target(false)
+        // Colour codes only on a terminal: logs piped to a file or a collector stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .compact()
         .init();
 }

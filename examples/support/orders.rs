@@ -112,7 +112,7 @@ pub async fn send_orders(
     topic: &str,
     plan: SendPlan,
     run: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> anyhow::Result<()> {
     let mut uniq_keys: HashMap<String, String> = HashMap::new();
     for i in 0..plan.messages {
         let (order_id, resend) = plan.order_of(i, run);
@@ -130,7 +130,7 @@ pub async fn send_orders(
                 Ok(None) | Err(_) if attempts < 20 => {
                     tokio::time::sleep(Duration::from_millis(500)).await
                 }
-                Ok(None) => return Err("the broker gave no send result".into()),
+                Ok(None) => anyhow::bail!("the broker gave no send result"),
                 Err(e) => return Err(e.into()),
             }
         };

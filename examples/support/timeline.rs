@@ -130,7 +130,7 @@ pub async fn send_ordered(
     producer: &DefaultMQProducer,
     msg: Message,
     order_id: &str,
-) -> Result<String, Box<dyn std::error::Error>> {
+) -> anyhow::Result<String> {
     for attempt in 1.. {
         let select = |queues: &[MessageQueue], _: &Message, order: &String| queue_of(queues, order);
         match producer
@@ -143,7 +143,7 @@ pub async fn send_ordered(
             Ok(None) | Err(_) if attempt < 40 => {
                 tokio::time::sleep(Duration::from_millis(500)).await
             }
-            Ok(None) => return Err("the broker gave no send result".into()),
+            Ok(None) => anyhow::bail!("the broker gave no send result"),
             Err(e) => return Err(e.into()),
         }
     }
@@ -160,7 +160,7 @@ pub async fn send_timelines(
     orders: usize,
     run: &str,
     dup_every: usize,
-) -> Result<usize, Box<dyn std::error::Error>> {
+) -> anyhow::Result<usize> {
     let mut sent = 0;
     for step in 1..=STEPS.len() {
         for i in 0..orders {

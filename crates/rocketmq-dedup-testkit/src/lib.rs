@@ -7,7 +7,8 @@
 //! when a test panics).
 //!
 //! When the environment names a running server, the tests use it instead: `REDIS_URL` for
-//! Redis, `MYSQL_URL` for MySQL/MariaDB, `DATABASE_URL` for PostgreSQL and
+//! Redis, `REDIS_CLUSTER_URL` / `REDIS_SENTINEL_URL` for a Cluster / Sentinel
+//! deployment, `MYSQL_URL` for MySQL/MariaDB, `DATABASE_URL` for PostgreSQL and
 //! `ROCKETMQ_NAMESRV_ADDR` for RocketMQ (e.g. the repository's docker-compose.yml).
 //!
 //! ```no_run
@@ -19,6 +20,8 @@
 //! - [`process`][]: a child process that dies with its handle.
 //! - [`client`][]: RocketMQ client runtime, producers, consumers.
 //! - [`redis`][]: [`RedisServer`].
+//! - [`redis_cluster`][]: [`RedisCluster`], masters and replicas.
+//! - [`redis_sentinel`][]: [`RedisSentinel`], a master, a replica and three sentinels.
 //! - [`mariadb`][]: [`MariaDbServer`].
 //! - [`postgres`][]: [`PostgresServer`].
 //! - `template`: data directories made once per machine and copied per server.
@@ -32,6 +35,8 @@ pub mod mariadb;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod rocketmq;
 mod template;
 
@@ -40,6 +45,8 @@ pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use process::TestkitError;
 pub use redis::{RedisOptions, RedisServer};
+pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinel;
 pub use rocketmq::{RocketMqStack, StackOptions};
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -75,6 +82,26 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Polls `ready` every 50 ms until it answers true or `deadline` passes.
+pub(crate) fn wait_until(
+    deadline: Instant,
+    what: &str,
+    mut ready: impl FnMut() -> std::io::Result<bool>,
+) -> Result<(), TestkitError> {
+    while Instant::now() < deadline {
+        if ready().unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(other_error(&format!("timed out waiting for {what}")))
+}
+
+/// A [`TestkitError`] that says `message`.
+pub(crate) fn other_error(message: &str) -> TestkitError {
+    std::io::Error::other(message.to_owned()).into()
 }
 
 /// A unique-enough name for a topic or group: `prefix` and a random suffix.

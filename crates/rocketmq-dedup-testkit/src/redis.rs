@@ -239,7 +239,8 @@ impl RedisServer {
     }
 }
 
-fn resp(args: &[&str]) -> Vec<u8> {
+/// `args` as a RESP array of bulk strings.
+pub(crate) fn resp(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
@@ -247,13 +248,54 @@ fn resp(args: &[&str]) -> Vec<u8> {
     out
 }
 
-fn read_reply(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+/// Reads one complete RESP reply.
+pub(crate) fn read_reply(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    while resp_len(&out).is_none() {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn ping(port: u16, password: Option<&str>) -> bool {
+/// The length of the first complete RESP value in `b`, if it is complete.
+fn resp_len(b: &[u8]) -> Option<usize> {
+    let end = b.windows(2).position(|w| w == b"\r\n")?;
+    let number = || std::str::from_utf8(&b[1..end]).ok()?.parse::<i64>().ok();
+    match *b.first()? {
+        b'$' | b'=' | b'!' => match number()? {
+            n if n < 0 => Some(end + 2),
+            n => {
+                let total = end + 2 + n as usize + 2;
+                (b.len() >= total).then_some(total)
+            }
+        },
+        kind @ (b'*' | b'%' | b'~' | b'>') => {
+            let items = number()?.max(0) as usize * if kind == b'%' { 2 } else { 1 };
+            let mut pos = end + 2;
+            for _ in 0..items {
+                pos += resp_len(&b[pos..])?;
+            }
+            Some(pos)
+        }
+        _ => Some(end + 2),
+    }
+}
+
+/// Sends one command to the server on 127.0.0.1:`port` and returns the raw reply.
+pub(crate) fn command_on(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(&resp(args))?;
+    read_reply(&mut stream)
+}
+
+/// Whether the server on `port` answers PING.
+pub(crate) fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

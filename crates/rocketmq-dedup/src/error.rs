@@ -136,6 +136,33 @@ pub enum StoreError {
         /// The operation that wanted to write.
         operation: StoreOperation,
     },
+    /// The store URL is malformed or names no deployment this store serves.
+    #[error("bad dedup store URL: {reason}")]
+    BadUrl {
+        /// What is wrong (never the URL itself: it may hold a password).
+        reason: String,
+    },
+    /// No server could be reached while connecting (refused, no route, connect timeout).
+    #[error("dedup store unreachable")]
+    Unreachable {
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The server refused the credentials (wrong user or password, or none given).
+    #[error("dedup store refused the credentials")]
+    AuthFailed {
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The TLS handshake failed (an untrusted certificate, a name mismatch, no TLS there).
+    #[error("dedup store TLS handshake failed")]
+    TlsFailed {
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl StoreError {
@@ -153,7 +180,13 @@ impl StoreError {
     /// Whether trying the same operation again later may succeed (timeouts, lost connections,
     /// a full in-memory store). A corrupt record is not retryable.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, StoreError::CorruptRecord { .. })
+        !matches!(
+            self,
+            StoreError::CorruptRecord { .. }
+                | StoreError::BadUrl { .. }
+                | StoreError::AuthFailed { .. }
+                | StoreError::TlsFailed { .. }
+        )
     }
 
     /// The operation that failed, when known.
@@ -166,6 +199,10 @@ impl StoreError {
             | StoreError::Deadlock { operation, .. }
             | StoreError::ReadOnly { operation } => Some(*operation),
             StoreError::CapacityExceeded { .. } => Some(StoreOperation::Claim),
+            StoreError::BadUrl { .. }
+            | StoreError::Unreachable { .. }
+            | StoreError::AuthFailed { .. }
+            | StoreError::TlsFailed { .. } => Some(StoreOperation::Connect),
         }
     }
 
@@ -180,6 +217,10 @@ impl StoreError {
             StoreError::LockTimeout { .. } => "lock_timeout",
             StoreError::Deadlock { .. } => "deadlock",
             StoreError::ReadOnly { .. } => "read_only",
+            StoreError::BadUrl { .. } => "bad_url",
+            StoreError::Unreachable { .. } => "unreachable",
+            StoreError::AuthFailed { .. } => "auth_failed",
+            StoreError::TlsFailed { .. } => "tls_failed",
         }
     }
 }
@@ -263,12 +304,6 @@ pub enum ConfigError {
     BadTableName {
         /// The rejected name (its first 80 characters).
         name: String,
-    },
-    /// A store URL could not be used.
-    #[error("store URL is not usable: {reason}")]
-    BadStoreUrl {
-        /// Why (the URL is not repeated: it may hold a password).
-        reason: String,
     },
     /// No dedup store was given: the store is an explicit choice (a
     /// [`MemoryStore`](crate::store::MemoryStore) deduplicates within one process only).

@@ -61,21 +61,17 @@ async fn auth_is_required_and_used() {
 
     let wrong = format!("redis://:wrong@127.0.0.1:{}", server.port());
     let err = RedisStore::builder(wrong).connect().await.unwrap_err();
-    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    assert!(matches!(err, StoreError::AuthFailed { .. }), "{err:?}");
     assert!(
         !format!("{err:?} {err}").contains("wrong@"),
         "the URL's password is not in the error"
     );
     let anonymous = format!("redis://127.0.0.1:{}", server.port());
-    let store = RedisStore::builder(anonymous).connect().await;
-    let failed = match store {
-        Err(_) => true,
-        Ok(store) => store
-            .claim(&keys, OwnerToken::random(), LONG)
-            .await
-            .is_err(),
-    };
-    assert!(failed, "a client without the password is refused");
+    let err = RedisStore::builder(anonymous).connect().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AuthFailed { .. }),
+        "a client without the password is refused: {err:?}"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +182,7 @@ async fn tls_with_auth_works_and_the_password_is_never_printed() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+    assert!(matches!(err, StoreError::TlsFailed { .. }), "{err:?}");
     assert!(!format!("{err:?} {err}").contains("tls-s3cret"));
 }
 
@@ -381,4 +377,138 @@ async fn the_model_holds_through_pauses_and_a_restart() {
     );
     assert!(report.failed_calls > 0, "the faults were felt: {report}");
     assert!(report.passed(), "{report}");
+}
+
+#[tokio::test]
+async fn connect_failures_say_what_went_wrong() {
+    let port = rocketmq_dedup_testkit::free_port().unwrap();
+    let cases = [
+        (format!("redis://127.0.0.1:{port}"), "unreachable"),
+        (format!("redis+cluster://127.0.0.1:{port}"), "unreachable"),
+        (
+            "redis+sentinel://:pw@127.0.0.1:1/mymaster/x".to_owned(),
+            "bad_url",
+        ),
+        ("http://127.0.0.1:6379".to_owned(), "bad_url"),
+        ("127.0.0.1:6379".to_owned(), "bad_url"),
+    ];
+    for (url, kind) in cases {
+        let err = RedisStore::builder(&url)
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{url}: {err:?}");
+        assert!(!err.to_string().contains(":pw@"), "{url}: {err}");
+    }
+    let Err(err) = rocketmq_dedup::store::connect("ftp://x").await else {
+        panic!("ftp:// is no store URL");
+    };
+    assert!(err.to_string().contains("redis+cluster://"), "{err}");
+}
+
+/// A batch of 32 fresh keys on a 3-master Cluster: one pipeline per master, not per key, and
+/// every command answered (keys spread over all three masters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_batches_cost_one_round_trip_per_master() {
+    let cluster = rocketmq_dedup_testkit::RedisCluster::start_local(3, 0).unwrap();
+    let store = RedisStore::builder(cluster.url()).connect().await.unwrap();
+    let keys = fresh_keys(32);
+    let token = OwnerToken::random();
+    let before = store.round_trips();
+    let claims = store.claim(&keys, token, LONG).await.unwrap();
+    assert_eq!(claims, vec![ClaimOutcome::Claimed; 32]);
+    assert_eq!(store.round_trips() - before, 3, "one pipeline per master");
+    let before = store.round_trips();
+    let commits = store.commit(&keys, token, LONG).await.unwrap();
+    assert_eq!(commits, vec![CommitOutcome::Committed; 32]);
+    assert_eq!(store.round_trips() - before, 3);
+    let masters: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| cluster.master_of(k.as_str()).unwrap())
+        .collect();
+    assert_eq!(masters.len(), 3, "the batch touched every master");
+    let again = store
+        .claim(&keys, OwnerToken::random(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![ClaimOutcome::Consumed; 32]);
+}
+
+/// `CLUSTER SETSLOT … NODE` moves a slot to another master behind the store's back: the
+/// commands sent to the old owner answer MOVED (they did not run) and are followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_follows_a_slot_that_moved() {
+    let cluster = rocketmq_dedup_testkit::RedisCluster::start_local(2, 0).unwrap();
+    let store = RedisStore::builder(cluster.url()).connect().await.unwrap();
+    let keys = fresh_keys(16);
+    let key = keys[0].as_str();
+    let from = cluster.master_of(key).unwrap();
+    let to = *cluster
+        .running_ports()
+        .iter()
+        .find(|p| **p != from)
+        .unwrap();
+    let slot = cluster.command(from, &["CLUSTER", "KEYSLOT", key]).unwrap();
+    let slot = slot.trim().trim_start_matches(':').to_owned();
+    let to_id = cluster.command(to, &["CLUSTER", "MYID"]).unwrap();
+    let to_id = to_id.lines().nth(1).unwrap().to_owned();
+    let from_id = cluster.command(from, &["CLUSTER", "MYID"]).unwrap();
+    let from_id = from_id.lines().nth(1).unwrap().to_owned();
+    // The documented migration of an (empty) slot: importing, migrating, then the owner.
+    for (port, args) in [
+        (to, ["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+        (from, ["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+        (to, ["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+        (from, ["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+    ] {
+        let answer = cluster.command(port, &args).unwrap();
+        assert!(answer.starts_with("+OK"), "{answer}");
+    }
+    let token = OwnerToken::random();
+    let claims = store.claim(&keys, token, LONG).await.unwrap();
+    assert_eq!(claims, vec![ClaimOutcome::Claimed; 16]);
+    assert_eq!(cluster.master_of(key).unwrap(), to);
+    assert_eq!(
+        cluster.command(to, &["EXISTS", key]).unwrap().trim(),
+        ":1",
+        "the moved key's claim is on its new master"
+    );
+}
+
+/// `wait_for_replicas`: commits wait for the replica; asking for more replicas than exist
+/// fails the commit with a clear error (the record is CONSUMED on the master meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_replicas_makes_commits_wait_and_fails_when_too_few_acknowledge() {
+    let deployment = rocketmq_dedup_testkit::RedisSentinel::start_local().unwrap();
+    let keys = fresh_keys(4);
+    let token = OwnerToken::random();
+    let one = RedisStore::builder(deployment.url())
+        .wait_for_replicas(1, Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    one.claim(&keys, token, LONG).await.unwrap();
+    assert_eq!(
+        one.commit(&keys, token, LONG).await.unwrap(),
+        vec![CommitOutcome::Committed; 4]
+    );
+    let two = RedisStore::builder(deployment.url())
+        .wait_for_replicas(2, Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let more = fresh_keys(2);
+    two.claim(&more, token, LONG).await.unwrap();
+    let err = two.commit(&more, token, LONG).await.unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("1 of 2"), "{chain}");
+    // The commit ran on the master; only its durability on two replicas is missing.
+    let master = deployment.master_port().unwrap();
+    assert_eq!(
+        deployment
+            .command(master, &["GET", more[0].as_str()])
+            .unwrap(),
+        "$1\r\nd\r\n"
+    );
 }

@@ -1,11 +1,15 @@
 //! The store contract (and the model-based check), run against every store: the in-memory
-//! store, and real `redis-server`, MariaDB and PostgreSQL servers started on free loopback
-//! ports (or the servers `REDIS_URL`, `MYSQL_URL` and `DATABASE_URL` name).
+//! store, and real `redis-server` (one server, a 3-master + 3-replica Cluster, a master +
+//! replica + 3 sentinels), MariaDB and PostgreSQL servers started on free loopback ports (or
+//! the servers `REDIS_URL`, `REDIS_CLUSTER_URL`, `REDIS_SENTINEL_URL`, `MYSQL_URL` and
+//! `DATABASE_URL` name).
 
 use rocketmq_dedup::sql::mysql::MySqlStore;
 use rocketmq_dedup::sql::postgres::PostgresStore;
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
-use rocketmq_dedup_testkit::{MariaDbServer, PostgresServer, RedisServer};
+use rocketmq_dedup_testkit::{
+    MariaDbServer, PostgresServer, RedisCluster, RedisSentinel, RedisServer,
+};
 
 async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
     let server = RedisServer::start().expect("redis-server starts");
@@ -21,6 +25,28 @@ rocketmq_dedup::dedup_store_contract!(memory, async { (MemoryStore::new(), ()) }
 rocketmq_dedup::dedup_store_contract!(redis_store, redis(false));
 // The Lua claim used before Redis 7.0 and behind proxies.
 rocketmq_dedup::dedup_store_contract!(redis_store_script_claims, redis(true));
+
+async fn redis_cluster() -> (RedisStore, RedisCluster) {
+    let cluster = RedisCluster::start().expect("the Redis Cluster forms");
+    let store = RedisStore::builder(cluster.url())
+        .connect()
+        .await
+        .expect("connects to the cluster");
+    (store, cluster)
+}
+
+rocketmq_dedup::dedup_store_contract!(redis_cluster_store, redis_cluster());
+
+async fn redis_sentinel() -> (RedisStore, RedisSentinel) {
+    let deployment = RedisSentinel::start().expect("master, replica and sentinels start");
+    let store = RedisStore::builder(deployment.url())
+        .connect()
+        .await
+        .expect("connects to the master through Sentinel");
+    (store, deployment)
+}
+
+rocketmq_dedup::dedup_store_contract!(redis_sentinel_store, redis_sentinel());
 
 async fn mysql() -> (MySqlStore, MariaDbServer) {
     let server = MariaDbServer::start().expect("mariadbd starts");

@@ -45,6 +45,8 @@ pub(crate) enum Failure {
     ReadOnly,
     /// A unique key already holds the row.
     Duplicate,
+    /// The server refused the credentials.
+    AuthFailed,
     /// Anything else.
     Other,
 }
@@ -65,7 +67,23 @@ pub(crate) fn store_error(
             attempts: DEADLOCK_ATTEMPTS,
         },
         Failure::ReadOnly => StoreError::ReadOnly { operation },
+        Failure::AuthFailed => StoreError::AuthFailed { source: err.into() },
         Failure::Duplicate | Failure::Other => StoreError::backend(operation, err),
+    }
+}
+
+/// The store error for a failed connect: a bad URL, an unreachable server, refused
+/// credentials and a failed TLS handshake are told apart.
+pub(crate) fn connect_error(failure: Failure, err: sqlx::Error) -> StoreError {
+    match err {
+        _ if failure == Failure::AuthFailed => StoreError::AuthFailed { source: err.into() },
+        sqlx::Error::Configuration(e) => StoreError::BadUrl {
+            reason: e.to_string(),
+        },
+        sqlx::Error::Tls(e) => StoreError::TlsFailed { source: e },
+        sqlx::Error::Io(e) => StoreError::Unreachable { source: e.into() },
+        sqlx::Error::PoolTimedOut => StoreError::Unreachable { source: err.into() },
+        err => store_error(StoreOperation::Connect, failure, err),
     }
 }
 

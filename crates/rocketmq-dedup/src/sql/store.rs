@@ -127,7 +127,7 @@ impl<DB: Database> SqlStoreBuilder<DB> {
 impl<DB: Dialect> SqlStoreBuilder<DB> {
     /// Connects (a wrong address or password fails here) and starts the purge job.
     pub(crate) async fn connect_store(self) -> Result<SqlStore<DB>, StoreError> {
-        let connect = |e: sqlx::Error| StoreError::backend(StoreOperation::Connect, e);
+        let connect = |e: sqlx::Error| super::connect_error(DB::classify(&e), e);
         let table =
             Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
         let pool = match self.source {

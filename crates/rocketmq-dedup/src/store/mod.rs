@@ -41,7 +41,7 @@ mod redis;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{RedisStore, RedisStoreBuilder};
+pub use redis::{RedisConnection, RedisStore, RedisStoreBuilder};
 
 /// Identifies one claim. Commit, release and renew succeed only with the token of the claim
 /// that is current.
@@ -203,27 +203,70 @@ impl<S: DedupStore + ?Sized> DedupStore for Arc<S> {
     }
 }
 
-/// Opens a store from a URL: `memory://` for a [`MemoryStore`], `redis://…` or `rediss://…`
-/// for a [`RedisStore`] (feature `redis`).
-pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, crate::error::ConfigError> {
-    if url == "memory://" || url == "memory:" {
-        return Ok(Arc::new(MemoryStore::new()));
+/// Opens a store from a URL:
+/// - `memory://`: a [`MemoryStore`] (one process);
+/// - `redis://…`, `rediss://…`, `redis+unix://…`, `redis+cluster://…`, `redis+sentinel://…`:
+///   a [`RedisStore`] (feature `redis`; the forms are in [`RedisStoreBuilder::new`]);
+/// - `mysql://…` or `mariadb://…`: a [`MySqlStore`](crate::sql::mysql::MySqlStore) (feature
+///   `mysql`), `postgres://…` or `postgresql://…`: a
+///   [`PostgresStore`](crate::sql::postgres::PostgresStore) (feature `postgres`); the table is
+///   created unless it exists.
+///
+/// A wrong URL, an unreachable server, refused credentials and a failed TLS handshake are
+/// different [`StoreError`] variants.
+pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, StoreError> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "memory" if matches!(url, "memory://" | "memory:") => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
+        | "redis+sentinel" | "rediss+sentinel" => {
+            Ok(Arc::new(RedisStore::builder(url).connect().await?))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            let store = crate::sql::mysql::MySqlStore::builder(url)
+                .connect()
+                .await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let store = crate::sql::postgres::PostgresStore::builder(url)
+                .connect()
+                .await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        _ => Err(StoreError::BadUrl {
+            reason: format!(
+                "unknown scheme {scheme:?}: expected one of {}",
+                supported_schemes().join(", ")
+            ),
+        }),
     }
-    #[cfg(feature = "redis")]
-    if url.starts_with("redis://")
-        || url.starts_with("rediss://")
-        || url.starts_with("redis+unix://")
-    {
-        let store = RedisStore::builder(url).connect().await.map_err(|e| {
-            crate::error::ConfigError::BadStoreUrl {
-                reason: format!("{e}: {}", crate::error::source_chain(&e)),
-            }
-        })?;
-        return Ok(Arc::new(store));
+}
+
+/// The URL schemes [`connect`] serves with the features this build has.
+pub fn supported_schemes() -> Vec<&'static str> {
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "redis") {
+        schemes.extend([
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "redis+sentinel://",
+        ]);
     }
-    Err(crate::error::ConfigError::BadStoreUrl {
-        reason: "expected memory:// or redis://host:port (rediss:// for TLS)".to_owned(),
-    })
+    if cfg!(feature = "mysql") {
+        schemes.extend(["mysql://", "mariadb://"]);
+    }
+    if cfg!(feature = "postgres") {
+        schemes.extend(["postgres://", "postgresql://"]);
+    }
+    schemes
 }
 
 #[cfg(test)]

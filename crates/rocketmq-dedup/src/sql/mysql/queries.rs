@@ -161,6 +161,8 @@ pub(crate) fn classify(err: &sqlx::Error) -> Failure {
         Some(1205) => Failure::LockTimeout,
         // ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
         Some(1290) | Some(1792) | Some(1836) => Failure::ReadOnly,
+        // ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR
+        Some(1045) | Some(1044) => Failure::AuthFailed,
         _ => Failure::Other,
     }
 }

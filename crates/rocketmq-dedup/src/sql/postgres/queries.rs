@@ -174,6 +174,8 @@ pub(crate) fn classify(err: &sqlx::Error) -> Failure {
         Some("55P03") => Failure::LockTimeout,
         // read_only_sql_transaction
         Some("25006") => Failure::ReadOnly,
+        // invalid_password, invalid_authorization_specification
+        Some("28P01") | Some("28000") => Failure::AuthFailed,
         _ => Failure::Other,
     }
 }

@@ -1,0 +1,364 @@
+//! Configuration of a [`RedisStore`], and the connection to the deployment its URL names.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
+
+use super::cluster::ClusterNodes;
+use super::connection::RedisConnection;
+use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
+use super::sentinel::SentinelMaster;
+use super::url::Deployment;
+use super::{server_major_version, RedisStore};
+use crate::error::{StoreError, StoreOperation};
+
+/// Configures and connects a [`RedisStore`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rocketmq_dedup::StoreError> {
+/// use std::time::Duration;
+/// use rocketmq_dedup::store::RedisStore;
+///
+/// let store = RedisStore::builder("redis://:password@127.0.0.1:6379/0")
+///     .response_timeout(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    /// PEM of the CA that signed the server's certificate, when not a system-trusted one.
+    tls_root_pem: Option<Vec<u8>>,
+    /// PEM certificate and key for mutual TLS.
+    tls_client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    script_claims: bool,
+    wait_for_replicas: Option<WaitForReplicas>,
+}
+
+impl RedisStoreBuilder {
+    /// Default timeout of one connection attempt.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default time to wait for an answer.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default first reconnect delay.
+    pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(50);
+    /// Default longest reconnect delay.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+    /// A builder for `url`:
+    /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
+    ///   `rediss://…` for TLS (feature `tls`, on by default), or `redis+unix:///path`;
+    /// - Redis Cluster: `redis+cluster://[user:password@]host1:port1,host2:port2,…` (seed
+    ///   nodes; `rediss+cluster://` for TLS);
+    /// - Redis Sentinel: `redis+sentinel://[user:password@]sentinel1:port1,…/master-name[/db]`
+    ///   (the credentials are the data nodes'; `rediss+sentinel://` for TLS to all).
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisStoreBuilder {
+            url: url.into(),
+            tls_root_pem: None,
+            tls_client_pem: None,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            min_backoff: Self::DEFAULT_MIN_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            script_claims: false,
+            wait_for_replicas: None,
+        }
+    }
+
+    /// Timeout of one connection attempt.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time to wait for an answer before a call fails.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Claims with a Lua script even on Redis 7.0 and later (for proxies that reject
+    /// `SET … NX GET`). Servers before 7.0 always get the script.
+    pub fn script_claims(mut self, yes: bool) -> Self {
+        self.script_claims = yes;
+        self
+    }
+
+    /// Reconnect delays: exponential from `min` up to `max`.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// Trusts the CA in `pem` (instead of the system's roots) for `rediss://` (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate and key (PEM) to the server: mutual TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client_pem = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// After every commit, waits until `replicas` replicas acknowledged it (`WAIT replicas
+    /// timeout`, in the same pipeline, on every server the commit touched), so that a failover
+    /// that promotes a replica cannot lose a CONSUMED record the listener already acted on.
+    ///
+    /// A commit that fewer replicas acknowledged within `timeout` fails like any commit (the
+    /// listener retries it; the record is CONSUMED on the master meanwhile). Cost: the commit
+    /// waits for the replication round trip (about one extra network hop to the replica; see
+    /// BENCHMARKS.md). Claims are not waited for: a claim lost in a failover lets a copy run
+    /// only while the first delivery is still in flight (see the README's deployments table).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = (replicas > 0).then_some(WaitForReplicas { replicas, timeout });
+        self
+    }
+
+    #[cfg(feature = "tls")]
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        (self.tls_root_pem.is_some() || self.tls_client_pem.is_some()).then(|| {
+            redis::TlsCertificates {
+                client_tls: self
+                    .tls_client_pem
+                    .clone()
+                    .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                root_cert: self.tls_root_pem.clone(),
+            }
+        })
+    }
+
+    fn standalone_client(&self, url: &str) -> Result<redis::Client, RedisError> {
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = self.certificates() {
+            return redis::Client::build_with_tls(url, certificates);
+        }
+        redis::Client::open(url)
+    }
+
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+    }
+
+    async fn open(&self) -> Result<RedisConnection, StoreError> {
+        let deployment = Deployment::parse(&self.url).map_err(|reason| StoreError::BadUrl {
+            reason: format!("Redis store URL: {reason}"),
+        })?;
+        let connect_err = connect_error;
+        match deployment {
+            Deployment::Standalone(url) => {
+                let client = self.standalone_client(&url).map_err(connect_err)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_min_delay(self.min_backoff)
+                    .set_max_delay(self.max_backoff)
+                    .set_number_of_retries(2);
+                let conn = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(connect_err)?;
+                Ok(RedisConnection::standalone(conn))
+            }
+            Deployment::Cluster { nodes } => {
+                let builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout)
+                    .overall_response_timeout(Some(self.response_timeout * 2))
+                    // redis-rs retries a whole pipeline when one command met a redirect,
+                    // running its other commands twice: the store follows redirects itself.
+                    .retries(0);
+                #[cfg(feature = "tls")]
+                let builder = match self.certificates() {
+                    Some(certificates) => builder.certs(certificates),
+                    None => builder,
+                };
+                let client = builder.build().map_err(connect_err)?;
+                let conn = client.get_async_connection().await.map_err(connect_err)?;
+                let nodes = ClusterNodes::new(conn).await.map_err(connect_err)?;
+                Ok(RedisConnection::cluster(nodes))
+            }
+            Deployment::Sentinel {
+                sentinels,
+                master,
+                tls,
+                username,
+                password,
+                db,
+            } => {
+                let addresses = sentinels.into_iter().map(|(host, port)| match tls {
+                    true => redis::ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                    false => redis::ConnectionAddr::Tcp(host, port),
+                });
+                let mut builder =
+                    SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
+                        .map_err(connect_err)?
+                        .set_client_to_redis_db(db);
+                if let Some(username) = username {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = password {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if tls {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                    #[cfg(feature = "tls")]
+                    if let Some(certificates) = self.certificates() {
+                        builder = builder
+                            .set_client_to_redis_certificates(certificates.clone())
+                            .set_client_to_sentinel_certificates(certificates);
+                    }
+                }
+                let sentinels = builder.build().map_err(connect_err)?;
+                let master = SentinelMaster::connect(sentinels, self.connection_config(), db)
+                    .await
+                    .map_err(connect_err)?;
+                Ok(RedisConnection::sentinel(master))
+            }
+        }
+    }
+
+    /// Connects (the first connection is made now, so a wrong address or password fails here,
+    /// each with its own [`StoreError`] variant: `BadUrl`, `Unreachable`, `AuthFailed`,
+    /// `TlsFailed`).
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let connect_err = connect_error;
+        let conn = self.open().await?;
+        // Load the scripts now (on every node of a Cluster), so that the first batches do not
+        // pay for NOSCRIPT answers (a restarted server's empty cache is still handled).
+        let all = scripts();
+        for source in [CLAIM, COMMIT, RELEASE, RENEW] {
+            conn.to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(source))
+                .await
+                .map_err(connect_err)?;
+        }
+        let info = conn
+            .to_every_node(redis::cmd("INFO").arg("server"))
+            .await
+            .map_err(connect_err)?;
+        let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
+        Ok(RedisStore {
+            conn,
+            scripts: all,
+            round_trips: Default::default(),
+            native_claim: !self.script_claims && server_major_version(&info) >= 7,
+            wait: self.wait_for_replicas.map(|w| w.command()),
+        })
+    }
+}
+
+/// `e` as an error source, without a cause that only repeats it (redis-rs's I/O errors
+/// display their `io::Error` and also give it as their source).
+fn source(e: RedisError) -> Box<dyn std::error::Error + Send + Sync> {
+    use std::error::Error as _;
+    let echo = e
+        .source()
+        .filter(|s| s.to_string() == e.to_string())
+        .map(|s| {
+            s.downcast_ref::<std::io::Error>()
+                .map_or(std::io::ErrorKind::Other, std::io::Error::kind)
+        });
+    match echo {
+        Some(kind) => Box::new(std::io::Error::new(kind, e.to_string())),
+        None => Box::new(e),
+    }
+}
+
+/// A connect failure as the [`StoreError`] variant that says what went wrong.
+fn connect_error(e: RedisError) -> StoreError {
+    let text = e.to_string().to_ascii_lowercase();
+    let server_code = e.code().map(str::to_owned);
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => StoreError::AuthFailed { source: e.into() },
+        _ if matches!(
+            server_code.as_deref(),
+            Some("NOAUTH" | "WRONGPASS" | "NOPERM")
+        ) =>
+        {
+            StoreError::AuthFailed { source: e.into() }
+        }
+        ErrorKind::InvalidClientConfig => StoreError::BadUrl {
+            reason: e.to_string(),
+        },
+        _ if text.contains("tls") || text.contains("certificate") || text.contains("handshake") => {
+            StoreError::TlsFailed { source: source(e) }
+        }
+        _ if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::ClusterConnectionNotFound
+                    | ErrorKind::MasterNameNotFoundBySentinel
+                    | ErrorKind::EmptySentinelList
+            ) =>
+        {
+            StoreError::Unreachable { source: source(e) }
+        }
+        _ => StoreError::backend(StoreOperation::Connect, e),
+    }
+}
+
+/// The durability knob of [`RedisStoreBuilder::wait_for_replicas`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WaitForReplicas {
+    replicas: u32,
+    timeout: Duration,
+}
+
+impl WaitForReplicas {
+    fn command(self) -> (u32, Cmd) {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.replicas)
+            .arg(self.timeout.as_millis().max(1) as u64);
+        (self.replicas, cmd)
+    }
+}
+
+/// The URL may hold a password: it is never printed.
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &"(set)")
+            .field("tls_root_certificate", &self.tls_root_pem.is_some())
+            .field(
+                "tls_client_certificate",
+                &self.tls_client_pem.as_ref().map(|_| "(set)"),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("script_claims", &self.script_claims)
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .finish()
+    }
+}

@@ -1,0 +1,193 @@
+//! One connection type over the three deployments: it sends a batch of single-key commands
+//! and returns one answer per command, however many servers that takes.
+
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, RedisError, RedisResult, Value};
+
+use super::cluster::ClusterNodes;
+use super::sentinel::SentinelMaster;
+
+/// A command on one record key (the key routes it on a Cluster).
+pub(super) struct KeyedCommand<'a> {
+    /// The record key the command touches.
+    pub(super) key: &'a str,
+    /// The command.
+    pub(super) cmd: Cmd,
+}
+
+/// What a batch of commands got back.
+pub(super) struct Sent {
+    /// One answer per command, in order: a server error is that command's answer.
+    pub(super) answers: Vec<RedisResult<Value>>,
+    /// Pipelines sent (one per server touched, plus one per redirected command).
+    pub(super) round_trips: u64,
+    /// With a `WAIT`: the fewest replicas that acknowledged, over the servers touched.
+    pub(super) replicas_acked: Option<i64>,
+}
+
+/// A connection to the deployment a store URL names. Cheap to clone; it implements redis-rs's
+/// [`ConnectionLike`], so tools can send their own commands with `query_async` (on a Cluster,
+/// routed by key like any redis-rs cluster command; through Sentinel, to the current master).
+#[derive(Clone)]
+pub struct RedisConnection {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("deployment", &self.deployment())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum Inner {
+    Standalone(ConnectionManager),
+    Cluster(ClusterNodes),
+    Sentinel(SentinelMaster),
+}
+
+impl RedisConnection {
+    pub(super) fn standalone(conn: ConnectionManager) -> Self {
+        RedisConnection {
+            inner: Inner::Standalone(conn),
+        }
+    }
+
+    pub(super) fn cluster(nodes: ClusterNodes) -> Self {
+        RedisConnection {
+            inner: Inner::Cluster(nodes),
+        }
+    }
+
+    pub(super) fn sentinel(master: SentinelMaster) -> Self {
+        RedisConnection {
+            inner: Inner::Sentinel(master),
+        }
+    }
+
+    /// The deployment's short name: `standalone`, `cluster` or `sentinel`.
+    pub fn deployment(&self) -> &'static str {
+        match self.inner {
+            Inner::Standalone(_) => "standalone",
+            Inner::Cluster(_) => "cluster",
+            Inner::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// Sends `commands` (and `wait`, a `WAIT n timeout`, after them on every server touched)
+    /// as one pipeline per server.
+    pub(super) async fn send(
+        &self,
+        commands: Vec<KeyedCommand<'_>>,
+        wait: Option<&Cmd>,
+    ) -> Result<Sent, RedisError> {
+        match &self.inner {
+            Inner::Standalone(conn) => one_pipeline(&mut conn.clone(), commands, wait).await,
+            Inner::Cluster(nodes) => nodes.send(commands, wait).await,
+            Inner::Sentinel(master) => master.send(commands, wait).await,
+        }
+    }
+
+    /// Sends one command to every server that holds records (`SCRIPT LOAD`, `INFO`): on a
+    /// Cluster to every node, elsewhere to the one server.
+    pub(super) async fn to_every_node(&self, cmd: &Cmd) -> RedisResult<Value> {
+        match &self.inner {
+            Inner::Standalone(conn) => conn.clone().req_packed_command(cmd).await,
+            Inner::Cluster(nodes) => nodes.to_every_node(cmd).await,
+            Inner::Sentinel(master) => master.connection().await?.req_packed_command(cmd).await,
+        }
+        .and_then(Value::extract_error)
+    }
+}
+
+/// The commands and the `WAIT` as one pipeline on one connection.
+pub(super) async fn one_pipeline(
+    conn: &mut impl ConnectionLike,
+    commands: Vec<KeyedCommand<'_>>,
+    wait: Option<&Cmd>,
+) -> Result<Sent, RedisError> {
+    let n = commands.len();
+    let mut pipe = redis::pipe();
+    for c in commands {
+        pipe.add_command(c.cmd);
+    }
+    if let Some(wait) = wait {
+        pipe.add_command(wait.clone());
+    }
+    let mut values = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    let replicas_acked = match wait {
+        Some(_) => Some(wait_answer(values.pop())?),
+        None => None,
+    };
+    debug_assert_eq!(values.len(), n);
+    Ok(Sent {
+        answers: values.into_iter().map(Value::extract_error).collect(),
+        round_trips: 1,
+        replicas_acked,
+    })
+}
+
+/// The replica count a `WAIT` answered.
+pub(super) fn wait_answer(value: Option<Value>) -> Result<i64, RedisError> {
+    match value.map(Value::extract_error) {
+        Some(Ok(Value::Int(n))) => Ok(n),
+        Some(Err(e)) => Err(e),
+        other => Err(RedisError::from((
+            redis::ErrorKind::Client,
+            "WAIT answered something other than a number",
+            format!("{other:?}"),
+        ))),
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> BoxFuture<'a, RedisResult<Value>> {
+        match &mut self.inner {
+            Inner::Standalone(conn) => conn.req_packed_command(cmd),
+            Inner::Cluster(nodes) => {
+                let mut conn = nodes.connection();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
+            Inner::Sentinel(master) => Box::pin(async move {
+                let result = master.connection().await?.req_packed_command(cmd).await;
+                master.observe(result.as_ref().err());
+                result
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> BoxFuture<'a, RedisResult<Vec<Value>>> {
+        match &mut self.inner {
+            Inner::Standalone(conn) => conn.req_packed_commands(pipe, offset, count),
+            Inner::Cluster(nodes) => {
+                let mut conn = nodes.connection();
+                Box::pin(async move { conn.req_packed_commands(pipe, offset, count).await })
+            }
+            Inner::Sentinel(master) => Box::pin(async move {
+                let result = master
+                    .connection()
+                    .await?
+                    .req_packed_commands(pipe, offset, count)
+                    .await;
+                master.observe(result.as_ref().err());
+                result
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Standalone(conn) => conn.get_db(),
+            Inner::Cluster(_) => 0,
+            Inner::Sentinel(master) => master.db(),
+        }
+    }
+}

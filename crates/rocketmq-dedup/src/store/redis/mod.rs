@@ -1,0 +1,367 @@
+//! The Redis store: records as single-key commands, sent one pipeline per server, on one
+//! server, a Redis Cluster, or the master Sentinel names.
+
+mod builder;
+mod cluster;
+mod connection;
+mod scripts;
+mod sentinel;
+mod url;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind};
+
+pub use builder::RedisStoreBuilder;
+use connection::KeyedCommand;
+pub use connection::RedisConnection;
+use scripts::{owner_value, Scripts};
+#[cfg(feature = "test-util")]
+use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
+
+use super::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+use crate::error::{StoreError, StoreOperation};
+use crate::record_key::RecordKey;
+
+/// A [`DedupStore`] in Redis, shared by all consumers of a group.
+///
+/// One record per key, a string: `c<token>` while CONSUMING (with the processing TTL), `d`
+/// when CONSUMED (with the record TTL); the key layout is in [`crate::record_key`]. Every
+/// operation is one single-key command per record, sent as one pipeline per batch and server:
+/// one round trip per batch on one server, at most one per master touched on a Redis Cluster
+/// (a pipeline may not cross slots, so the store groups a batch's keys by the master that owns
+/// their slots; no hash tags are needed). Claims are the
+/// native `SET key owner NX PX ttl GET` on Redis 7.0 and later (a Lua script before);
+/// commit, release and renew are compare-and-set Lua scripts on the owner token.
+///
+/// # Connection behavior
+/// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
+/// `ConnectionManager` on one server, its cluster connection on a Cluster, a connection to
+/// the current master through Sentinel).
+/// - A call that gets no answer within the response timeout fails with a timeout.
+/// - When the connection drops, the calls in flight fail and the manager reconnects in the
+///   background with exponential backoff (from [`RedisStoreBuilder::DEFAULT_MIN_BACKOFF`] up
+///   to [`RedisStoreBuilder::DEFAULT_MAX_BACKOFF`]); calls made meanwhile fail fast.
+/// - After a Redis restart the script cache is empty: the commands of a pipeline that answer
+///   `NOSCRIPT` are sent once more after the script is loaded (only those: the others ran).
+/// - Cluster: MOVED and ASK answers are followed (the command did not run where it was sent),
+///   and the slot map is read again; a master that is down fails the calls for its slots until
+///   its replica is promoted (about `cluster-node-timeout` plus an election).
+/// - Sentinel: an I/O error, a timeout or a `READONLY` answer (the master was demoted) fails
+///   the call and makes the next one ask the sentinels for the master again.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: RedisConnection,
+    scripts: &'static Scripts,
+    /// Pipelines sent (network round trips), shared by clones.
+    round_trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Claims with the native `SET … NX GET` (Redis 7.0 and later) instead of a script.
+    native_claim: bool,
+    /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
+    wait: Option<(u32, Cmd)>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A [`RedisStoreBuilder`] for `url`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(url)
+    }
+
+    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two: the load
+    /// and the commands sent again).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_round_trips(&self, n: u64) {
+        self.round_trips
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The Lua source of the script behind `operation` (commit, release, renew, and the
+    /// claim used before Redis 7.0), for tests that race a store on its script cache.
+    #[cfg(feature = "test-util")]
+    pub fn script_source(operation: StoreOperation) -> Option<&'static str> {
+        match operation {
+            StoreOperation::Claim => Some(CLAIM),
+            StoreOperation::Commit => Some(COMMIT),
+            StoreOperation::Release => Some(RELEASE),
+            StoreOperation::Renew => Some(RENEW),
+            _ => None,
+        }
+    }
+
+    /// The connection, for tools and tests that inspect records (it implements redis-rs's
+    /// `ConnectionLike`).
+    pub fn connection(&self) -> RedisConnection {
+        self.conn.clone()
+    }
+
+    /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
+    /// answer is the value that was there (nil: absent, so now claimed).
+    async fn claim_native(
+        &self,
+        keys: &[RecordKey],
+        owner: &str,
+        ttl: &str,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
+        let commands = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key.as_str())
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .arg("GET");
+                KeyedCommand {
+                    key: key.as_str(),
+                    cmd,
+                }
+            })
+            .collect();
+        let sent = self.conn.send(commands, None).await.map_err(backend)?;
+        self.count_round_trips(sent.round_trips);
+        sent.answers
+            .into_iter()
+            .map(|answer| {
+                let previous: Option<Vec<u8>> = redis::from_redis_value(answer.map_err(backend)?)
+                    .map_err(|e| backend(e.into()))?;
+                match previous.as_deref() {
+                    None => Ok(ClaimOutcome::Claimed),
+                    Some(b"d") => Ok(ClaimOutcome::Consumed),
+                    Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
+                    Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
+                    Some(_) => Err(StoreError::CorruptRecord {
+                        operation: StoreOperation::Claim,
+                        detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `script` once per key (one pipeline per server) and returns the integer answers;
+    /// `wait` (commits with [`RedisStoreBuilder::wait_for_replicas`]) follows on each server.
+    ///
+    /// A server whose script cache is empty (restarted, or a fresh replica after a failover)
+    /// answers NOSCRIPT to the commands that met the empty cache; the others ran. So the
+    /// script is loaded and only those commands are sent again: a command is never run twice,
+    /// and every key gets the answer of its one run.
+    async fn run(
+        &self,
+        operation: StoreOperation,
+        script: &Script,
+        source: &str,
+        keys: &[RecordKey],
+        args: &[&[u8]],
+        wait: Option<&(u32, Cmd)>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let backend = |e: RedisError| StoreError::backend(operation, e);
+        let mut answers: Vec<Option<i64>> = vec![None; keys.len()];
+        let mut todo: Vec<usize> = (0..keys.len()).collect();
+        for attempt in 0..2 {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                self.count_round_trips(1);
+                self.conn
+                    .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(source))
+                    .await
+                    .map_err(backend)?;
+            }
+            let commands = todo
+                .iter()
+                .map(|&k| {
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(script.get_hash()).arg(1).arg(keys[k].as_str());
+                    for arg in args {
+                        cmd.arg(*arg);
+                    }
+                    KeyedCommand {
+                        key: keys[k].as_str(),
+                        cmd,
+                    }
+                })
+                .collect();
+            let sent = self
+                .conn
+                .send(commands, wait.map(|(_, cmd)| cmd))
+                .await
+                .map_err(backend)?;
+            self.count_round_trips(sent.round_trips);
+            if let (Some((replicas, _)), Some(acked)) = (wait, sent.replicas_acked) {
+                if acked < i64::from(*replicas) {
+                    return Err(backend(RedisError::from((
+                        ErrorKind::Client,
+                        "too few replicas acknowledged",
+                        format!("WAIT: {acked} of {replicas} within the timeout"),
+                    ))));
+                }
+            }
+            let mut no_script = Vec::new();
+            for (&k, result) in todo.iter().zip(sent.answers) {
+                match result {
+                    Ok(answer) => {
+                        answers[k] =
+                            Some(redis::from_redis_value(answer).map_err(|e| backend(e.into()))?)
+                    }
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        no_script.push(k)
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
+            }
+            todo = no_script;
+        }
+        answers
+            .into_iter()
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| {
+                StoreError::backend(
+                    operation,
+                    "the script cache was emptied again while the script was being reloaded",
+                )
+            })
+    }
+}
+
+/// The major version in an `INFO server` answer (0 when absent).
+fn server_major_version(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ttl_ms(ttl: Duration) -> String {
+    super::clamp_ttl(ttl).as_millis().to_string()
+}
+
+impl DedupStore for RedisStore {
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
+        Box::pin(async move {
+            let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            if self.native_claim {
+                return self.claim_native(keys, &owner, &ttl).await;
+            }
+            let answers = self
+                .run(
+                    StoreOperation::Claim,
+                    &self.scripts.claim,
+                    scripts::CLAIM,
+                    keys,
+                    &[owner.as_bytes(), ttl.as_bytes()],
+                    None,
+                )
+                .await?;
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    0 => Ok(ClaimOutcome::Claimed),
+                    1 => Ok(ClaimOutcome::InFlight),
+                    2 => Ok(ClaimOutcome::Consumed),
+                    _ => Err(StoreError::CorruptRecord {
+                        operation: StoreOperation::Claim,
+                        detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                    }),
+                })
+                .collect()
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        Box::pin(async move {
+            let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            let answers = self
+                .run(
+                    StoreOperation::Commit,
+                    &self.scripts.commit,
+                    scripts::COMMIT,
+                    keys,
+                    &[owner.as_bytes(), ttl.as_bytes()],
+                    self.wait.as_ref(),
+                )
+                .await?;
+            Ok(answers
+                .into_iter()
+                .map(|a| match a {
+                    0 => CommitOutcome::Committed,
+                    2 => CommitOutcome::AlreadyConsumed,
+                    _ => CommitOutcome::Lost,
+                })
+                .collect())
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let owner = owner_value(token);
+            let answers = self
+                .run(
+                    StoreOperation::Release,
+                    &self.scripts.release,
+                    scripts::RELEASE,
+                    keys,
+                    &[owner.as_bytes()],
+                    None,
+                )
+                .await?;
+            Ok(answers.into_iter().map(|a| a == 1).collect())
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            let answers = self
+                .run(
+                    StoreOperation::Renew,
+                    &self.scripts.renew,
+                    scripts::RENEW,
+                    keys,
+                    &[owner.as_bytes(), ttl.as_bytes()],
+                    None,
+                )
+                .await?;
+            Ok(answers.into_iter().map(|a| a == 1).collect())
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

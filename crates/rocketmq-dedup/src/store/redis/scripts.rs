@@ -1,0 +1,83 @@
+//! The Lua scripts behind commit, release, renew (and claim before Redis 7.0), and the
+//! value a claim stores: `c<token>` while CONSUMING, `d` once CONSUMED.
+
+use redis::Script;
+
+use crate::store::OwnerToken;
+
+/// `KEYS[1]` record key, `ARGV[1]` owner value (`c<token>`), `ARGV[2]` processing TTL in ms.
+/// Returns 0 claimed, 1 in flight, 2 consumed, -1 unreadable record.
+pub(crate) const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+if v == 'd' then return 2 end
+if v == ARGV[1] then return 0 end
+if string.byte(v, 1) == 99 then return 1 end
+return -1
+";
+
+/// `KEYS[1]` record key, `ARGV[1]` owner value, `ARGV[2]` record TTL in ms.
+/// Returns 0 committed, 1 lost to another owner, 2 already consumed.
+pub(crate) const COMMIT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then return 2 end
+if v and v ~= ARGV[1] then return 1 end
+redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
+return 0
+";
+
+/// `KEYS[1]` record key, `ARGV[1]` owner value. Returns 1 when the claim was deleted.
+pub(crate) const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// `KEYS[1]` record key, `ARGV[1]` owner value, `ARGV[2]` TTL in ms. Returns 1 when renewed.
+pub(crate) const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// The four scripts, hashed once per process.
+pub(super) struct Scripts {
+    pub(super) claim: Script,
+    pub(super) commit: Script,
+    pub(super) release: Script,
+    pub(super) renew: Script,
+}
+
+/// The scripts, built on first use.
+pub(super) fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        claim: Script::new(CLAIM),
+        commit: Script::new(COMMIT),
+        release: Script::new(RELEASE),
+        renew: Script::new(RENEW),
+    })
+}
+
+/// The value of a claim held by `token`.
+pub(super) fn owner_value(token: OwnerToken) -> String {
+    format!("c{:x}", token.get())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owner_values_start_with_c_as_the_claim_script_expects() {
+        // The claim script tells a claim from garbage by its first byte, 99 ('c').
+        assert!(super::CLAIM.contains("== 99"));
+        let token = crate::store::OwnerToken::from_u64(255).unwrap();
+        assert_eq!(super::owner_value(token), "cff");
+    }
+}
