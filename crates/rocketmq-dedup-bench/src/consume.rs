@@ -107,6 +107,9 @@ pub struct Scenario {
     /// The MySQL / MariaDB server (its table already made).
     #[arg(long)]
     pub mysql: String,
+    /// The Redis Cluster (`redis+cluster://…`).
+    #[arg(long)]
+    pub cluster: String,
     #[arg(long)]
     pub topic: String,
     #[arg(long)]
@@ -120,6 +123,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let round_trips = Arc::new(AtomicU64::new(0));
     let redis_store = match s.kind {
         Kind::Redis => Some(RedisStore::builder(s.redis.as_str()).connect().await?),
+        Kind::Cluster => Some(RedisStore::builder(s.cluster.as_str()).connect().await?),
         _ => None,
     };
     let dedup = |store: Arc<dyn rocketmq_dedup::DedupStore>| {
@@ -133,7 +137,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
         Kind::Plain => Box::new(Plain(s.work)),
         Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
-        Kind::Redis => Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?),
+        Kind::Redis | Kind::Cluster => {
+            Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
+        }
         Kind::Mysql => {
             let store = MySqlStore::builder(s.mysql.as_str()).connect().await?;
             Box::new(dedup(Arc::new(store))?)

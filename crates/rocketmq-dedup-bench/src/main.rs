@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rocketmq_dedup_testkit::{
-    unique_name, ClientEnv, MariaDbServer, RedisOptions, RedisServer, RocketMqStack, StackOptions,
+    unique_name, ClientEnv, MariaDbServer, RedisCluster, RedisOptions, RedisServer, RocketMqStack,
+    StackOptions,
 };
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
@@ -74,17 +75,20 @@ pub enum Kind {
     Mysql,
     /// The MySQL transactional inbox.
     Inbox,
+    /// The Redis store on a Redis Cluster of 3 masters.
+    Cluster,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
         Kind::Reference,
         Kind::Mysql,
         Kind::Inbox,
+        Kind::Cluster,
     ];
 }
 
@@ -231,6 +235,7 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
     std::env::remove_var("REDIS_URL");
     let stack = RocketMqStack::start(StackOptions::new(&exe))?;
     let redis = RedisServer::start_local(RedisOptions::default())?;
+    let cluster = RedisCluster::start_local(3, 0)?;
     let mariadb = MariaDbServer::start_local()?;
     let mysql = rocketmq_dedup::sql::mysql::MySqlStore::builder(mariadb.url())
         .connect()
@@ -253,6 +258,9 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                 for work in [Work::Trivial, Work::Sleep1ms] {
                     for kind in Kind::ALL {
                         let _ = redis.command(&["FLUSHALL"]);
+                        for port in cluster.running_ports() {
+                            let _ = cluster.command(port, &["FLUSHALL"]);
+                        }
                         sqlx::query("DELETE FROM t_rocketmq_dedup")
                             .execute(mysql.pool())
                             .await?;
@@ -271,6 +279,8 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                             redis.url(),
                             "--mysql",
                             mariadb.url(),
+                            "--cluster",
+                            cluster.url(),
                             "--topic",
                             topic,
                             "--group",
@@ -305,6 +315,7 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         (if full { 1_000_000 } else { 300_000 }).to_string(),
     ])?;
     let trips = measure::round_trips_per_batch(redis.url()).await?;
+    let cluster_trips = measure::round_trips_per_batch(cluster.url()).await?;
     let bytes = measure::redis_bytes_per_record(&redis, 2_000).await?;
     let report = measure::Report {
         backlog,
@@ -314,6 +325,7 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
             .as_f64()
             .unwrap_or(f64::NAN),
         round_trips: trips,
+        cluster_round_trips: cluster_trips,
         redis_bytes: bytes,
     };
     let json_report = report.print();
@@ -333,6 +345,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Reference => "reference",
         Kind::Mysql => "mysql",
         Kind::Inbox => "inbox",
+        Kind::Cluster => "cluster",
     }
 }
 

@@ -152,6 +152,8 @@ pub struct Report {
     pub scenarios: BTreeMap<Key, Vec<serde_json::Value>>,
     pub memory_store_bytes_per_record: f64,
     pub round_trips: (u64, u64),
+    /// The same on a Redis Cluster of 3 masters.
+    pub cluster_round_trips: (u64, u64),
     pub redis_bytes: (f64, f64, f64),
 }
 
@@ -202,6 +204,10 @@ impl Report {
         println!(
             "redis round trips: {} per fresh batch of 32, {} per batch of 32 duplicates",
             self.round_trips.0, self.round_trips.1
+        );
+        println!(
+            "redis cluster (3 masters) round trips: {} per fresh batch of 32, {} per batch of 32 duplicates",
+            self.cluster_round_trips.0, self.cluster_round_trips.1
         );
         println!(
             "redis bytes per CONSUMED record: ours compact {ours:.1}, ours readable {readable:.1}, reference layout {theirs:.1}"
@@ -284,6 +290,8 @@ impl Report {
             (Kind::Inbox, Kind::Plain),
             (Kind::Mysql, Kind::Redis),
             (Kind::Inbox, Kind::Redis),
+            (Kind::Cluster, Kind::Plain),
+            (Kind::Cluster, Kind::Redis),
         ] {
             for (batch, work) in [
                 (1, Work::Trivial),
@@ -320,6 +328,7 @@ impl Report {
             "repetitions": self.reps,
             "scenarios": rows,
             "redis_round_trips": {"fresh_batch_32": self.round_trips.0, "duplicate_batch_32": self.round_trips.1},
+            "cluster_round_trips": {"fresh_batch_32": self.cluster_round_trips.0, "duplicate_batch_32": self.cluster_round_trips.1},
             "redis_bytes_per_record": {"compact": ours, "readable": readable, "reference_layout": theirs},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "ratios": json_ratios,
