@@ -124,8 +124,9 @@ impl RedisStoreBuilder {
     ///
     /// A commit that fewer replicas acknowledged within `timeout` fails like any commit (the
     /// listener retries it; the record is CONSUMED on the master meanwhile). Cost: the commit
-    /// waits for the replication round trip (about one extra network hop to the replica; see
-    /// BENCHMARKS.md). Claims are not waited for: a claim lost in a failover lets a copy run
+    /// waits for the replication round trip (about one extra network hop to the replica), and
+    /// while no replica can acknowledge, commits keep failing: ask for fewer replicas than you
+    /// run. Claims are not waited for: a claim lost in a failover lets a copy run
     /// only while the first delivery is still in flight (see the README's deployments table).
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait_for_replicas = (replicas > 0).then_some(WaitForReplicas { replicas, timeout });
