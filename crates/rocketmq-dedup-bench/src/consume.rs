@@ -122,7 +122,9 @@ pub struct Scenario {
 pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let round_trips = Arc::new(AtomicU64::new(0));
     let redis_store = match s.kind {
-        Kind::Redis => Some(RedisStore::builder(s.redis.as_str()).connect().await?),
+        Kind::Redis | Kind::RedisSyncCommit => {
+            Some(RedisStore::builder(s.redis.as_str()).connect().await?)
+        }
         Kind::Cluster => Some(RedisStore::builder(s.cluster.as_str()).connect().await?),
         _ => None,
     };
@@ -130,6 +132,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         DedupConcurrentListener::builder(WorkHandler(s.work))
             .namespace(s.group.as_str())
             .shared_store(store)
+            .ack_before_commit(s.kind != Kind::RedisSyncCommit)
             .build()
     };
     let client = ClientEnv::new("bench")?;
@@ -137,7 +140,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
         Kind::Plain => Box::new(Plain(s.work)),
         Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
-        Kind::Redis | Kind::Cluster => {
+        Kind::Redis | Kind::Cluster | Kind::RedisSyncCommit => {
             Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
         }
         Kind::Mysql => {

@@ -77,11 +77,15 @@ pub enum Kind {
     Inbox,
     /// The Redis store on a Redis Cluster of 3 masters.
     Cluster,
+    /// The Redis store with `ack_before_commit(false)`: the commit on the ack path (the
+    /// default before it moved off it), for the ablation.
+    #[value(name = "redis-sync")]
+    RedisSyncCommit,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
@@ -89,6 +93,7 @@ impl Kind {
         Kind::Mysql,
         Kind::Inbox,
         Kind::Cluster,
+        Kind::RedisSyncCommit,
     ];
 }
 
@@ -346,6 +351,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Mysql => "mysql",
         Kind::Inbox => "inbox",
         Kind::Cluster => "cluster",
+        Kind::RedisSyncCommit => "redis-sync",
     }
 }
 

@@ -292,6 +292,7 @@ impl Report {
             (Kind::Inbox, Kind::Redis),
             (Kind::Cluster, Kind::Plain),
             (Kind::Cluster, Kind::Redis),
+            (Kind::Redis, Kind::RedisSyncCommit),
         ] {
             for (batch, work) in [
                 (1, Work::Trivial),

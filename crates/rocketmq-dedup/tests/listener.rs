@@ -87,6 +87,15 @@ fn msg(uniq: &str) -> MessageExt {
         .build()
 }
 
+/// Waits (up to 5 s) until `done` holds: for what the listener does after it answered, such
+/// as a commit written after the ack. The assertion that follows says what must hold.
+async fn eventually(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn record_key(uniq: &str) -> RecordKey {
     RecordKey::new("dedup", "group", "Orders", None, uniq)
 }
@@ -500,6 +509,8 @@ async fn a_failed_commit_is_acked_and_written_in_the_background_once_the_store_i
         ConsumeSuccess,
         "the effects happened"
     );
+    // The commit is written after the ack (the default): it fails in the background.
+    eventually(|| listener.stats().events(Event::CommitDeferred) == 2).await;
     assert_eq!(listener.stats().events(Event::CommitDeferred), 2);
     // While the store refuses commits, a copy meets the claim and waits.
     assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
@@ -708,6 +719,7 @@ async fn shutdown_waits_for_a_commit_being_retried_and_it_lands_when_the_store_r
     let recorder = Arc::new(Recorder::default());
     let (listener, store) = failing_commits(&recorder);
     assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    eventually(|| listener.stats().events(Event::CommitDeferred) == 1).await;
     assert_eq!(listener.stats().events(Event::CommitDeferred), 1);
     // The store comes back a while after shutdown begins.
     let healer = {
@@ -812,4 +824,176 @@ fn the_store_and_ttls_are_checked_at_build() {
         .store(MemoryStore::new())
         .build()
         .is_ok());
+}
+
+/// A memory store whose commits wait until the test opens the gate.
+struct GatedCommits {
+    inner: MemoryStore,
+    gate: tokio::sync::Semaphore,
+}
+
+impl DedupStore for GatedCommits {
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<ClaimOutcome>, rocketmq_dedup::StoreError>> {
+        self.inner.claim(keys, token, ttl)
+    }
+
+    fn commit<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<CommitOutcome>, rocketmq_dedup::StoreError>>
+    {
+        Box::pin(async move {
+            let _pass = self.gate.acquire().await.expect("the gate stays open");
+            self.inner.commit(keys, token, ttl).await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, rocketmq_dedup::StoreError>> {
+        self.inner.release(keys, token)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, rocketmq_dedup::StoreError>> {
+        self.inner.renew(keys, token, ttl)
+    }
+
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+}
+
+#[tokio::test]
+async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_it() {
+    let recorder = Arc::new(Recorder::default());
+    let store = Arc::new(GatedCommits {
+        inner: MemoryStore::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .ack_before_commit(true)
+        .build()
+        .unwrap();
+    // The commit cannot land yet, and the batch is acked all the same.
+    let status = tokio::time::timeout(Duration::from_secs(10), listener.consume(&[&msg("A")]))
+        .await
+        .expect("the ack does not wait for the commit");
+    assert_eq!(status, ConsumeSuccess);
+    assert_eq!(recorder.successes.load(Ordering::SeqCst), 1);
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 0);
+    let other = OwnerToken::random();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .inner
+            .claim(&[record_key("A")], other, ttl)
+            .await
+            .unwrap(),
+        [ClaimOutcome::InFlight],
+        "until the commit lands, the record is our claim"
+    );
+    // Shutdown waits for it: the store lets it through a moment after shutdown begins.
+    let opener = tokio::spawn({
+        let store = store.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.gate.add_permits(1);
+        }
+    });
+    let report = listener.shutdown(Duration::from_secs(10)).await;
+    opener.await.unwrap();
+    assert_eq!((report.pending_commits, report.failed_commits), (1, 0));
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        store
+            .inner
+            .claim(&[record_key("A")], other, ttl)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
+#[tokio::test]
+async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
+    let recorder = Arc::new(Recorder::default());
+    let store = Arc::new(GatedCommits {
+        inner: MemoryStore::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .ack_before_commit(false)
+        .build()
+        .unwrap();
+    let consume = tokio::spawn({
+        let listener = listener.clone();
+        async move { listener.consume(&[&msg("A")]).await }
+    });
+    // The handler ran, but the answer waits for the commit.
+    while recorder.successes.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!consume.is_finished(), "the ack waits for the commit");
+    store.gate.add_permits(1);
+    assert_eq!(consume.await.unwrap(), ConsumeSuccess);
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn ack_before_commit_keeps_a_local_copy_waiting_until_the_commit_lands() {
+    let recorder = Arc::new(Recorder::default());
+    let store = Arc::new(GatedCommits {
+        inner: MemoryStore::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let listener = DedupConcurrentListener::builder(recorder.clone())
+        .namespace("group")
+        .shared_store(store.clone())
+        .ack_before_commit(true)
+        .build()
+        .unwrap();
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    // A copy of A (another delivery) arrives while A's commit is pending: it waits for it
+    // instead of meeting A's claim in the store and taking a retry-topic trip.
+    let copy = message("Orders")
+        .uniq_key("A")
+        .msg_id("offset-A-copy")
+        .build();
+    let waiting = tokio::spawn({
+        let listener = listener.clone();
+        async move { listener.consume(&[&copy]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the copy waits for the pending commit"
+    );
+    store.gate.add_permits(1);
+    assert_eq!(waiting.await.unwrap(), ConsumeSuccess);
+    assert_eq!(
+        recorder.runs.load(Ordering::SeqCst),
+        1,
+        "the handler ran once"
+    );
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+    assert_eq!(listener.stats().decisions(Decision::DeferredInFlight), 0);
 }

@@ -204,6 +204,8 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
         .collect();
     let refs: Vec<_> = batch.iter().collect();
     listener.consume(&refs).await;
+    // The commit is written after the ack (the default): wait for it to land.
+    listener.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
         counter.round_trips(),
         2,
@@ -230,6 +232,7 @@ async fn the_listener_writes_compact_keys_when_asked() {
     listener
         .consume(&[&message("Orders").uniq_key("U-1").build()])
         .await;
+    listener.shutdown(Duration::from_secs(5)).await;
     let compact =
         RecordKey::with_layout(KeyLayout::Compact, "dedup", "group", "Orders", None, "U-1");
     assert_eq!(

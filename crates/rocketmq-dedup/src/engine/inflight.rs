@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -33,9 +33,9 @@ struct Holder {
 
 /// What [`InFlightRegistry::register`] found.
 #[derive(Debug)]
-pub(crate) enum Registered<'r> {
+pub(crate) enum Registered {
     /// The key is now held by the caller until the guard drops (`None`: the registry is off).
-    Held(Option<Registration<'r>>),
+    Held(Option<Registration>),
     /// Another batch holds the key; the receiver sees `true` once it lets go.
     Busy(watch::Receiver<bool>),
 }
@@ -50,7 +50,7 @@ impl InFlightRegistry {
     }
 
     /// Holds `key` for the caller, unless another batch holds it.
-    pub(crate) fn register(&self, key: &RecordKey) -> Registered<'_> {
+    pub(crate) fn register(self: &Arc<Self>, key: &RecordKey) -> Registered {
         if !self.enabled {
             return Registered::Held(None);
         }
@@ -62,7 +62,7 @@ impl InFlightRegistry {
         let done = watch::Sender::new(false);
         held.insert(key.clone(), Holder { id, done });
         Registered::Held(Some(Registration {
-            registry: self,
+            registry: Arc::clone(self),
             key: key.clone(),
             id,
         }))
@@ -91,15 +91,16 @@ impl InFlightRegistry {
     }
 }
 
-/// Holds one key in the [`InFlightRegistry`] until dropped.
+/// Holds one key in the [`InFlightRegistry`] until dropped (owned: a background commit can
+/// keep holding its keys after the batch has answered).
 #[derive(Debug)]
-pub(crate) struct Registration<'r> {
-    registry: &'r InFlightRegistry,
+pub(crate) struct Registration {
+    registry: Arc<InFlightRegistry>,
     key: RecordKey,
     id: u64,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.let_go(&self.key, self.id);
     }
@@ -126,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_key_is_busy_for_others_until_its_guard_drops() {
-        let registry = InFlightRegistry::new(true);
+        let registry = Arc::new(InFlightRegistry::new(true));
         let Registered::Held(Some(guard)) = registry.register(&key("a")) else {
             panic!("first registration holds the key");
         };
@@ -145,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_disabled_registry_holds_nothing() {
-        let registry = InFlightRegistry::new(false);
+        let registry = Arc::new(InFlightRegistry::new(false));
         assert!(matches!(
             registry.register(&key("a")),
             Registered::Held(None)

@@ -44,7 +44,7 @@ pub(crate) struct Engine {
     processor: Box<dyn Processor>,
     config: DedupConfig,
     stats: Arc<DedupStats>,
-    registry: InFlightRegistry,
+    registry: Arc<InFlightRegistry>,
     order: RunOrder,
     runtime: ListenerRuntime,
 }
@@ -68,7 +68,7 @@ impl Engine {
         runtime: ListenerRuntime,
     ) -> Self {
         Engine {
-            registry: InFlightRegistry::new(!config.in_flight_wait.is_zero()),
+            registry: Arc::new(InFlightRegistry::new(!config.in_flight_wait.is_zero())),
             processor,
             config,
             stats,

@@ -91,14 +91,14 @@ pub(crate) struct Task<'b> {
     outcome: Option<Outcome>,
     /// Released when the outcome is set, so that a waiting copy in another batch of this
     /// listener goes on as soon as the key is settled.
-    hold: Option<Registration<'b>>,
+    hold: Option<Registration>,
 }
 
 impl<'b> Task<'b> {
     pub(crate) fn new(
         key: Option<&'b RecordKey>,
         msg: &'b MessageExt,
-        hold: Option<Registration<'b>>,
+        hold: Option<Registration>,
     ) -> Self {
         Task {
             key,
@@ -121,6 +121,12 @@ impl<'b> Task<'b> {
     /// The outcome, once set.
     pub(crate) fn outcome(&self) -> Option<Outcome> {
         self.outcome
+    }
+
+    /// Takes the same-process hold on the key (for work that outlives the batch's answer, such
+    /// as a commit written after the ack), so `finish` does not let the key go.
+    pub(crate) fn take_hold(&mut self) -> Option<Registration> {
+        self.hold.take()
     }
 
     /// Sets the outcome and lets the key go in this process.

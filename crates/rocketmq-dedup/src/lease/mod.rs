@@ -185,20 +185,38 @@ impl<H: DedupHandler> Shared<H> {
         outcomes: &[Option<Outcome>],
         token: OwnerToken,
     ) {
+        let background = self.config.ack_before_commit;
         let mut commits = Vec::new();
+        let mut holds = Vec::new();
         let mut releases = Vec::new();
-        for ((task, step), outcome) in tasks.iter().zip(steps).zip(outcomes) {
+        for ((task, step), outcome) in tasks.iter_mut().zip(steps).zip(outcomes) {
             let recorded = matches!(
                 step,
                 Step::Run { recorded: true } | Step::Postpone { recorded: true }
             );
             match (task.key(), recorded, outcome) {
-                (Some(key), true, Some(Outcome::Processed)) => commits.push(key.clone()),
+                (Some(key), true, Some(Outcome::Processed)) => {
+                    commits.push(key.clone());
+                    if background {
+                        // Copies in this process keep waiting until the commit lands.
+                        holds.extend(task.take_hold());
+                    }
+                }
                 (Some(key), true, _) => releases.push(key.clone()),
                 _ => {}
             }
         }
-        self.commit(commits, token).await;
+        if background && !commits.is_empty() {
+            // Off the ack path: tracked, so shutdown waits for it.
+            let (shared, keys) = (Arc::clone(self), commits.len());
+            self.background.spawn(keys, async move {
+                shared.commit(commits, token).await;
+                drop(holds);
+                shared.background.finished(keys, false);
+            });
+        } else {
+            self.commit(commits, token).await;
+        }
         self.release(releases, token).await;
         for ((task, step), outcome) in tasks.iter_mut().zip(steps).zip(outcomes) {
             match (step, outcome) {
