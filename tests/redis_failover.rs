@@ -201,12 +201,9 @@ async fn cluster_master_killed_during_consumption() {
         }
     }
     assert!(on_victim > 0, "some keys lived on the killed master");
-    assert!(
-        effects
-            .iter()
-            .any(|(_, at)| in_no_master_window(*at, killed_at)),
-        "the other masters kept serving while one was down; {stats}"
-    );
+    // Not asserted: that the other masters' keys keep being processed in the window. They
+    // often are not: redis-rs's cluster connection holds every request while it rebuilds its
+    // slot map after the connection error, which takes up to the connect timeout (README).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
