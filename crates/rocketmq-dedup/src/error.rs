@@ -243,6 +243,8 @@ pub enum StoreOperation {
     Purge,
     /// Beginning a transactional inbox's transaction.
     Begin,
+    /// An operator's call ([`RecordAdmin`](crate::store::admin::RecordAdmin)).
+    Admin,
 }
 
 impl StoreOperation {
@@ -256,6 +258,7 @@ impl StoreOperation {
             StoreOperation::Connect => "connect",
             StoreOperation::Purge => "purge",
             StoreOperation::Begin => "begin",
+            StoreOperation::Admin => "admin",
         }
     }
 }

@@ -7,7 +7,10 @@ use futures::future::BoxFuture;
 use sqlx::{Database, Pool, Transaction};
 
 use super::decide::{Row, Write};
-use super::table::{BatchColumns, Table};
+use super::table::{BatchColumns, KeyColumns, Table};
+
+/// One live row as an operator reads it: status, owner token, milliseconds left.
+pub(crate) type AdminRow = (String, Option<i64>, i64);
 use super::{Failure, PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
@@ -68,6 +71,27 @@ pub(crate) trait Dialect: Database {
         table: &'a Table,
         batch: u32,
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+
+    /// An operator's read of one live row.
+    fn admin_inspect<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        key: &'a KeyColumns,
+    ) -> BoxFuture<'a, Result<Option<AdminRow>, sqlx::Error>>;
+
+    /// Deletes one row; answers the rows deleted.
+    fn admin_forget<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        key: &'a KeyColumns,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+
+    /// Live CONSUMING, live CONSUMED and expired rows of one application name.
+    fn admin_counts<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        namespace: &'a [u8],
+    ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>>;
 
     /// Runs a migration's statements.
     fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>>;

@@ -169,6 +169,59 @@ impl<DB: Dialect> SqlStore<DB> {
             .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
     }
 
+    pub(crate) async fn admin_inspect(
+        &self,
+        key: &RecordKey,
+    ) -> Result<crate::store::admin::RecordState, StoreError> {
+        use crate::store::admin::RecordState;
+        let columns = super::table::KeyColumns::of(key);
+        let row = DB::admin_inspect(&self.pool, &self.table, &columns)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
+        let Some((status, owner, left_ms)) = row else {
+            return Ok(RecordState::Absent);
+        };
+        let ttl_left = Duration::from_millis(left_ms.max(0) as u64);
+        match (status.as_str(), owner) {
+            (super::decide::CONSUMED, _) => Ok(RecordState::Consumed { ttl_left }),
+            (super::decide::CONSUMING, Some(owner)) => Ok(RecordState::Consuming {
+                owner: owner as u64,
+                ttl_left,
+            }),
+            _ => Err(StoreError::CorruptRecord {
+                operation: StoreOperation::Admin,
+                detail: "a row neither CONSUMING with an owner nor CONSUMED".to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) async fn admin_forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let columns = super::table::KeyColumns::of(key);
+        DB::admin_forget(&self.pool, &self.table, &columns)
+            .await
+            .map(|deleted| deleted > 0)
+            .map_err(|e| StoreError::backend(StoreOperation::Admin, e))
+    }
+
+    pub(crate) async fn admin_counts(
+        &self,
+        namespace: &str,
+    ) -> Result<crate::store::admin::RecordCounts, StoreError> {
+        // The namespace column holds the namespace as the record key writes it.
+        let probe = RecordKey::new("p", namespace, "t", None, "k");
+        let columns = super::table::KeyColumns::of(&probe);
+        let (consuming, consumed, expired) =
+            DB::admin_counts(&self.pool, &self.table, &columns.application_name)
+                .await
+                .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
+        Ok(crate::store::admin::RecordCounts {
+            consuming: consuming.max(0) as u64,
+            consumed: consumed.max(0) as u64,
+            expired: expired.max(0) as u64,
+            memory_bytes: None,
+        })
+    }
+
     pub(crate) async fn purge_all(&self, batch: u32) -> Result<u64, StoreError> {
         let delete = || DB::purge(&self.pool, &self.table, batch);
         super::purge_once(&delete, batch)
@@ -290,6 +343,38 @@ macro_rules! sql_store_for {
             /// Connects (a wrong address or password fails here) and starts the purge job.
             pub async fn connect(self) -> Result<$crate::sql::store::SqlStore<$db>, $crate::StoreError> {
                 self.connect_store().await
+            }
+        }
+
+        impl $crate::store::admin::RecordAdmin for $crate::sql::store::SqlStore<$db> {
+            fn inspect<'a>(
+                &'a self,
+                key: &'a $crate::record_key::RecordKey,
+            ) -> futures::future::BoxFuture<'a, Result<$crate::store::admin::RecordState, $crate::StoreError>> {
+                Box::pin(self.admin_inspect(key))
+            }
+
+            fn forget<'a>(
+                &'a self,
+                key: &'a $crate::record_key::RecordKey,
+            ) -> futures::future::BoxFuture<'a, Result<bool, $crate::StoreError>> {
+                Box::pin(self.admin_forget(key))
+            }
+
+            fn counts<'a>(
+                &'a self,
+                _prefix: &'a str,
+                namespace: &'a str,
+            ) -> futures::future::BoxFuture<'a, Result<$crate::store::admin::RecordCounts, $crate::StoreError>> {
+                Box::pin(self.admin_counts(namespace))
+            }
+
+            fn purge_expired(&self) -> futures::future::BoxFuture<'_, Result<Option<u64>, $crate::StoreError>> {
+                Box::pin(async move {
+                    self.purge_all($crate::sql::PurgeOptions::DEFAULT_BATCH)
+                        .await
+                        .map(Some)
+                })
             }
         }
 

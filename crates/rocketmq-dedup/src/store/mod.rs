@@ -31,6 +31,7 @@ use futures::future::BoxFuture;
 use crate::error::StoreError;
 use crate::record_key::RecordKey;
 
+pub mod admin;
 #[cfg(feature = "test-util")]
 pub mod contract;
 mod memory;

@@ -27,7 +27,7 @@ use sqlx::{Pool, Transaction};
 
 use super::decide::{Row, Write};
 use super::dialect::{Dialect, InboxStatements};
-use super::table::{BatchColumns, Table};
+use super::table::{BatchColumns, KeyColumns, Table};
 use super::{Failure, PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
@@ -98,6 +98,30 @@ impl Dialect for MySql {
         batch: u32,
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
         Box::pin(queries::purge(pool, table, batch))
+    }
+
+    fn admin_inspect<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        key: &'a KeyColumns,
+    ) -> BoxFuture<'a, Result<Option<super::dialect::AdminRow>, sqlx::Error>> {
+        Box::pin(queries::admin_inspect(pool, table, key))
+    }
+
+    fn admin_forget<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        key: &'a KeyColumns,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        Box::pin(queries::admin_forget(pool, table, key))
+    }
+
+    fn admin_counts<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        namespace: &'a [u8],
+    ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>> {
+        Box::pin(queries::admin_counts(pool, table, namespace))
     }
 
     fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>> {

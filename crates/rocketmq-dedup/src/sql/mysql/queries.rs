@@ -166,3 +166,61 @@ pub(crate) fn classify(err: &sqlx::Error) -> Failure {
         _ => Failure::Other,
     }
 }
+
+/// An operator's read of one row: status, owner token and milliseconds left, while live.
+pub(crate) async fn admin_inspect(
+    pool: &sqlx::MySqlPool,
+    table: &Table,
+    key: &KeyColumns,
+) -> Result<Option<crate::sql::dialect::AdminRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT status, owner_token, CAST(expire_time - {NOW_MS} AS SIGNED) FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ? AND expire_time >= {NOW_MS}",
+        table.name()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.application_name.clone())
+        .bind(key.topic.clone())
+        .bind(key.tag.clone())
+        .bind(key.msg_uniq_key.clone())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .transpose()
+}
+
+/// Deletes one row, whatever its state; answers the rows deleted.
+pub(crate) async fn admin_forget(
+    pool: &sqlx::MySqlPool,
+    table: &Table,
+    key: &KeyColumns,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ?",
+        table.name()
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.application_name.clone())
+        .bind(key.topic.clone())
+        .bind(key.tag.clone())
+        .bind(key.msg_uniq_key.clone())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// Rows of one application name: live CONSUMING, live CONSUMED, expired.
+pub(crate) async fn admin_counts(
+    pool: &sqlx::MySqlPool,
+    table: &Table,
+    namespace: &[u8],
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(status = 'CONSUMING' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(status = 'CONSUMED' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(expire_time < {NOW_MS}), 0) AS SIGNED) FROM {} WHERE application_name = ?",
+        table.name()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(namespace.to_vec())
+        .fetch_one(pool)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}

@@ -179,3 +179,58 @@ pub(crate) fn classify(err: &sqlx::Error) -> Failure {
         _ => Failure::Other,
     }
 }
+
+/// An operator's read of one row: status, owner token and milliseconds left, while live.
+pub(crate) async fn admin_inspect(
+    pool: &sqlx::PgPool,
+    table: &Table,
+    key: &KeyColumns,
+) -> Result<Option<crate::sql::dialect::AdminRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT status, owner_token, (expire_time - {NOW_MS})::bigint FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4 AND expire_time >= {NOW_MS}",
+        table.name()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.application_name.clone())
+        .bind(key.topic.clone())
+        .bind(key.tag.clone())
+        .bind(key.msg_uniq_key.clone())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .transpose()
+}
+
+/// Deletes one row, whatever its state; answers the rows deleted.
+pub(crate) async fn admin_forget(
+    pool: &sqlx::PgPool,
+    table: &Table,
+    key: &KeyColumns,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!("DELETE FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4", table.name());
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.application_name.clone())
+        .bind(key.topic.clone())
+        .bind(key.tag.clone())
+        .bind(key.msg_uniq_key.clone())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// Rows of one application name: live CONSUMING, live CONSUMED, expired.
+pub(crate) async fn admin_counts(
+    pool: &sqlx::PgPool,
+    table: &Table,
+    namespace: &[u8],
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    let sql = format!(
+        "SELECT COALESCE(SUM(CASE WHEN status = 'CONSUMING' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN status = 'CONSUMED' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN expire_time < {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint FROM {} WHERE application_name = $1",
+        table.name()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(namespace.to_vec())
+        .fetch_one(pool)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+}

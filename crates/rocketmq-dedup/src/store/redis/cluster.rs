@@ -72,6 +72,69 @@ impl ClusterNodes {
         Ok(())
     }
 
+    /// Runs `cmd` on every master (its address from `CLUSTER SLOTS`), one answer each.
+    pub(super) async fn on_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
+        let answer = self
+            .conn
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        let mut answers = Vec::new();
+        for (host, port) in master_addresses(answer)? {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            answers.push(
+                self.conn
+                    .clone()
+                    .route_command(cmd.clone(), routing)
+                    .await?
+                    .extract_error()?,
+            );
+        }
+        Ok(answers)
+    }
+
+    /// `SCAN … MATCH pattern` to the end on every master.
+    pub(super) async fn scan_each_master(&self, pattern: &str) -> RedisResult<Vec<Vec<String>>> {
+        let answer = self
+            .conn
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        let mut all = Vec::new();
+        for (host, port) in master_addresses(answer)? {
+            let mut keys = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port,
+                });
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let answer = self.conn.clone().route_command(cmd, routing).await?;
+                let (next, found): (u64, Vec<String>) =
+                    redis::from_redis_value(answer.extract_error()?).map_err(RedisError::from)?;
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            all.push(keys);
+        }
+        Ok(all)
+    }
+
     pub(super) async fn to_every_node(&self, cmd: &Cmd) -> RedisResult<Value> {
         let mut conn = self.conn.clone();
         if is_info(cmd) {
@@ -283,6 +346,40 @@ fn missing_answer() -> RedisError {
         ErrorKind::Client,
         "a Cluster pipeline left a command unanswered",
     ))
+}
+
+/// `CLUSTER SLOTS` → the masters' addresses.
+fn master_addresses(answer: Value) -> RedisResult<Vec<(String, u16)>> {
+    let Value::Array(ranges) = answer else {
+        return Err(RedisError::from((
+            ErrorKind::Client,
+            "unexpected CLUSTER SLOTS answer",
+        )));
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let Some(Value::Array(master)) = fields.get(2) else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+            Some(Value::SimpleString(host)) => host.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        if !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    Ok(masters)
 }
 
 /// `CLUSTER SLOTS` → the master index of every slot.

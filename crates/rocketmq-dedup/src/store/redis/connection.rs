@@ -103,6 +103,50 @@ impl RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// Runs `cmd` on every server that holds records: every master of a Cluster, else the one
+    /// server; one answer each.
+    pub(super) async fn on_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
+        match &self.inner {
+            Inner::Cluster(nodes) => nodes.on_each_master(cmd).await,
+            _ => Ok(vec![self.to_every_node(cmd).await?]),
+        }
+    }
+
+    /// The keys matching `pattern`, from `SCAN` on every master (all of them at once: for an
+    /// operator's tool, not the consume path).
+    pub(super) async fn scan(&self, pattern: &str) -> RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        match &self.inner {
+            Inner::Cluster(nodes) => {
+                for port_keys in nodes.scan_each_master(pattern).await? {
+                    keys.extend(port_keys);
+                }
+            }
+            _ => {
+                let mut conn = self.clone();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    keys.extend(found);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
 /// The commands and the `WAIT` as one pipeline on one connection.
 pub(super) async fn one_pipeline(
     conn: &mut impl ConnectionLike,

@@ -1,6 +1,7 @@
 //! The Redis store: records as single-key commands, sent one pipeline per server, on one
 //! server, a Redis Cluster, or the master Sentinel names.
 
+mod admin;
 mod builder;
 mod cluster;
 mod connection;

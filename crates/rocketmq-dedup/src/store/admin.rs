@@ -1,0 +1,130 @@
+//! What an operator asks of a shared store, outside the state machine: one record's state, to
+//! forget a record (so its message is processed again), counts, and purging expired rows.
+//!
+//! [`RecordAdmin`] is implemented by [`RedisStore`](crate::store::RedisStore) (one server,
+//! Sentinel, Cluster) and the SQL stores; [`connect_admin`] opens one from a store URL. The
+//! operator CLI (`crates/rocketmq-dedup-cli`, binary `rocketmq-dedup`) is built on it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), rocketmq_dedup::StoreError> {
+//! use rocketmq_dedup::record_key::RecordKey;
+//! use rocketmq_dedup::store::admin::{connect_admin, RecordState};
+//!
+//! let store = connect_admin("redis://127.0.0.1:6379").await?;
+//! let key = RecordKey::new("dedup", "payments", "Orders", None, "o-42");
+//! match store.inspect(&key).await? {
+//!     RecordState::Absent => println!("never processed, or expired"),
+//!     RecordState::Consuming { owner, ttl_left } => println!("in flight ({owner:x}), {ttl_left:?} left"),
+//!     RecordState::Consumed { ttl_left } => println!("processed; recognised for {ttl_left:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::error::StoreError;
+use crate::record_key::RecordKey;
+
+/// One record as the store holds it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordState {
+    /// No record: never processed, released, or expired.
+    Absent,
+    /// Claimed by the owner token `owner`, for `ttl_left` more.
+    Consuming {
+        /// The owner token's value.
+        owner: u64,
+        /// Until the claim expires.
+        ttl_left: Duration,
+    },
+    /// Processed; copies are recognised for `ttl_left` more.
+    Consumed {
+        /// Until the record expires.
+        ttl_left: Duration,
+    },
+}
+
+/// Live records under a namespace (expired SQL rows not yet purged are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// Records CONSUMING.
+    pub consuming: u64,
+    /// Records CONSUMED.
+    pub consumed: u64,
+    /// Expired rows waiting for the purge job (SQL stores).
+    pub expired: u64,
+    /// The server's memory in use, in bytes, where it says (Redis: `used_memory`, summed over
+    /// a Cluster's masters).
+    pub memory_bytes: Option<u64>,
+}
+
+/// The operator's view of a store. See the module docs.
+pub trait RecordAdmin: Send + Sync {
+    /// The record of `key` now.
+    fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>>;
+
+    /// Deletes the record of `key` (CONSUMING or CONSUMED), so that the next copy of its
+    /// message is processed again; answers whether there was one.
+    fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Counts the records under `namespace` (with the readable key layout: compact keys do not
+    /// say their namespace, and are counted under every namespace).
+    fn counts<'a>(
+        &'a self,
+        prefix: &'a str,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<RecordCounts, StoreError>>;
+
+    /// Deletes expired records now, where the store keeps them (SQL); answers how many, or
+    /// `None` when the store expires records itself (Redis).
+    fn purge_expired(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Opens the store `url` names for administration: `redis…://` (every deployment),
+/// `mysql://` / `mariadb://` (feature `mysql`), `postgres://` (feature `postgres`). The
+/// in-memory store lives inside one process and has no URL to administer.
+pub async fn connect_admin(url: &str) -> Result<Box<dyn RecordAdmin>, StoreError> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
+        | "rediss+sentinel" => Ok(Box::new(
+            crate::store::RedisStore::builder(url).connect().await?,
+        )),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            let store = crate::sql::mysql::MySqlStore::builder(url)
+                .purge(crate::sql::PurgeOptions {
+                    interval: Duration::ZERO,
+                    ..Default::default()
+                })
+                .connect()
+                .await?;
+            Ok(Box::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let store = crate::sql::postgres::PostgresStore::builder(url)
+                .purge(crate::sql::PurgeOptions {
+                    interval: Duration::ZERO,
+                    ..Default::default()
+                })
+                .connect()
+                .await?;
+            Ok(Box::new(store))
+        }
+        "memory" => Err(StoreError::BadUrl {
+            reason: "the in-memory store lives inside one process: there is nothing to administer from outside".to_owned(),
+        }),
+        _ => Err(StoreError::BadUrl {
+            reason: format!(
+                "unknown scheme {scheme:?}: expected redis://, redis+cluster://, redis+sentinel://, mysql:// or postgres://"
+            ),
+        }),
+    }
+}
