@@ -18,7 +18,11 @@
 //! ```text
 //! cargo run --example order_consumer -- --namesrv 127.0.0.1:9876 --topic Orders \
 //!     --group payments --store redis://127.0.0.1:6379
+//! # the key from the producer's UNIQ_KEY instead of the body, metrics for Prometheus:
+//! cargo run --example order_consumer -- --key unique-id --metrics-addr 127.0.0.1:9464
 //! ```
+//!
+//! A body that is not JSON, or has no `orderId`, is charged under its message id.
 
 #[path = "support/app.rs"]
 mod app;
@@ -30,7 +34,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rocketmq_client_rust::{DefaultMQPushConsumer, MQPushConsumer};
-use rocketmq_dedup::DedupConcurrentListener;
+use rocketmq_dedup::{DedupConcurrentListener, DedupHandler as _, KeyStrategy};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 
 #[derive(Debug, Parser)]
@@ -44,9 +48,18 @@ struct Args {
     /// Consumer group (also the dedup namespace).
     #[arg(long, env = "CONSUMER_GROUP", default_value = "order-payments")]
     group: String,
-    /// Dedup store: `memory://`, `redis://[:password@]host:port[/db]` or `rediss://…`.
+    /// Dedup store: `memory://`, `redis://[:password@]host:port[/db]`, `rediss://…`,
+    /// `redis+cluster://h1:p1,h2:p2`, `redis+sentinel://s1:p1/master`, `mysql://…`,
+    /// `postgres://…`.
     #[arg(long, env = "DEDUP_STORE_URL", default_value = "memory://")]
     store: String,
+    /// The dedup key: `unique-id` (the producer's UNIQ_KEY), `keys` (the message KEYS), or
+    /// `json:<pointer>` (a field of the JSON body, e.g. `json:/orderId`).
+    #[arg(long, env = "DEDUP_KEY", default_value = "json:/orderId", value_parser = key_strategy)]
+    key: KeyStrategy,
+    /// Serve Prometheus metrics at `http://<addr>/metrics` (e.g. `127.0.0.1:9464`).
+    #[arg(long, env = "DEDUP_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Messages per listener call.
     #[arg(long, default_value_t = 1)]
     batch: u32,
@@ -55,18 +68,34 @@ struct Args {
     idle_exit: Option<u64>,
 }
 
+/// `unique-id`, `keys` or `json:<pointer>`.
+fn key_strategy(s: &str) -> Result<KeyStrategy, String> {
+    match s {
+        "unique-id" => Ok(KeyStrategy::UniqueId),
+        "keys" => Ok(KeyStrategy::Keys),
+        _ => match s.strip_prefix("json:") {
+            Some(pointer) if pointer.starts_with('/') => Ok(KeyStrategy::json_pointer(pointer)),
+            _ => Err("expected unique-id, keys or json:/pointer".to_owned()),
+        },
+    }
+}
+
 #[tokio::main]
 /// Errors print as their message and cause chain (anyhow), once each.
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
+    if let Some(addr) = args.metrics_addr {
+        app::serve_metrics(addr)?;
+        println!("metrics at http://{addr}/metrics");
+    }
 
     let store = rocketmq_dedup::store::connect(&args.store).await?;
     let payments = Arc::new(orders::OrderPayments {
         verbose: true,
         ..Default::default()
     });
-    let listener = DedupConcurrentListener::builder(payments.clone())
+    let listener = DedupConcurrentListener::builder(payments.clone().with_key(args.key.clone()))
         .namespace(args.group.as_str())
         .shared_store(store)
         .build()?;

@@ -21,6 +21,16 @@ pub fn init_logging() {
         .init();
 }
 
+/// Serves every `rocketmq_dedup_*` metric in Prometheus' text format at
+/// `http://<addr>/metrics` (metrics-exporter-prometheus), for as long as the process runs.
+/// Give it a loopback address unless something in front of it authenticates scrapers.
+pub fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()?;
+    Ok(())
+}
+
 /// Returns on Ctrl-C, or once `stats` show no message answered for `idle_exit` seconds.
 pub async fn run_until_stopped(stats: &DedupStats, idle_exit: Option<u64>) {
     let answered = || (stats.messages_acked(), stats.messages_retried());

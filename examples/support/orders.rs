@@ -38,8 +38,11 @@ impl OrderPayments {
 
 impl DedupHandler for OrderPayments {
     async fn handle(&self, msg: &MessageExt) -> Result<(), HandlerError> {
-        let order: serde_json::Value = serde_json::from_slice(msg.body_slice())?;
-        let id = order["orderId"].as_str().ok_or("order without orderId")?;
+        // Bodies without the fields (or not JSON at all) are charged under the message id.
+        let order: serde_json::Value =
+            serde_json::from_slice(msg.body_slice()).unwrap_or(serde_json::Value::Null);
+        let msg_id = msg.msg_id.to_string();
+        let id = order["orderId"].as_str().unwrap_or(msg_id.as_str());
         let cents = order["amountCents"].as_u64().unwrap_or(0);
         *self
             .charges

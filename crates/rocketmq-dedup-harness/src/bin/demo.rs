@@ -86,7 +86,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let redis = if args.redis {
         step("starting redis-server on 127.0.0.1 (or using REDIS_URL)");
         let redis = RedisServer::start()?;
-        done(&format!("redis at 127.0.0.1:{}", redis.port()));
+        done(&format!("redis at {}", redis_address(redis.url())));
         Some(redis)
     } else {
         None
@@ -160,4 +160,11 @@ fn step(what: &str) {
 
 fn done(what: &str) {
     println!("demo:   {what}");
+}
+
+/// The `host:port` of a Redis URL, without scheme, credentials or database.
+fn redis_address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    rest.split('/').next().unwrap_or(rest)
 }
