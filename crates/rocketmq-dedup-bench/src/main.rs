@@ -19,6 +19,7 @@
 //!
 //! Numbers are ratios measured in one run on a shared, noisy machine; they are not assertions.
 
+mod chart;
 mod consume;
 mod measure;
 mod reference;
@@ -61,6 +62,11 @@ enum Role {
     MemoryStore {
         #[arg(long)]
         records: usize,
+    },
+    /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
+    Chart {
+        /// The JSON report.
+        json: std::path::PathBuf,
     },
 }
 
@@ -143,6 +149,12 @@ fn main() -> anyhow::Result<()> {
         Some(Role::Consume(scenario)) => {
             let result = runtime.block_on(consume::run(scenario))?;
             println!("RESULT {result}");
+        }
+        Some(Role::Chart { json }) => {
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+            let chart = json.with_extension("svg");
+            std::fs::write(&chart, chart::from_report(&report))?;
+            println!("wrote {}", chart.display());
         }
         Some(Role::MemoryStore { records }) => {
             let bytes = runtime.block_on(measure::memory_store_bytes_per_record(records));
@@ -336,7 +348,9 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
     let json_report = report.print();
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&json_report)?)?;
-        eprintln!("bench: wrote {}", path.display());
+        let chart = path.with_extension("svg");
+        std::fs::write(&chart, chart::from_report(&json_report))?;
+        eprintln!("bench: wrote {} and {}", path.display(), chart.display());
     }
     drop(stack);
     Ok(())
