@@ -148,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_concurrently(listener.clone());
     consumer.start().await?;
+    // Fail now, with the cause, if this client cannot read the topic's route (a 4.x broker).
+    let queues =
+        rocketmq_dedup::route_check::check_topic_route(&mut consumer, args.topic.as_str()).await?;
+    println!("{} has {queues} queues", args.topic.as_str());
     println!("consuming {} as {} with the inbox", args.topic, args.group);
     let stats = listener.stats().clone();
     app::run_until_stopped(&stats, args.idle_exit).await;

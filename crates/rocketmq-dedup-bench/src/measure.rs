@@ -67,8 +67,11 @@ pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
         .collect();
     let refs: Vec<_> = batch.iter().collect();
     listener.consume(&refs).await;
+    // The commit is written after the answer (the default): wait for it before counting.
+    listener.shutdown(std::time::Duration::from_secs(5)).await;
     let fresh = counter.round_trips();
     listener.consume(&refs).await;
+    listener.shutdown(std::time::Duration::from_secs(5)).await;
     Ok((fresh, counter.round_trips() - fresh))
 }
 

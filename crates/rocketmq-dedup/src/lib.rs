@@ -79,6 +79,7 @@ pub mod key;
 mod lease;
 pub mod listener;
 pub mod record_key;
+pub mod route_check;
 mod runtime;
 pub mod shutdown;
 #[cfg(feature = "sql")]

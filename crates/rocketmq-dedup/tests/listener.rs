@@ -877,8 +877,10 @@ impl DedupStore for GatedCommits {
     }
 }
 
-#[tokio::test]
-async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_it() {
+/// A listener over a [`GatedCommits`] store, committing after the ack or not.
+fn gated_listener(
+    ack_before_commit: bool,
+) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
     let recorder = Arc::new(Recorder::default());
     let store = Arc::new(GatedCommits {
         inner: MemoryStore::new(),
@@ -887,9 +889,15 @@ async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_i
     let listener = DedupConcurrentListener::builder(recorder.clone())
         .namespace("group")
         .shared_store(store.clone())
-        .ack_before_commit(true)
+        .ack_before_commit(ack_before_commit)
         .build()
         .unwrap();
+    (listener, recorder, store)
+}
+
+#[tokio::test]
+async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_it() {
+    let (listener, recorder, store) = gated_listener(true);
     // The commit cannot land yet, and the batch is acked all the same.
     let status = tokio::time::timeout(Duration::from_secs(10), listener.consume(&[&msg("A")]))
         .await
@@ -932,17 +940,7 @@ async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_i
 
 #[tokio::test]
 async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
-    let recorder = Arc::new(Recorder::default());
-    let store = Arc::new(GatedCommits {
-        inner: MemoryStore::new(),
-        gate: tokio::sync::Semaphore::new(0),
-    });
-    let listener = DedupConcurrentListener::builder(recorder.clone())
-        .namespace("group")
-        .shared_store(store.clone())
-        .ack_before_commit(false)
-        .build()
-        .unwrap();
+    let (listener, recorder, store) = gated_listener(false);
     let consume = tokio::spawn({
         let listener = listener.clone();
         async move { listener.consume(&[&msg("A")]).await }
@@ -960,17 +958,7 @@ async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
 
 #[tokio::test]
 async fn ack_before_commit_keeps_a_local_copy_waiting_until_the_commit_lands() {
-    let recorder = Arc::new(Recorder::default());
-    let store = Arc::new(GatedCommits {
-        inner: MemoryStore::new(),
-        gate: tokio::sync::Semaphore::new(0),
-    });
-    let listener = DedupConcurrentListener::builder(recorder.clone())
-        .namespace("group")
-        .shared_store(store.clone())
-        .ack_before_commit(true)
-        .build()
-        .unwrap();
+    let (listener, recorder, store) = gated_listener(true);
     assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
     // A copy of A (another delivery) arrives while A's commit is pending: it waits for it
     // instead of meeting A's claim in the store and taking a retry-topic trip.

@@ -57,16 +57,20 @@ impl ClusterNodes {
         self.conn.clone()
     }
 
-    /// Reads `CLUSTER SLOTS` from some master into the map.
-    async fn refresh(&self) -> RedisResult<()> {
-        let answer = self
-            .conn
+    /// `CLUSTER SLOTS`, from some master.
+    async fn cluster_slots(&self) -> RedisResult<Value> {
+        self.conn
             .clone()
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
             )
-            .await?;
+            .await
+    }
+
+    /// Reads `CLUSTER SLOTS` from some master into the map.
+    async fn refresh(&self) -> RedisResult<()> {
+        let answer = self.cluster_slots().await?;
         let master_of = slot_owners(answer)?;
         *self.owners.write().unwrap_or_else(|e| e.into_inner()) = SlotOwners { master_of };
         Ok(())
@@ -74,14 +78,7 @@ impl ClusterNodes {
 
     /// Runs `cmd` on every master (its address from `CLUSTER SLOTS`), one answer each.
     pub(super) async fn on_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
-        let answer = self
-            .conn
-            .clone()
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-            )
-            .await?;
+        let answer = self.cluster_slots().await?;
         let mut answers = Vec::new();
         for (host, port) in master_addresses(answer)? {
             let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
@@ -98,14 +95,7 @@ impl ClusterNodes {
 
     /// `SCAN … MATCH pattern` to the end on every master.
     pub(super) async fn scan_each_master(&self, pattern: &str) -> RedisResult<Vec<Vec<String>>> {
-        let answer = self
-            .conn
-            .clone()
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-            )
-            .await?;
+        let answer = self.cluster_slots().await?;
         let mut all = Vec::new();
         for (host, port) in master_addresses(answer)? {
             let mut keys = Vec::new();
