@@ -6,6 +6,8 @@
 //!   `cargo nextest run --workspace` and `cargo test --workspace --doc`. Not root and something
 //!   missing: it prints the exact command to run and stops.
 //! - `cargo xtask deps`: only the installation step.
+//! - `cargo xtask deny`: `cargo deny check licenses bans sources` (deny.toml), installing
+//!   cargo-deny when missing; the advisory database needs a network CI lacks.
 //! - `cargo xtask demo [-- --redis]`, `cargo xtask chaos [-- --quick | --full …]`,
 //!   `cargo xtask bench [-- --quick …]`: the programs (demo and chaos in the harness, the bench
 //!   in release mode), their arguments passed through.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
     let result = match command {
         "test" => deps().and_then(|()| test()),
         "deps" => deps(),
+        "deny" => deny(),
         "demo" => cargo(
             &["run", "-p", "rocketmq-dedup-harness", "--bin", "demo", "--"],
             &rest,
@@ -97,6 +100,7 @@ fn help() -> &'static str {
     "usage: cargo xtask <command>\n\
      \n  test    install what the tests need (when missing), then run every test\
      \n  deps    only install what the tests need\
+     \n  deny    check licenses, bans and sources (cargo-deny, installed when missing)\
      \n  demo    the demo (add `-- --redis` for a local redis-server)\
      \n  chaos   the chaos run, release build (`-- --quick`, `-- --full`, `-- --store mysql`)\
      \n  bench   the benchmark, release build (`-- --quick`, `-- --full --json out.json`)"
@@ -111,7 +115,7 @@ fn deps() -> Result<(), String> {
         let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
         let what: Vec<&str> = missing.iter().map(|n| n.what).collect();
         let install = format!(
-            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall --no-install-recommends {}",
             packages.join(" ")
         );
         if !is_root() || !on_path("apt-get") {
@@ -134,6 +138,15 @@ fn deps() -> Result<(), String> {
         run(Command::new(cargo_program()).args(["install", "--locked", "cargo-nextest"]))?;
     }
     Ok(())
+}
+
+/// Licenses, bans and sources of every dependency, by deny.toml.
+fn deny() -> Result<(), String> {
+    if !cargo_has("deny") {
+        println!("xtask: installing cargo-deny (cargo install --locked cargo-deny)");
+        run(Command::new(cargo_program()).args(["install", "--locked", "cargo-deny"]))?;
+    }
+    run(Command::new(cargo_program()).args(["deny", "check", "licenses", "bans", "sources"]))
 }
 
 /// Every test: the README's test command.
