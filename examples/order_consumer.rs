@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         println!("metrics at http://{addr}/metrics");
     }
 
-    let store = rocketmq_dedup::store::connect(&args.store).await?;
+    let store = rocketmq_dedup::connect(&args.store).await?;
     let payments = Arc::new(orders::OrderPayments {
         verbose: true,
         ..Default::default()

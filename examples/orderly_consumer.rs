@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
 
-    let store = rocketmq_dedup::store::connect(&args.store).await?;
+    let store = rocketmq_dedup::connect(&args.store).await?;
     let timeline = Arc::new(timeline::Timeline {
         verbose: true,
         ..Default::default()

@@ -22,8 +22,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rocketmq_dedup::connect_admin;
 use rocketmq_dedup::record_key::{KeyLayout, RecordKey, DEFAULT_PREFIX};
-use rocketmq_dedup::store::admin::{connect_admin, RecordAdmin, RecordState};
+use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -86,6 +86,7 @@ pub mod shutdown;
 pub mod sql;
 pub mod stats;
 pub mod store;
+pub mod store_url;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
@@ -98,3 +99,4 @@ pub use listener::{DedupConcurrentListener, DedupOrderlyListener, DECISION_TARGE
 pub use shutdown::ShutdownReport;
 pub use stats::{Decision, DedupStats, Event};
 pub use store::DedupStore;
+pub use store_url::{connect, connect_admin};

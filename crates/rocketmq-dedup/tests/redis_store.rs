@@ -404,7 +404,7 @@ async fn connect_failures_say_what_went_wrong() {
         assert_eq!(err.kind(), kind, "{url}: {err:?}");
         assert!(!err.to_string().contains(":pw@"), "{url}: {err}");
     }
-    let Err(err) = rocketmq_dedup::store::connect("ftp://x").await else {
+    let Err(err) = rocketmq_dedup::connect("ftp://x").await else {
         panic!("ftp:// is no store URL");
     };
     assert!(err.to_string().contains("redis+cluster://"), "{err}");

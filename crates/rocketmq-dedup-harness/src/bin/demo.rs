@@ -92,8 +92,8 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         None
     };
     let store = match &redis {
-        Some(redis) => rocketmq_dedup::store::connect(redis.url()).await?,
-        None => rocketmq_dedup::store::connect("memory://").await?,
+        Some(redis) => rocketmq_dedup::connect(redis.url()).await?,
+        None => rocketmq_dedup::connect("memory://").await?,
     };
 
     let client = ClientEnv::new("demo")?;

@@ -2,13 +2,15 @@
 //! forget a record (so its message is processed again), counts, and purging expired rows.
 //!
 //! [`RecordAdmin`] is implemented by [`RedisStore`](crate::store::RedisStore) (one server,
-//! Sentinel, Cluster) and the SQL stores; [`connect_admin`] opens one from a store URL. The
+//! Sentinel, Cluster) and the SQL stores; [`connect_admin`](crate::connect_admin) opens one
+//! from a store URL. The
 //! operator CLI (`crates/rocketmq-dedup-cli`, binary `rocketmq-dedup`) is built on it.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rocketmq_dedup::StoreError> {
 //! use rocketmq_dedup::record_key::RecordKey;
-//! use rocketmq_dedup::store::admin::{connect_admin, RecordState};
+//! use rocketmq_dedup::connect_admin;
+//! use rocketmq_dedup::store::admin::RecordState;
 //!
 //! let store = connect_admin("redis://127.0.0.1:6379").await?;
 //! let key = RecordKey::new("dedup", "payments", "Orders", None, "o-42");
@@ -81,50 +83,5 @@ pub trait RecordAdmin: Send + Sync {
     /// `None` when the store expires records itself (Redis).
     fn purge_expired(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         Box::pin(async { Ok(None) })
-    }
-}
-
-/// Opens the store `url` names for administration: `redis…://` (every deployment),
-/// `mysql://` / `mariadb://` (feature `mysql`), `postgres://` (feature `postgres`). The
-/// in-memory store lives inside one process and has no URL to administer.
-pub async fn connect_admin(url: &str) -> Result<Box<dyn RecordAdmin>, StoreError> {
-    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-    match scheme {
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
-        | "rediss+sentinel" => Ok(Box::new(
-            crate::store::RedisStore::builder(url).connect().await?,
-        )),
-        #[cfg(feature = "mysql")]
-        "mysql" | "mariadb" => {
-            let url = url.replacen("mariadb:", "mysql:", 1);
-            let store = crate::sql::mysql::MySqlStore::builder(url)
-                .purge(crate::sql::PurgeOptions {
-                    interval: Duration::ZERO,
-                    ..Default::default()
-                })
-                .connect()
-                .await?;
-            Ok(Box::new(store))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            let store = crate::sql::postgres::PostgresStore::builder(url)
-                .purge(crate::sql::PurgeOptions {
-                    interval: Duration::ZERO,
-                    ..Default::default()
-                })
-                .connect()
-                .await?;
-            Ok(Box::new(store))
-        }
-        "memory" => Err(StoreError::BadUrl {
-            reason: "the in-memory store lives inside one process: there is nothing to administer from outside".to_owned(),
-        }),
-        _ => Err(StoreError::BadUrl {
-            reason: format!(
-                "unknown scheme {scheme:?}: expected redis://, redis+cluster://, redis+sentinel://, mysql:// or postgres://"
-            ),
-        }),
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
-use super::connection::KeyedCommand;
+use super::pipeline::KeyedCommand;
 use super::RedisStore;
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::RecordKey;

@@ -17,7 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
-use super::connection::{wait_answer, KeyedCommand, Sent};
+use super::pipeline::{wait_answer, KeyedCommand, Sent};
 
 /// Slots in a Redis Cluster.
 const SLOTS: usize = 16_384;

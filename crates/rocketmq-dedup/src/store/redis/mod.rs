@@ -5,6 +5,7 @@ mod admin;
 mod builder;
 mod cluster;
 mod connection;
+mod pipeline;
 mod scripts;
 mod sentinel;
 mod url;
@@ -16,8 +17,8 @@ use futures::future::BoxFuture;
 use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind};
 
 pub use builder::RedisStoreBuilder;
-use connection::KeyedCommand;
 pub use connection::RedisConnection;
+use pipeline::KeyedCommand;
 use scripts::{owner_value, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};

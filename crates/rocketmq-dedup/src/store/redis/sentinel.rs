@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
-use super::connection::{one_pipeline, KeyedCommand, Sent};
+use super::pipeline::{one_pipeline, KeyedCommand, Sent};
 
 /// The current master's connection, and the sentinels that name the next one.
 #[derive(Clone)]

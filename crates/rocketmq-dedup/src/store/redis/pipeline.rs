@@ -1,0 +1,63 @@
+//! A batch of single-key commands and what came back: the unit every deployment sends (one
+//! pipeline per server), and the one-pipeline sender a single server and Sentinel use.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, RedisError, RedisResult, Value};
+
+/// A command on one record key (the key routes it on a Cluster).
+pub(super) struct KeyedCommand<'a> {
+    /// The record key the command touches.
+    pub(super) key: &'a str,
+    /// The command.
+    pub(super) cmd: Cmd,
+}
+
+/// What a batch of commands got back.
+pub(super) struct Sent {
+    /// One answer per command, in order: a server error is that command's answer.
+    pub(super) answers: Vec<RedisResult<Value>>,
+    /// Pipelines sent (one per server touched, plus one per redirected command).
+    pub(super) round_trips: u64,
+    /// With a `WAIT`: the fewest replicas that acknowledged, over the servers touched.
+    pub(super) replicas_acked: Option<i64>,
+}
+
+/// The commands and the `WAIT` as one pipeline on one connection.
+pub(super) async fn one_pipeline(
+    conn: &mut impl ConnectionLike,
+    commands: Vec<KeyedCommand<'_>>,
+    wait: Option<&Cmd>,
+) -> Result<Sent, RedisError> {
+    let n = commands.len();
+    let mut pipe = redis::pipe();
+    for c in commands {
+        pipe.add_command(c.cmd);
+    }
+    if let Some(wait) = wait {
+        pipe.add_command(wait.clone());
+    }
+    let mut values = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    let replicas_acked = match wait {
+        Some(_) => Some(wait_answer(values.pop())?),
+        None => None,
+    };
+    debug_assert_eq!(values.len(), n);
+    Ok(Sent {
+        answers: values.into_iter().map(Value::extract_error).collect(),
+        round_trips: 1,
+        replicas_acked,
+    })
+}
+
+/// The replica count a `WAIT` answered.
+pub(super) fn wait_answer(value: Option<Value>) -> Result<i64, RedisError> {
+    match value.map(Value::extract_error) {
+        Some(Ok(Value::Int(n))) => Ok(n),
+        Some(Err(e)) => Err(e),
+        other => Err(RedisError::from((
+            redis::ErrorKind::Client,
+            "WAIT answered something other than a number",
+            format!("{other:?}"),
+        ))),
+    }
+}
