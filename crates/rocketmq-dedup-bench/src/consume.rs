@@ -122,9 +122,12 @@ pub struct Scenario {
 pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let round_trips = Arc::new(AtomicU64::new(0));
     let redis_store = match s.kind {
-        Kind::Redis | Kind::RedisSyncCommit => {
-            Some(RedisStore::builder(s.redis.as_str()).connect().await?)
-        }
+        Kind::Redis | Kind::RedisSyncCommit | Kind::RedisCoalesce => Some(
+            RedisStore::builder(s.redis.as_str())
+                .coalesce(s.kind == Kind::RedisCoalesce)
+                .connect()
+                .await?,
+        ),
         Kind::Cluster => Some(RedisStore::builder(s.cluster.as_str()).connect().await?),
         _ => None,
     };
@@ -140,7 +143,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
         Kind::Plain => Box::new(Plain(s.work)),
         Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
-        Kind::Redis | Kind::Cluster | Kind::RedisSyncCommit => {
+        Kind::Redis | Kind::Cluster | Kind::RedisSyncCommit | Kind::RedisCoalesce => {
             Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
         }
         Kind::Mysql => {

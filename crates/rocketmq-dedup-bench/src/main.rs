@@ -87,11 +87,15 @@ pub enum Kind {
     /// default before it moved off it), for the ablation.
     #[value(name = "redis-sync")]
     RedisSyncCommit,
+    /// The Redis store with `coalesce(true)`: concurrent calls share pipelines, for the
+    /// ablation.
+    #[value(name = "redis-coal")]
+    RedisCoalesce,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
@@ -100,6 +104,7 @@ impl Kind {
         Kind::Inbox,
         Kind::Cluster,
         Kind::RedisSyncCommit,
+        Kind::RedisCoalesce,
     ];
 }
 
@@ -366,6 +371,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Inbox => "inbox",
         Kind::Cluster => "cluster",
         Kind::RedisSyncCommit => "redis-sync",
+        Kind::RedisCoalesce => "redis-coal",
     }
 }
 

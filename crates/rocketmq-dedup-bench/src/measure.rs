@@ -296,6 +296,8 @@ impl Report {
             (Kind::Cluster, Kind::Plain),
             (Kind::Cluster, Kind::Redis),
             (Kind::Redis, Kind::RedisSyncCommit),
+            (Kind::Redis, Kind::RedisCoalesce),
+            (Kind::Redis, Kind::Reference),
         ] {
             for (batch, work) in [
                 (1, Work::Trivial),

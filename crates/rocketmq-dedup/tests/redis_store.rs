@@ -515,3 +515,61 @@ async fn wait_for_replicas_makes_commits_wait_and_fails_when_too_few_acknowledge
         "$1\r\nd\r\n"
     );
 }
+
+/// Calls made at the same moment (several consume threads, background commits) share
+/// pipelines on one server; each still gets its own answers. With `coalesce(false)`, each
+/// call is its own round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_pipelines_on_one_server() {
+    let server = local(RedisOptions::default());
+    for coalesce in [true, false] {
+        let store = RedisStore::builder(server.url())
+            .coalesce(coalesce)
+            .connect()
+            .await
+            .unwrap();
+        let keys = fresh_keys(64);
+        let before = store.round_trips();
+        let calls: Vec<_> = keys
+            .iter()
+            .cloned()
+            .map(|key| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let token = OwnerToken::random();
+                    let claim = store.claim(std::slice::from_ref(&key), token, LONG).await;
+                    (token, claim)
+                })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for call in calls {
+            let (token, claim) = call.await.unwrap();
+            assert_eq!(claim.unwrap(), [ClaimOutcome::Claimed]);
+            tokens.push(token);
+        }
+        let trips = store.round_trips() - before;
+        match coalesce {
+            true => assert!(trips < 32, "64 concurrent claims in {trips} round trips"),
+            false => assert_eq!(trips, 64),
+        }
+        // Every call got its own answer: each key is held by its own token.
+        for (key, token) in keys.iter().zip(tokens) {
+            let other = OwnerToken::random();
+            assert_eq!(
+                store
+                    .renew(std::slice::from_ref(key), other, LONG)
+                    .await
+                    .unwrap(),
+                [false]
+            );
+            assert_eq!(
+                store
+                    .renew(std::slice::from_ref(key), token, LONG)
+                    .await
+                    .unwrap(),
+                [true]
+            );
+        }
+    }
+}

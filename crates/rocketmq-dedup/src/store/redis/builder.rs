@@ -41,6 +41,7 @@ pub struct RedisStoreBuilder {
     max_backoff: Duration,
     script_claims: bool,
     wait_for_replicas: Option<WaitForReplicas>,
+    coalesce: bool,
 }
 
 impl RedisStoreBuilder {
@@ -71,6 +72,7 @@ impl RedisStoreBuilder {
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
             script_claims: false,
             wait_for_replicas: None,
+            coalesce: false,
         }
     }
 
@@ -133,6 +135,17 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// On one server, sends the commands of every store call waiting at the moment (claims of
+    /// several consume threads, background commits) as one pipeline, from one writer task.
+    /// Default off: each call sends its own pipeline. Measured on the benchmark's 2 shared
+    /// cores, the writer's extra task hand-off costs more than the shared round trips save
+    /// (0.83× msg/s at batch 1 and 32; BENCHMARKS.md); it may pay where Redis is remote and
+    /// round trips dominate. Cluster and Sentinel connections always send their own.
+    pub fn coalesce(mut self, yes: bool) -> Self {
+        self.coalesce = yes;
+        self
+    }
+
     #[cfg(feature = "tls")]
     fn certificates(&self) -> Option<redis::TlsCertificates> {
         (self.tls_root_pem.is_some() || self.tls_client_pem.is_some()).then(|| {
@@ -180,7 +193,7 @@ impl RedisStoreBuilder {
                 let conn = ConnectionManager::new_with_config(client, config)
                     .await
                     .map_err(connect_err)?;
-                Ok(RedisConnection::standalone(conn))
+                Ok(RedisConnection::standalone(conn, self.coalesce))
             }
             Deployment::Cluster { nodes } => {
                 let builder = redis::cluster::ClusterClientBuilder::new(nodes)
@@ -360,6 +373,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("max_backoff", &self.max_backoff)
             .field("script_claims", &self.script_claims)
             .field("wait_for_replicas", &self.wait_for_replicas)
+            .field("coalesce", &self.coalesce)
             .finish()
     }
 }

@@ -6,6 +6,7 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, RedisError, RedisResult, Value};
 
 use super::cluster::ClusterNodes;
+use super::coalesce::Coalescer;
 use super::pipeline::{one_pipeline, KeyedCommand, Sent};
 use super::sentinel::SentinelMaster;
 
@@ -27,15 +28,18 @@ impl std::fmt::Debug for RedisConnection {
 
 #[derive(Clone)]
 enum Inner {
-    Standalone(ConnectionManager),
+    /// One server: the connection, and the writer that coalesces concurrent calls (if on).
+    Standalone(ConnectionManager, Option<Coalescer>),
     Cluster(ClusterNodes),
     Sentinel(SentinelMaster),
 }
 
 impl RedisConnection {
-    pub(super) fn standalone(conn: ConnectionManager) -> Self {
+    /// One server; with `coalesce`, concurrent calls share pipelines (see [`Coalescer`]).
+    pub(super) fn standalone(conn: ConnectionManager, coalesce: bool) -> Self {
+        let writer = coalesce.then(|| Coalescer::start(conn.clone()));
         RedisConnection {
-            inner: Inner::Standalone(conn),
+            inner: Inner::Standalone(conn, writer),
         }
     }
 
@@ -54,7 +58,7 @@ impl RedisConnection {
     /// The deployment's short name: `standalone`, `cluster` or `sentinel`.
     pub fn deployment(&self) -> &'static str {
         match self.inner {
-            Inner::Standalone(_) => "standalone",
+            Inner::Standalone(..) => "standalone",
             Inner::Cluster(_) => "cluster",
             Inner::Sentinel(_) => "sentinel",
         }
@@ -68,7 +72,12 @@ impl RedisConnection {
         wait: Option<&Cmd>,
     ) -> Result<Sent, RedisError> {
         match &self.inner {
-            Inner::Standalone(conn) => one_pipeline(&mut conn.clone(), commands, wait).await,
+            Inner::Standalone(_, Some(writer)) => {
+                writer
+                    .send(commands.into_iter().map(|c| c.cmd).collect(), wait)
+                    .await
+            }
+            Inner::Standalone(conn, None) => one_pipeline(&mut conn.clone(), commands, wait).await,
             Inner::Cluster(nodes) => nodes.send(commands, wait).await,
             Inner::Sentinel(master) => master.send(commands, wait).await,
         }
@@ -78,7 +87,7 @@ impl RedisConnection {
     /// Cluster to every node, elsewhere to the one server.
     pub(super) async fn to_every_node(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.inner {
-            Inner::Standalone(conn) => conn.clone().req_packed_command(cmd).await,
+            Inner::Standalone(conn, _) => conn.clone().req_packed_command(cmd).await,
             Inner::Cluster(nodes) => nodes.to_every_node(cmd).await,
             Inner::Sentinel(master) => master.connection().await?.req_packed_command(cmd).await,
         }
@@ -133,7 +142,7 @@ impl RedisConnection {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> BoxFuture<'a, RedisResult<Value>> {
         match &mut self.inner {
-            Inner::Standalone(conn) => conn.req_packed_command(cmd),
+            Inner::Standalone(conn, _) => conn.req_packed_command(cmd),
             Inner::Cluster(nodes) => {
                 let mut conn = nodes.connection();
                 Box::pin(async move { conn.req_packed_command(cmd).await })
@@ -153,7 +162,7 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> BoxFuture<'a, RedisResult<Vec<Value>>> {
         match &mut self.inner {
-            Inner::Standalone(conn) => conn.req_packed_commands(pipe, offset, count),
+            Inner::Standalone(conn, _) => conn.req_packed_commands(pipe, offset, count),
             Inner::Cluster(nodes) => {
                 let mut conn = nodes.connection();
                 Box::pin(async move { conn.req_packed_commands(pipe, offset, count).await })
@@ -172,7 +181,7 @@ impl ConnectionLike for RedisConnection {
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Standalone(conn) => conn.get_db(),
+            Inner::Standalone(conn, _) => conn.get_db(),
             Inner::Cluster(_) => 0,
             Inner::Sentinel(master) => master.db(),
         }

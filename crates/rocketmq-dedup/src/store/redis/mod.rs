@@ -4,6 +4,7 @@
 mod admin;
 mod builder;
 mod cluster;
+mod coalesce;
 mod connection;
 mod pipeline;
 mod scripts;
