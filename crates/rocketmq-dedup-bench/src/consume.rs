@@ -122,7 +122,7 @@ pub struct Scenario {
 pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let round_trips = Arc::new(AtomicU64::new(0));
     let redis_store = match s.kind {
-        Kind::Redis | Kind::RedisSyncCommit | Kind::RedisCoalesce => Some(
+        Kind::Redis | Kind::RedisSyncCommit | Kind::RedisCoalesce | Kind::RedisNoNearCache => Some(
             RedisStore::builder(s.redis.as_str())
                 .coalesce(s.kind == Kind::RedisCoalesce)
                 .connect()
@@ -136,6 +136,10 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
             .namespace(s.group.as_str())
             .shared_store(store)
             .ack_before_commit(s.kind != Kind::RedisSyncCommit)
+            .near_cache(match s.kind {
+                Kind::RedisNoNearCache => 0,
+                _ => rocketmq_dedup::DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
+            })
             .build()
     };
     let client = ClientEnv::new("bench")?;
@@ -143,7 +147,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
         Kind::Plain => Box::new(Plain(s.work)),
         Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
-        Kind::Redis | Kind::Cluster | Kind::RedisSyncCommit | Kind::RedisCoalesce => {
+        Kind::Redis
+        | Kind::Cluster
+        | Kind::RedisSyncCommit
+        | Kind::RedisCoalesce
+        | Kind::RedisNoNearCache => {
             Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
         }
         Kind::Mysql => {

@@ -91,11 +91,14 @@ pub enum Kind {
     /// ablation.
     #[value(name = "redis-coal")]
     RedisCoalesce,
+    /// The Redis store with `near_cache(0)`: every copy asks Redis, for the ablation.
+    #[value(name = "redis-nonc")]
+    RedisNoNearCache,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
@@ -105,6 +108,7 @@ impl Kind {
         Kind::Cluster,
         Kind::RedisSyncCommit,
         Kind::RedisCoalesce,
+        Kind::RedisNoNearCache,
     ];
 }
 
@@ -372,6 +376,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Cluster => "cluster",
         Kind::RedisSyncCommit => "redis-sync",
         Kind::RedisCoalesce => "redis-coal",
+        Kind::RedisNoNearCache => "redis-nonc",
     }
 }
 

@@ -52,26 +52,31 @@ pub async fn memory_store_bytes_per_record(records: usize) -> f64 {
 }
 
 /// Round trips the Redis store makes for one listener batch of 32 fresh messages, and for the
-/// same batch again (all duplicates).
+/// same batch in another consumer (all duplicates; the first consumer's near-cache would
+/// answer them without Redis).
 pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
     let store = RedisStore::builder(url).connect().await?;
     let counter = store.clone();
-    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
-        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
-    ))
-    .namespace("bench-round-trips")
-    .store(store)
-    .build()?;
+    let consumer = |store: RedisStore| {
+        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+            |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+        ))
+        .namespace("bench-round-trips")
+        .store(store)
+        .build()
+    };
     let batch: Vec<_> = (0..32)
         .map(|i| message("BenchTopic").uniq_key(&uniq_id(i)).build())
         .collect();
     let refs: Vec<_> = batch.iter().collect();
-    listener.consume(&refs).await;
+    let first = consumer(store.clone())?;
+    first.consume(&refs).await;
     // The commit is written after the answer (the default): wait for it before counting.
-    listener.shutdown(std::time::Duration::from_secs(5)).await;
+    first.shutdown(std::time::Duration::from_secs(5)).await;
     let fresh = counter.round_trips();
-    listener.consume(&refs).await;
-    listener.shutdown(std::time::Duration::from_secs(5)).await;
+    let second = consumer(store)?;
+    second.consume(&refs).await;
+    second.shutdown(std::time::Duration::from_secs(5)).await;
     Ok((fresh, counter.round_trips() - fresh))
 }
 
@@ -297,6 +302,7 @@ impl Report {
             (Kind::Cluster, Kind::Redis),
             (Kind::Redis, Kind::RedisSyncCommit),
             (Kind::Redis, Kind::RedisCoalesce),
+            (Kind::Redis, Kind::RedisNoNearCache),
             (Kind::Redis, Kind::Reference),
         ] {
             for (batch, work) in [

@@ -241,6 +241,17 @@ impl<L, P> DedupListenerBuilder<L, P> {
         self
     }
 
+    /// How many keys this listener committed it remembers, so that a copy of one is answered
+    /// without a store round trip (default [`DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY`]; 0:
+    /// none). An entry lives until the record's TTL counted from when its commit was sent, so
+    /// never longer than the store's record; a record an operator deletes
+    /// (`rocketmq-dedup forget`) still counts in this process until then. Not used by a
+    /// transactional inbox.
+    pub fn near_cache(mut self, capacity: usize) -> Self {
+        self.config.near_cache_capacity = capacity;
+        self
+    }
+
     /// The Tokio runtime that drives store calls and handlers (default: the runtime the
     /// builder runs in, else a one-thread runtime of the listener's own).
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {

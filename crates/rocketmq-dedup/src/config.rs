@@ -49,6 +49,7 @@ pub struct DedupConfig {
     pub(crate) max_reconsume_times: i32,
     pub(crate) commit_retry_window: Duration,
     pub(crate) ack_before_commit: bool,
+    pub(crate) near_cache_capacity: usize,
     pub(crate) in_flight_wait: Duration,
     pub(crate) key_layout: KeyLayout,
     pub(crate) suspend_time: Duration,
@@ -70,6 +71,8 @@ impl DedupConfig {
     pub const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
     /// Default wait for a key that another batch of the same listener is processing.
     pub const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+    /// Default number of keys the near-cache remembers.
+    pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 10_000;
     /// Default time the orderly listener suspends a queue whose next message cannot run now
     /// (RocketMQ's own default `suspendCurrentQueueTimeMillis`).
     pub const DEFAULT_SUSPEND_TIME: Duration = Duration::from_secs(1);
@@ -98,6 +101,7 @@ impl DedupConfig {
             max_reconsume_times: Self::DEFAULT_MAX_RECONSUME_TIMES,
             commit_retry_window: Self::DEFAULT_COMMIT_RETRY_WINDOW,
             ack_before_commit: true,
+            near_cache_capacity: Self::DEFAULT_NEAR_CACHE_CAPACITY,
             in_flight_wait: Self::DEFAULT_IN_FLIGHT_WAIT,
             key_layout: KeyLayout::default(),
             suspend_time: Self::DEFAULT_SUSPEND_TIME,

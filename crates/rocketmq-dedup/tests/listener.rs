@@ -12,8 +12,8 @@ use rocketmq_dedup::record_key::RecordKey;
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
 use rocketmq_dedup::testing::{message, FaultyStore};
 use rocketmq_dedup::{
-    ConfigError, Decision, DedupConcurrentListener, DedupHandler, Event, HandlerError, KeyFallback,
-    KeyStrategy, StoreErrorPolicy, StoreOperation,
+    ConfigError, Decision, DedupConcurrentListener, DedupConfig, DedupHandler, Event, HandlerError,
+    KeyFallback, KeyStrategy, StoreErrorPolicy, StoreOperation,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
@@ -984,4 +984,42 @@ async fn ack_before_commit_keeps_a_local_copy_waiting_until_the_commit_lands() {
     );
     assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
     assert_eq!(listener.stats().decisions(Decision::DeferredInFlight), 0);
+}
+
+/// A copy of a key this listener committed is a duplicate without a store call: here the
+/// store refuses every claim after the first message, and only the near-cache can answer.
+#[tokio::test]
+async fn the_near_cache_answers_copies_of_keys_this_listener_committed() {
+    for capacity in [DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY, 0] {
+        let recorder = Arc::new(Recorder::default());
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let listener = DedupConcurrentListener::builder(recorder.clone())
+            .namespace("group")
+            .shared_store(store.clone())
+            .near_cache(capacity)
+            .build()
+            .unwrap();
+        assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+        eventually(|| recorder.committed.load(Ordering::SeqCst) == 1).await;
+        store.fail(StoreOperation::Claim, true);
+        let copy = message("Orders")
+            .uniq_key("A")
+            .msg_id("offset-A-copy")
+            .build();
+        let status = listener.consume(&[&copy]).await;
+        match capacity {
+            0 => {
+                assert_eq!(
+                    status, ReconsumeLater,
+                    "without it, the claim must ask the store"
+                );
+                assert_eq!(listener.stats().decisions(Decision::StoreUnavailable), 1);
+            }
+            _ => {
+                assert_eq!(status, ConsumeSuccess);
+                assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+            }
+        }
+        assert_eq!(recorder.runs(), 1, "the handler ran once");
+    }
 }

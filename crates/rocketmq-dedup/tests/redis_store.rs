@@ -192,13 +192,16 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let counter = store.clone();
-    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
-        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
-    ))
-    .namespace("group")
-    .store(store)
-    .build()
-    .unwrap();
+    let consumer = |store: RedisStore| {
+        rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+            |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+        ))
+        .namespace("group")
+        .store(store)
+        .build()
+        .unwrap()
+    };
+    let listener = consumer(store.clone());
     let batch: Vec<_> = (0..32)
         .map(|i| message("T").uniq_key(&format!("k{i}")).build())
         .collect();
@@ -211,8 +214,21 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
         2,
         "claim + commit for 32 fresh messages"
     );
+    // The same consumer knows them: its near-cache answers.
     listener.consume(&refs).await;
+    assert_eq!(
+        counter.round_trips(),
+        2,
+        "no round trip for its own duplicates"
+    );
+    // Another consumer asks Redis once for the batch.
+    let other = consumer(store);
+    other.consume(&refs).await;
     assert_eq!(counter.round_trips(), 3, "one claim for 32 duplicates");
+    assert_eq!(
+        other.stats().decisions(rocketmq_dedup::Decision::Duplicate),
+        32
+    );
 }
 
 #[tokio::test]

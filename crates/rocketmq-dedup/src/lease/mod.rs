@@ -7,6 +7,7 @@
 //! ([`background`]): the message is acked, since its effect happened.
 
 mod background;
+mod near_cache;
 
 mod running;
 mod settle;
@@ -19,6 +20,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::error;
 
 use self::background::Background;
+use self::near_cache::NearCache;
 use crate::config::{DedupConfig, StoreErrorPolicy};
 use crate::engine::calls::StoreCalls;
 use crate::engine::task::{Outcome, Processor, RunOrder, Task};
@@ -43,6 +45,8 @@ pub(crate) struct Shared<H> {
     calls: StoreCalls,
     stats: Arc<DedupStats>,
     background: Background,
+    /// Keys this listener committed, recognised without the store.
+    near: NearCache,
 }
 
 /// What the claim decided for one task.
@@ -77,6 +81,7 @@ impl<H: DedupHandler> LeaseProcessor<H> {
                 calls,
                 stats,
                 background: Background::new(runtime),
+                near: NearCache::new(config.near_cache_capacity),
             }),
         }
     }
@@ -138,7 +143,17 @@ impl<H: DedupHandler> Shared<H> {
     /// Claims the keys of `tasks` in one call; sets the outcome of each task the claim
     /// decides, and answers each task's step.
     async fn claim(&self, tasks: &mut [Task<'_>], token: OwnerToken) -> Vec<Step> {
-        let keys: Vec<RecordKey> = tasks.iter().filter_map(|t| t.key().cloned()).collect();
+        // Copies of keys this listener committed are duplicates without asking the store.
+        let near: Vec<bool> = tasks
+            .iter()
+            .map(|t| t.key().is_some_and(|k| self.near.contains(k)))
+            .collect();
+        let keys: Vec<RecordKey> = tasks
+            .iter()
+            .zip(&near)
+            .filter(|(_, hit)| !**hit)
+            .filter_map(|(t, _)| t.key().cloned())
+            .collect();
         let ttl = self.config.processing_ttl;
         let answers = match keys.is_empty() {
             true => Ok(Vec::new()),
@@ -150,7 +165,11 @@ impl<H: DedupHandler> Shared<H> {
         let fail_open = self.config.store_error_policy == StoreErrorPolicy::FailOpen;
         let mut answers = answers.map(Vec::into_iter);
         let mut steps = Vec::with_capacity(tasks.len());
-        for task in tasks.iter_mut() {
+        for (task, hit) in tasks.iter_mut().zip(near) {
+            if hit {
+                steps.push(done(task, Outcome::Duplicate));
+                continue;
+            }
             let answer = match (&mut answers, task.key()) {
                 (_, None) => {
                     steps.push(Step::Run { recorded: false });

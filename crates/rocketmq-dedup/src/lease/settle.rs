@@ -25,9 +25,10 @@ impl<H: DedupHandler> Shared<H> {
             return;
         }
         let ttl = self.config.record_ttl;
+        let sent_at = tokio::time::Instant::now();
         let call = self.store.commit(&keys, token, ttl);
         match self.calls.call(StoreOperation::Commit, call).await {
-            Ok(outcomes) => self.settled(&keys, outcomes),
+            Ok(outcomes) => self.settled(&keys, outcomes, sent_at),
             Err(err) if self.config.commit_retry_window.is_zero() => {
                 self.give_up_commit(&keys, &err)
             }
@@ -64,6 +65,7 @@ impl<H: DedupHandler> Shared<H> {
                 () = tokio::time::sleep(pause) => {}
                 () = &mut stopped => break None,
             }
+            let sent_at = tokio::time::Instant::now();
             let call = self
                 .calls
                 .call(StoreOperation::Commit, self.store.commit(&keys, token, ttl));
@@ -72,7 +74,7 @@ impl<H: DedupHandler> Shared<H> {
                 () = &mut stopped => break None,
             };
             match result {
-                Ok(outcomes) => break Some(outcomes),
+                Ok(outcomes) => break Some((outcomes, sent_at)),
                 Err(err) if tokio::time::Instant::now() >= window_end => {
                     last_err = err;
                     break None;
@@ -82,9 +84,9 @@ impl<H: DedupHandler> Shared<H> {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         };
         match written {
-            Some(outcomes) => {
+            Some((outcomes, sent_at)) => {
                 debug!(keys = keys.len(), "deferred commit written");
-                self.settled(&keys, outcomes);
+                self.settled(&keys, outcomes, sent_at);
                 self.background.finished(keys.len(), false);
             }
             None => {
@@ -94,8 +96,22 @@ impl<H: DedupHandler> Shared<H> {
         }
     }
 
-    /// Reports written commits: counted, and told to the handler.
-    fn settled(&self, keys: &[RecordKey], outcomes: Vec<CommitOutcome>) {
+    /// Reports written commits: counted, told to the handler, and the CONSUMED keys remembered
+    /// in the near-cache until the record's TTL counted from `sent_at` (the store started it
+    /// later).
+    fn settled(
+        &self,
+        keys: &[RecordKey],
+        outcomes: Vec<CommitOutcome>,
+        sent_at: tokio::time::Instant,
+    ) {
+        let consumed = keys.iter().zip(&outcomes).filter(|(_, o)| {
+            matches!(o, CommitOutcome::Committed | CommitOutcome::AlreadyConsumed)
+        });
+        self.near.insert(
+            consumed.map(|(k, _)| k.clone()),
+            sent_at + self.config.record_ttl,
+        );
         let count = |which| outcomes.iter().filter(|o| **o == which).count();
         let (lost, twice) = (
             count(CommitOutcome::Lost),
