@@ -130,23 +130,17 @@ impl RedisServer {
                 .arg("no");
         }
         let log = self.dir.path().join("redis.log");
-        let mut process = ChildProcess::spawn(cmd, &log)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if !process.is_running() {
-                break;
-            }
-            if ping(self.port, self.options.password.as_deref()) {
-                self.process = Some(process);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        Err(TestkitError::NotReady {
-            what: format!("redis-server on port {}", self.port),
-            seconds: READY_TIMEOUT.as_secs(),
-            log,
-        })
+        let what = format!("redis-server on port {}", self.port);
+        let password = self.options.password.as_deref();
+        self.process = Some(spawn_ready(
+            cmd,
+            &log,
+            self.port,
+            password,
+            &what,
+            READY_TIMEOUT,
+        )?);
+        Ok(())
     }
 
     /// The URL clients connect to.
@@ -228,14 +222,8 @@ impl RedisServer {
     /// Runs one command with `redis-cli`-like simplicity: sends `args` and returns the raw
     /// RESP reply (for checks such as `DBSIZE` in tests).
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        if let Some(pw) = &self.options.password {
-            stream.write_all(&resp(&["AUTH", pw]))?;
-            read_reply(&mut stream)?;
-        }
-        stream.write_all(&resp(args))?;
-        read_reply(&mut stream)
+        let password = self.options.password.as_deref();
+        send_command(self.port, password, args, Duration::from_secs(5))
     }
 }
 
@@ -288,25 +276,56 @@ fn resp_len(b: &[u8]) -> Option<usize> {
 
 /// Sends one command to the server on 127.0.0.1:`port` and returns the raw reply.
 pub(crate) fn command_on(port: u16, args: &[&str]) -> std::io::Result<String> {
+    send_command(port, None, args, Duration::from_secs(5))
+}
+
+/// Connects to 127.0.0.1:`port`, AUTHs with `password` if any, sends one command and returns
+/// its raw reply; each read waits at most `timeout`.
+fn send_command(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+    timeout: Duration,
+) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
+    if let Some(pw) = password {
+        stream.write_all(&resp(&["AUTH", pw]))?;
+        read_reply(&mut stream)?;
+    }
     stream.write_all(&resp(args))?;
     read_reply(&mut stream)
 }
 
-/// Whether the server on `port` answers PING.
-pub(crate) fn ping(port: u16, password: Option<&str>) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if let Some(pw) = password {
-        if stream.write_all(&resp(&["AUTH", pw])).is_err() || read_reply(&mut stream).is_err() {
-            return false;
+/// Spawns the `redis-server` of `cmd` (output to `log`) and waits up to `timeout` for it to
+/// answer PING on `port`; `what` names it in the error.
+pub(crate) fn spawn_ready(
+    cmd: Command,
+    log: &std::path::Path,
+    port: u16,
+    password: Option<&str>,
+    what: &str,
+    timeout: Duration,
+) -> Result<ChildProcess, TestkitError> {
+    let mut process = ChildProcess::spawn(cmd, log)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && process.is_running() {
+        if ping(port, password) {
+            return Ok(process);
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    stream.write_all(&resp(&["PING"])).is_ok()
-        && read_reply(&mut stream).is_ok_and(|r| r.starts_with("+PONG"))
+    Err(TestkitError::NotReady {
+        what: what.to_owned(),
+        seconds: timeout.as_secs(),
+        log: log.to_owned(),
+    })
+}
+
+/// Whether the server on `port` answers PING.
+fn ping(port: u16, password: Option<&str>) -> bool {
+    send_command(port, password, &["PING"], Duration::from_millis(500))
+        .is_ok_and(|r| r.starts_with("+PONG"))
 }
 
 /// Makes a CA and a server certificate for 127.0.0.1, signed by it, in `dir`.

@@ -10,10 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::process::{find_program, ChildProcess, TestkitError};
-use crate::redis::{command_on, ping};
+use crate::redis::{command_on, spawn_ready};
 use crate::{other_error as io, wait_until as wait};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one node may take to answer PING.
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOTS: u32 = 16_384;
 
 /// A Redis Cluster on 127.0.0.1, or the one `REDIS_CLUSTER_URL` names.
@@ -305,23 +307,16 @@ impl ClusterNode {
             ])
             .arg(&self.dir);
         let log = self.dir.join("redis.log");
-        let mut process = ChildProcess::spawn(cmd, &log)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !process.is_running() {
-                break;
-            }
-            if ping(self.port, None) {
-                self.process = Some(process);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(TestkitError::NotReady {
-            what: format!("cluster node on port {}", self.port),
-            seconds: 10,
-            log,
-        })
+        let what = format!("cluster node on port {}", self.port);
+        self.process = Some(spawn_ready(
+            cmd,
+            &log,
+            self.port,
+            None,
+            &what,
+            NODE_TIMEOUT,
+        )?);
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::process::{find_program, ChildProcess, TestkitError};
-use crate::redis::{command_on, ping};
+use crate::redis::{command_on, spawn_ready};
 use crate::{other_error as io, wait_until as wait};
 
 /// The master's name in the sentinels' configuration.
@@ -226,20 +226,6 @@ fn data_node(
             .arg(master.to_string());
     }
     let log = node_dir.join("redis.log");
-    let mut process = ChildProcess::spawn(cmd, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if !process.is_running() {
-            break;
-        }
-        if ping(port, None) {
-            return Ok(process);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(TestkitError::NotReady {
-        what: format!("redis-server on port {port}"),
-        seconds: 10,
-        log,
-    })
+    let what = format!("redis-server on port {port}");
+    spawn_ready(cmd, &log, port, None, &what, Duration::from_secs(10))
 }
