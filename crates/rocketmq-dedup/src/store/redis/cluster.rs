@@ -17,7 +17,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
-use super::pipeline::{wait_answer, KeyedCommand, Sent};
+use super::pipeline::{scan_to_end, wait_answer, KeyedCommand, Sent};
 
 /// Slots in a Redis Cluster.
 const SLOTS: usize = 16_384;
@@ -70,59 +70,46 @@ impl ClusterNodes {
 
     /// Reads `CLUSTER SLOTS` from some master into the map.
     async fn refresh(&self) -> RedisResult<()> {
-        let answer = self.cluster_slots().await?;
-        let master_of = slot_owners(answer)?;
+        let ranges = slot_ranges(self.cluster_slots().await?)?;
+        let master_of = slot_owners(&ranges);
         *self.owners.write().unwrap_or_else(|e| e.into_inner()) = SlotOwners { master_of };
         Ok(())
     }
 
-    /// Runs `cmd` on every master (its address from `CLUSTER SLOTS`), one answer each.
+    /// The masters' addresses, from `CLUSTER SLOTS` now.
+    async fn masters(&self) -> RedisResult<Vec<(String, u16)>> {
+        Ok(masters(&slot_ranges(self.cluster_slots().await?)?))
+    }
+
+    /// Runs `cmd` on the master at `address`.
+    async fn on_master(&self, (host, port): &(String, u16), cmd: Cmd) -> RedisResult<Value> {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        self.conn
+            .clone()
+            .route_command(cmd, routing)
+            .await?
+            .extract_error()
+    }
+
+    /// Runs `cmd` on every master, one answer each.
     pub(super) async fn on_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
-        let answer = self.cluster_slots().await?;
         let mut answers = Vec::new();
-        for (host, port) in master_addresses(answer)? {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            answers.push(
-                self.conn
-                    .clone()
-                    .route_command(cmd.clone(), routing)
-                    .await?
-                    .extract_error()?,
-            );
+        for master in self.masters().await? {
+            answers.push(self.on_master(&master, cmd.clone()).await?);
         }
         Ok(answers)
     }
 
     /// `SCAN … MATCH pattern` to the end on every master.
-    pub(super) async fn scan_each_master(&self, pattern: &str) -> RedisResult<Vec<Vec<String>>> {
-        let answer = self.cluster_slots().await?;
-        let mut all = Vec::new();
-        for (host, port) in master_addresses(answer)? {
-            let mut keys = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port,
-                });
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let answer = self.conn.clone().route_command(cmd, routing).await?;
-                let (next, found): (u64, Vec<String>) =
-                    redis::from_redis_value(answer.extract_error()?).map_err(RedisError::from)?;
-                keys.extend(found);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            all.push(keys);
+    pub(super) async fn scan_each_master(&self, pattern: &str) -> RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        for master in self.masters().await? {
+            keys.extend(scan_to_end(pattern, |cmd| self.on_master(&master, cmd)).await?);
         }
-        Ok(all)
+        Ok(keys)
     }
 
     pub(super) async fn to_every_node(&self, cmd: &Cmd) -> RedisResult<Value> {
@@ -187,7 +174,7 @@ impl ClusterNodes {
             };
             if wait.is_some() {
                 let acked = wait_answer(values.pop())?;
-                replicas_acked = Some(replicas_acked.map_or(acked, |a| a.min(acked)));
+                replicas_acked = fewest(replicas_acked, acked);
             }
             for (&i, value) in members.iter().zip(values) {
                 match value.extract_error() {
@@ -204,7 +191,7 @@ impl ClusterNodes {
             round_trips += trips;
             answers[i] = Some(answer);
             if let Some(acked) = acked {
-                replicas_acked = Some(replicas_acked.map_or(acked, |a| a.min(acked)));
+                replicas_acked = fewest(replicas_acked, acked);
             }
         }
         let answers = answers
@@ -331,6 +318,11 @@ fn did_not_run_here(e: &RedisError) -> bool {
     )
 }
 
+/// The fewer of the replica counts acknowledged so far and `acked`.
+fn fewest(so_far: Option<i64>, acked: i64) -> Option<i64> {
+    Some(so_far.map_or(acked, |a| a.min(acked)))
+}
+
 fn missing_answer() -> RedisError {
     RedisError::from((
         ErrorKind::Client,
@@ -338,42 +330,15 @@ fn missing_answer() -> RedisError {
     ))
 }
 
-/// `CLUSTER SLOTS` → the masters' addresses.
-fn master_addresses(answer: Value) -> RedisResult<Vec<(String, u16)>> {
-    let Value::Array(ranges) = answer else {
-        return Err(RedisError::from((
-            ErrorKind::Client,
-            "unexpected CLUSTER SLOTS answer",
-        )));
-    };
-    let mut masters: Vec<(String, u16)> = Vec::new();
-    for range in ranges {
-        let Value::Array(fields) = range else {
-            continue;
-        };
-        let Some(Value::Array(master)) = fields.get(2) else {
-            continue;
-        };
-        let host = match master.first() {
-            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
-            Some(Value::SimpleString(host)) => host.clone(),
-            _ => continue,
-        };
-        let Some(Value::Int(port)) = master.get(1) else {
-            continue;
-        };
-        let Ok(port) = u16::try_from(*port) else {
-            continue;
-        };
-        if !masters.contains(&(host.clone(), port)) {
-            masters.push((host, port));
-        }
-    }
-    Ok(masters)
+/// One range of a `CLUSTER SLOTS` answer: its slots and its master's address.
+struct SlotRange {
+    start: usize,
+    end: usize,
+    master: (String, u16),
 }
 
-/// `CLUSTER SLOTS` → the master index of every slot.
-fn slot_owners(answer: Value) -> RedisResult<Vec<u16>> {
+/// Reads a `CLUSTER SLOTS` answer.
+fn slot_ranges(answer: Value) -> RedisResult<Vec<SlotRange>> {
     let bad = |what: &str| {
         RedisError::from((
             ErrorKind::Client,
@@ -384,42 +349,62 @@ fn slot_owners(answer: Value) -> RedisResult<Vec<u16>> {
     let Value::Array(ranges) = answer else {
         return Err(bad("not an array"));
     };
-    let mut master_of = vec![UNKNOWN; SLOTS];
-    let mut masters: Vec<(Vec<u8>, i64)> = Vec::new();
+    ranges
+        .into_iter()
+        .map(|range| {
+            let Value::Array(fields) = range else {
+                return Err(bad("a range is not an array"));
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(bad("a range without start, end and master"));
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+                Some(Value::SimpleString(host)) => host.clone(),
+                _ => return Err(bad("a master without a host")),
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                return Err(bad("a master without a port"));
+            };
+            let port = u16::try_from(*port).map_err(|_| bad("a port out of range"))?;
+            let (Ok(start), Ok(end)) = (usize::try_from(*start), usize::try_from(*end)) else {
+                return Err(bad("a negative slot"));
+            };
+            if start > end || end >= SLOTS {
+                return Err(bad("a slot out of range"));
+            }
+            Ok(SlotRange {
+                start,
+                end,
+                master: (host, port),
+            })
+        })
+        .collect()
+}
+
+/// The distinct masters, in the order of their first range.
+fn masters(ranges: &[SlotRange]) -> Vec<(String, u16)> {
+    let mut masters: Vec<(String, u16)> = Vec::new();
     for range in ranges {
-        let Value::Array(fields) = range else {
-            return Err(bad("a range is not an array"));
-        };
-        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
-            (fields.first(), fields.get(1), fields.get(2))
-        else {
-            return Err(bad("a range without start, end and master"));
-        };
-        let address = match (master.first(), master.get(1)) {
-            (Some(Value::BulkString(host)), Some(Value::Int(port))) => (host.clone(), *port),
-            (Some(Value::SimpleString(host)), Some(Value::Int(port))) => {
-                (host.clone().into_bytes(), *port)
-            }
-            _ => return Err(bad("a master without host and port")),
-        };
-        let index = match masters.iter().position(|m| *m == address) {
-            Some(index) => index,
-            None => {
-                masters.push(address);
-                masters.len() - 1
-            }
-        };
-        let index = u16::try_from(index).map_err(|_| bad("too many masters"))?;
-        let (start, end) = (usize::try_from(*start), usize::try_from(*end));
-        let (Ok(start), Ok(end)) = (start, end) else {
-            return Err(bad("a negative slot"));
-        };
-        if start > end || end >= SLOTS {
-            return Err(bad("a slot out of range"));
+        if !masters.contains(&range.master) {
+            masters.push(range.master.clone());
         }
-        master_of[start..=end].fill(index);
     }
-    Ok(master_of)
+    masters
+}
+
+/// The master index (into [`masters`]) of every slot; `UNKNOWN` where no range covers it.
+fn slot_owners(ranges: &[SlotRange]) -> Vec<u16> {
+    let masters = masters(ranges);
+    let mut master_of = vec![UNKNOWN; SLOTS];
+    for range in ranges {
+        let index = masters.iter().position(|m| *m == range.master).unwrap_or(0);
+        // A cluster has at most 16 384 masters, so the index fits.
+        master_of[range.start..=range.end].fill(index as u16);
+    }
+    master_of
 }
 
 /// The Cluster slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}`, mod 16 384.

@@ -7,7 +7,7 @@ use redis::{Cmd, RedisError, RedisResult, Value};
 
 use super::cluster::ClusterNodes;
 use super::coalesce::Coalescer;
-use super::pipeline::{one_pipeline, KeyedCommand, Sent};
+use super::pipeline::{one_pipeline, scan_to_end, KeyedCommand, Sent};
 use super::sentinel::SentinelMaster;
 
 /// A connection to the deployment a store URL names. Cheap to clone; it implements redis-rs's
@@ -108,34 +108,16 @@ impl RedisConnection {
     /// The keys matching `pattern`, from `SCAN` on every master (all of them at once: for an
     /// operator's tool, not the consume path).
     pub(super) async fn scan(&self, pattern: &str) -> RedisResult<Vec<String>> {
-        let mut keys = Vec::new();
         match &self.inner {
-            Inner::Cluster(nodes) => {
-                for port_keys in nodes.scan_each_master(pattern).await? {
-                    keys.extend(port_keys);
-                }
-            }
+            Inner::Cluster(nodes) => nodes.scan_each_master(pattern).await,
             _ => {
-                let mut conn = self.clone();
-                let mut cursor = 0u64;
-                loop {
-                    let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await?;
-                    keys.extend(found);
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
+                scan_to_end(pattern, |cmd| {
+                    let mut conn = self.clone();
+                    async move { conn.req_packed_command(&cmd).await }
+                })
+                .await
             }
         }
-        Ok(keys)
     }
 }
 

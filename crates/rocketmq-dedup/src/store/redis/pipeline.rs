@@ -1,6 +1,8 @@
 //! A batch of single-key commands and what came back: the unit every deployment sends (one
 //! pipeline per server), and the one-pipeline sender a single server and Sentinel use.
 
+use std::future::Future;
+
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisResult, Value};
 
@@ -59,5 +61,32 @@ pub(super) fn wait_answer(value: Option<Value>) -> Result<i64, RedisError> {
             "WAIT answered something other than a number",
             format!("{other:?}"),
         ))),
+    }
+}
+
+/// The keys matching `pattern` on one server: `SCAN cursor MATCH pattern COUNT 1000` through
+/// `send`, from cursor 0 until the server answers 0.
+pub(super) async fn scan_to_end<F, Fut>(pattern: &str, mut send: F) -> RedisResult<Vec<String>>
+where
+    F: FnMut(Cmd) -> Fut,
+    Fut: Future<Output = RedisResult<Value>>,
+{
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let answer = send(cmd).await?.extract_error()?;
+        let (next, found): (u64, Vec<String>) =
+            redis::from_redis_value(answer).map_err(RedisError::from)?;
+        keys.extend(found);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
     }
 }
