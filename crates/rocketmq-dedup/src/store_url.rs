@@ -8,7 +8,6 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::store::admin::RecordAdmin;
@@ -25,41 +24,29 @@ use crate::store::DedupStore;
 ///
 /// A wrong URL, an unreachable server, refused credentials and a failed TLS handshake are
 /// different [`StoreError`] variants.
+// Built without a shared store (no `redis`, `mysql`, `postgres`), `Shared` has no variant.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "mysql", feature = "postgres")),
+    allow(unreachable_code)
+)]
 pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, StoreError> {
-    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-    match scheme {
-        "memory" if matches!(url, "memory://" | "memory:") => {
-            Ok(Arc::new(crate::store::MemoryStore::new()))
-        }
+    if matches!(url, "memory://" | "memory:") {
+        return Ok(Arc::new(crate::store::MemoryStore::new()));
+    }
+    Ok(match open_shared(url, Purge::Job).await? {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
-        | "redis+sentinel" | "rediss+sentinel" => Ok(Arc::new(
-            crate::store::RedisStore::builder(url).connect().await?,
-        )),
+        Shared::Redis(store) => Arc::new(store),
         #[cfg(feature = "mysql")]
-        "mysql" | "mariadb" => {
-            let url = url.replacen("mariadb:", "mysql:", 1);
-            let store = crate::sql::mysql::MySqlStore::builder(url)
-                .connect()
-                .await?;
+        Shared::MySql(store) => {
             store.migrate().await?;
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            let store = crate::sql::postgres::PostgresStore::builder(url)
-                .connect()
-                .await?;
+        Shared::Postgres(store) => {
             store.migrate().await?;
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
-        _ => Err(StoreError::BadUrl {
-            reason: format!(
-                "unknown scheme {scheme:?}: expected one of {}",
-                supported_schemes().join(", ")
-            ),
-        }),
-    }
+    })
 }
 
 /// The URL schemes [`connect`] serves with the features this build has.
@@ -85,43 +72,79 @@ pub fn supported_schemes() -> Vec<&'static str> {
 /// Opens the store `url` names for administration: `redis…://` (every deployment),
 /// `mysql://` / `mariadb://` (feature `mysql`), `postgres://` (feature `postgres`). The
 /// in-memory store lives inside one process and has no URL to administer.
+// Built without a shared store (no `redis`, `mysql`, `postgres`), `Shared` has no variant.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "mysql", feature = "postgres")),
+    allow(unreachable_code)
+)]
 pub async fn connect_admin(url: &str) -> Result<Box<dyn RecordAdmin>, StoreError> {
+    if url.starts_with("memory:") {
+        return Err(StoreError::BadUrl {
+            reason: "the in-memory store lives inside one process: there is nothing to administer from outside".to_owned(),
+        });
+    }
+    // No purge job: an operator's tool purges when asked.
+    Ok(match open_shared(url, Purge::None).await? {
+        #[cfg(feature = "redis")]
+        Shared::Redis(store) => Box::new(store),
+        #[cfg(feature = "mysql")]
+        Shared::MySql(store) => Box::new(store),
+        #[cfg(feature = "postgres")]
+        Shared::Postgres(store) => Box::new(store),
+    })
+}
+
+/// A store shared across processes, opened from its URL.
+enum Shared {
+    #[cfg(feature = "redis")]
+    Redis(crate::store::RedisStore),
+    #[cfg(feature = "mysql")]
+    MySql(crate::sql::mysql::MySqlStore),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::sql::postgres::PostgresStore),
+}
+
+/// Whether a SQL store runs its purge job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    Job,
+    None,
+}
+
+/// Opens the shared store `url` names (every scheme but `memory://`).
+async fn open_shared(url: &str, purge: Purge) -> Result<Shared, StoreError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    let purge = match purge {
+        Purge::Job => crate::sql::PurgeOptions::default(),
+        Purge::None => crate::sql::PurgeOptions {
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+    };
+    #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+    let _ = purge;
     match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
-        | "rediss+sentinel" => Ok(Box::new(
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
+        | "redis+sentinel" | "rediss+sentinel" => Ok(Shared::Redis(
             crate::store::RedisStore::builder(url).connect().await?,
         )),
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
             let url = url.replacen("mariadb:", "mysql:", 1);
-            let store = crate::sql::mysql::MySqlStore::builder(url)
-                .purge(crate::sql::PurgeOptions {
-                    interval: Duration::ZERO,
-                    ..Default::default()
-                })
-                .connect()
-                .await?;
-            Ok(Box::new(store))
+            let builder = crate::sql::mysql::MySqlStore::builder(url).purge(purge);
+            Ok(Shared::MySql(builder.connect().await?))
         }
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            let store = crate::sql::postgres::PostgresStore::builder(url)
-                .purge(crate::sql::PurgeOptions {
-                    interval: Duration::ZERO,
-                    ..Default::default()
-                })
-                .connect()
-                .await?;
-            Ok(Box::new(store))
+            let builder = crate::sql::postgres::PostgresStore::builder(url).purge(purge);
+            Ok(Shared::Postgres(builder.connect().await?))
         }
-        "memory" => Err(StoreError::BadUrl {
-            reason: "the in-memory store lives inside one process: there is nothing to administer from outside".to_owned(),
-        }),
         _ => Err(StoreError::BadUrl {
             reason: format!(
-                "unknown scheme {scheme:?}: expected redis://, redis+cluster://, redis+sentinel://, mysql:// or postgres://"
+                "unknown scheme {scheme:?}: expected one of {}",
+                supported_schemes().join(", ")
             ),
         }),
     }
