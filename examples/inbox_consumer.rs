@@ -23,13 +23,12 @@ mod app;
 use std::time::Duration;
 
 use clap::Parser;
-use rocketmq_client_rust::{DefaultMQPushConsumer, MQPushConsumer};
+use rocketmq_client_rust::MQPushConsumer;
 use rocketmq_dedup::client::ConsumerRuntime;
 use rocketmq_dedup::inbox::InboxHandler;
 use rocketmq_dedup::sql::mysql::MySqlInbox;
 use rocketmq_dedup::sql::postgres::PostgresInbox;
 use rocketmq_dedup::{DedupConcurrentListener, DedupKey, HandlerError, KeyError, KeyStrategy};
-use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use sqlx::{MySql, Postgres, Transaction};
 
@@ -138,20 +137,10 @@ async fn main() -> anyhow::Result<()> {
     app::init_logging();
     let listener = listener(&args).await?;
     let runtime = ConsumerRuntime::new("inbox-consumer")?;
-    let mut consumer = DefaultMQPushConsumer::builder(runtime.client_runtime())
-        .name_server_addr(args.namesrv.as_str())
-        .consumer_group(args.group.as_str())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .consume_thread_min(4u32)
-        .consume_thread_max(4u32)
-        .build();
+    let mut consumer = app::consumer_builder(&runtime, &args.namesrv, &args.group).build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_concurrently(listener.clone());
-    consumer.start().await?;
-    // Fail now, with the cause, if this client cannot read the topic's route (a 4.x broker).
-    let queues =
-        rocketmq_dedup::route_check::check_topic_route(&mut consumer, args.topic.as_str()).await?;
-    println!("{} has {queues} queues", args.topic.as_str());
+    app::start(&mut consumer, &args.topic).await?;
     println!("consuming {} as {} with the inbox", args.topic, args.group);
     let stats = listener.stats().clone();
     app::run_until_stopped(&stats, args.idle_exit).await;

@@ -33,9 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use rocketmq_client_rust::{DefaultMQPushConsumer, MQPushConsumer};
+use rocketmq_client_rust::MQPushConsumer;
 use rocketmq_dedup::{DedupConcurrentListener, DedupHandler as _, KeyStrategy};
-use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -103,23 +102,12 @@ async fn main() -> anyhow::Result<()> {
     // rocketmq-client-rust 1.0.0 needs an explicit client runtime; `ConsumerRuntime` owns one
     // and widens the blocking lane listeners run on (see its docs).
     let client = rocketmq_dedup::client::ConsumerRuntime::new("order-consumer")?;
-    let mut consumer = DefaultMQPushConsumer::builder(client.client_runtime())
-        .name_server_addr(args.namesrv.as_str())
-        .consumer_group(args.group.as_str())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        // 2 cores: a few listener threads (see ROCKETMQ-NOTES: the 1.0.0 defaults of 20/64
-        // overflow the runtime's blocking lane).
-        .consume_thread_min(4u32)
-        .consume_thread_max(4u32)
+    let mut consumer = app::consumer_builder(&client, &args.namesrv, &args.group)
         .consume_message_batch_max_size(args.batch)
         .build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_concurrently(listener.clone());
-    consumer.start().await?;
-    // Fail now, with the cause, if this client cannot read the topic's route (a 4.x broker).
-    let queues =
-        rocketmq_dedup::route_check::check_topic_route(&mut consumer, args.topic.as_str()).await?;
-    println!("{} has {queues} queues", args.topic.as_str());
+    app::start(&mut consumer, &args.topic).await?;
     println!(
         "consuming {} as {} with the {} store",
         args.topic,

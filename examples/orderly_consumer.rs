@@ -30,10 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use rocketmq_client_rust::{DefaultMQPushConsumer, MQPushConsumer};
+use rocketmq_client_rust::MQPushConsumer;
 use rocketmq_dedup::client::ConsumerRuntime;
 use rocketmq_dedup::DedupOrderlyListener;
-use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -75,20 +74,10 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     let runtime = ConsumerRuntime::new("orderly-consumer")?;
-    let mut consumer = DefaultMQPushConsumer::builder(runtime.client_runtime())
-        .name_server_addr(args.namesrv.as_str())
-        .consumer_group(args.group.as_str())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .consume_thread_min(4u32)
-        .consume_thread_max(4u32)
-        .build();
+    let mut consumer = app::consumer_builder(&runtime, &args.namesrv, &args.group).build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_orderly(listener.clone());
-    consumer.start().await?;
-    // Fail now, with the cause, if this client cannot read the topic's route (a 4.x broker).
-    let queues =
-        rocketmq_dedup::route_check::check_topic_route(&mut consumer, args.topic.as_str()).await?;
-    println!("{} has {queues} queues", args.topic.as_str());
+    app::start(&mut consumer, &args.topic).await?;
     println!("consuming {} in order as {}", args.topic, args.group);
 
     let stats = listener.stats().clone();

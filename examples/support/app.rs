@@ -21,6 +21,36 @@ pub fn init_logging() {
         .init();
 }
 
+/// A push consumer of `group` reading from the first offset, with 4 consume threads (the
+/// 1.0.0 defaults of 20/64 overflow the client runtime's blocking lane; see ROCKETMQ-NOTES).
+pub fn consumer_builder(
+    runtime: &rocketmq_dedup::client::ConsumerRuntime,
+    namesrv: &str,
+    group: &str,
+) -> rocketmq_client_rust::DefaultMQPushConsumerBuilder {
+    rocketmq_client_rust::DefaultMQPushConsumer::builder(runtime.client_runtime())
+        .name_server_addr(namesrv)
+        .consumer_group(group)
+        .consume_from_where(
+            rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset,
+        )
+        .consume_thread_min(4u32)
+        .consume_thread_max(4u32)
+}
+
+/// Starts `consumer`, then fails at once, naming the cause, if this client cannot read
+/// `topic`'s route (an Apache RocketMQ 4.x name server) instead of idling.
+pub async fn start(
+    consumer: &mut rocketmq_client_rust::DefaultMQPushConsumer,
+    topic: &str,
+) -> anyhow::Result<()> {
+    // Boxed: the client's start future is deep enough to hit the layout recursion limit.
+    Box::pin(consumer.start()).await?;
+    let queues = rocketmq_dedup::route_check::check_topic_route(consumer, topic).await?;
+    println!("{topic} has {queues} queues");
+    Ok(())
+}
+
 /// Serves every `rocketmq_dedup_*` metric in Prometheus' text format at
 /// `http://<addr>/metrics` (metrics-exporter-prometheus), for as long as the process runs.
 /// Give it a loopback address unless something in front of it authenticates scrapers.
