@@ -33,11 +33,39 @@ enum State {
     Consumed,
 }
 
-/// A small in-memory store with one bug (or none).
+type Records = HashMap<RecordKey, (State, Instant)>;
+
+/// A small in-memory store with one bug (or none). Each key operation reads, decides and
+/// writes under one lock acquisition, so the only races are the ones a bug puts there.
 struct Broken {
     bug: Bug,
-    records: Mutex<HashMap<RecordKey, (State, Instant)>>,
+    records: Mutex<Records>,
     commits: Mutex<u64>,
+}
+
+/// The live state of `key`; an expired record is removed first.
+fn live(records: &mut Records, key: &RecordKey) -> Option<State> {
+    match records.get(key) {
+        Some((_, expires)) if *expires <= Instant::now() => {
+            records.remove(key);
+            None
+        }
+        other => other.map(|(state, _)| *state),
+    }
+}
+
+fn put(records: &mut Records, key: &RecordKey, state: State, ttl: Duration) {
+    let ttl = ttl.min(Duration::from_secs(3600));
+    records.insert(key.clone(), (state, Instant::now() + ttl));
+}
+
+fn claim_decision(found: Option<State>, token: OwnerToken) -> ClaimOutcome {
+    match found {
+        Some(State::Consumed) => ClaimOutcome::Consumed,
+        Some(State::Consuming(owner)) if owner == token => ClaimOutcome::Claimed,
+        Some(State::Consuming(_)) => ClaimOutcome::InFlight,
+        None => ClaimOutcome::Claimed,
+    }
 }
 
 impl Broken {
@@ -49,47 +77,34 @@ impl Broken {
         }
     }
 
-    fn get(&self, key: &RecordKey) -> Option<State> {
-        let mut records = self.records.lock().unwrap();
-        match records.get(key) {
-            Some((_, expires)) if *expires <= Instant::now() => {
-                records.remove(key);
-                None
-            }
-            other => other.map(|(state, _)| *state),
-        }
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap()
     }
 
-    fn put(&self, key: &RecordKey, state: State, ttl: Duration) {
-        let ttl = ttl.min(Duration::from_secs(3600));
-        self.records
-            .lock()
-            .unwrap()
-            .insert(key.clone(), (state, Instant::now() + ttl));
-    }
-
-    fn holds(&self, key: &RecordKey, token: OwnerToken, ignore_token: bool) -> bool {
-        match self.get(key) {
-            Some(State::Consuming(owner)) => ignore_token || owner == token,
+    fn holds(records: &mut Records, key: &RecordKey, token: OwnerToken, ignore: bool) -> bool {
+        match live(records, key) {
+            Some(State::Consuming(owner)) => ignore || owner == token,
             _ => false,
         }
     }
 
     async fn claim_one(&self, key: &RecordKey, token: OwnerToken, ttl: Duration) -> ClaimOutcome {
-        let found = self.get(key);
-        if self.bug == Bug::RacyClaim {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        match found {
-            Some(State::Consumed) => ClaimOutcome::Consumed,
-            Some(State::Consuming(owner)) if owner == token => ClaimOutcome::Claimed,
-            Some(State::Consuming(_)) => ClaimOutcome::InFlight,
-            None => {
-                self.put(key, State::Consuming(token), ttl);
-                ClaimOutcome::Claimed
+        if self.bug != Bug::RacyClaim {
+            let mut records = self.records();
+            let found = live(&mut records, key);
+            if found.is_none() {
+                put(&mut records, key, State::Consuming(token), ttl);
             }
+            return claim_decision(found, token);
         }
+        // The bug: the read and the write are two lock acquisitions with a pause between.
+        let found = live(&mut self.records(), key);
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        if found.is_none() {
+            put(&mut self.records(), key, State::Consuming(token), ttl);
+        }
+        claim_decision(found, token)
     }
 
     fn commit_one(&self, key: &RecordKey, token: OwnerToken, ttl: Duration) -> CommitOutcome {
@@ -98,7 +113,8 @@ impl Broken {
             *commits += 1;
             commits.is_multiple_of(5)
         };
-        match self.get(key) {
+        let mut records = self.records();
+        match live(&mut records, key) {
             Some(State::Consumed) => CommitOutcome::AlreadyConsumed,
             Some(State::Consuming(owner))
                 if owner != token && self.bug != Bug::CommitIgnoresToken =>
@@ -107,7 +123,7 @@ impl Broken {
             }
             _ => {
                 if !lose {
-                    self.put(key, State::Consumed, ttl);
+                    put(&mut records, key, State::Consumed, ttl);
                 }
                 CommitOutcome::Committed
             }
@@ -153,9 +169,10 @@ impl DedupStore for Broken {
         let out = keys
             .iter()
             .map(|key| {
-                let held = self.holds(key, token, ignore);
+                let mut records = self.records();
+                let held = Self::holds(&mut records, key, token, ignore);
                 if held {
-                    self.records.lock().unwrap().remove(key);
+                    records.remove(key);
                 }
                 held
             })
@@ -173,10 +190,11 @@ impl DedupStore for Broken {
         let out = keys
             .iter()
             .map(|key| {
-                let found = self.get(key);
-                let held = self.holds(key, token, ignore);
+                let mut records = self.records();
+                let found = live(&mut records, key);
+                let held = Self::holds(&mut records, key, token, ignore);
                 if let (true, Some(state)) = (held, found) {
-                    self.put(key, state, ttl);
+                    put(&mut records, key, state, ttl);
                 }
                 held
             })
