@@ -10,7 +10,7 @@ use rocketmq_client_rust::{
     MessageListenerConcurrently,
 };
 use rocketmq_dedup::sql::mysql::{MySqlInbox, MySqlStore};
-use rocketmq_dedup::store::{MemoryStore, RedisStore};
+use rocketmq_dedup::store::{MemoryStore, RedisStore, RedisStoreBuilder};
 use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -122,9 +122,17 @@ pub struct Scenario {
 pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let round_trips = Arc::new(AtomicU64::new(0));
     let redis_store = match s.kind {
-        Kind::Redis | Kind::RedisSyncCommit | Kind::RedisCoalesce | Kind::RedisNoNearCache => Some(
+        Kind::Redis
+        | Kind::RedisSyncCommit
+        | Kind::RedisCoalesce
+        | Kind::RedisNoNearCache
+        | Kind::RedisMultiplexed => Some(
             RedisStore::builder(s.redis.as_str())
                 .coalesce(s.kind == Kind::RedisCoalesce)
+                .consume_thread_connections(match s.kind {
+                    Kind::RedisMultiplexed => 0,
+                    _ => RedisStoreBuilder::DEFAULT_CONSUME_THREAD_CONNECTIONS,
+                })
                 .connect()
                 .await?,
         ),
@@ -151,7 +159,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::Cluster
         | Kind::RedisSyncCommit
         | Kind::RedisCoalesce
-        | Kind::RedisNoNearCache => {
+        | Kind::RedisNoNearCache
+        | Kind::RedisMultiplexed => {
             Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
         }
         Kind::Mysql => {

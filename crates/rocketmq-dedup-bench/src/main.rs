@@ -15,6 +15,7 @@
 //! ```text
 //! cargo run --release -p rocketmq-dedup-bench -- --quick --json bench-quick.json   # ~2 min
 //! cargo run --release -p rocketmq-dedup-bench -- --full --json bench-full.json     # medians of 3
+//! cargo run --release -p rocketmq-dedup-bench -- --quick --listeners plain,redis,redis-mux
 //! ```
 //!
 //! Numbers are ratios measured in one run on a shared, noisy machine; they are not assertions.
@@ -48,6 +49,10 @@ struct Cli {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Only these listeners (comma-separated; default: all). Ratios that need a listener left
+    /// out print as not measured.
+    #[arg(long, value_delimiter = ',')]
+    listeners: Vec<Kind>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -94,11 +99,15 @@ pub enum Kind {
     /// The Redis store with `near_cache(0)`: every copy asks Redis, for the ablation.
     #[value(name = "redis-nonc")]
     RedisNoNearCache,
+    /// The Redis store with `consume_thread_connections(0)`: every call through the
+    /// multiplexed connection, for the ablation.
+    #[value(name = "redis-mux")]
+    RedisMultiplexed,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
@@ -109,6 +118,7 @@ impl Kind {
         Kind::RedisSyncCommit,
         Kind::RedisCoalesce,
         Kind::RedisNoNearCache,
+        Kind::RedisMultiplexed,
     ];
 }
 
@@ -172,7 +182,13 @@ fn main() -> anyhow::Result<()> {
                 serde_json::json!({ "bytes_per_record": bytes })
             );
         }
-        None => runtime.block_on(drive(cli.full, cli.json))?,
+        None => {
+            let listeners = match cli.listeners.is_empty() {
+                true => Kind::ALL.to_vec(),
+                false => cli.listeners,
+            };
+            runtime.block_on(drive(cli.full, &listeners, cli.json))?
+        }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
@@ -254,7 +270,11 @@ fn message(topic: &str, i: usize) -> Message {
 
 type Key = (u8, u32, Work, Kind); // (duplicates %, batch, work, kind)
 
-async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn drive(
+    full: bool,
+    listeners: &[Kind],
+    json: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let (backlog, reps) = if full { (20_000, 3) } else { (3_000, 1) };
     let exe = std::env::current_exe()?;
     std::env::remove_var("ROCKETMQ_NAMESRV_ADDR");
@@ -282,7 +302,7 @@ async fn drive(full: bool, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         for dup in [0u8, 50] {
             for batch in [1u32, 32] {
                 for work in [Work::Trivial, Work::Sleep1ms] {
-                    for kind in Kind::ALL {
+                    for &kind in listeners {
                         let _ = redis.command(&["FLUSHALL"]);
                         for port in cluster.running_ports() {
                             let _ = cluster.command(port, &["FLUSHALL"]);
@@ -377,6 +397,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::RedisSyncCommit => "redis-sync",
         Kind::RedisCoalesce => "redis-coal",
         Kind::RedisNoNearCache => "redis-nonc",
+        Kind::RedisMultiplexed => "redis-mux",
     }
 }
 

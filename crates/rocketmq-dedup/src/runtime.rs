@@ -1,5 +1,6 @@
 //! Bridging the client's synchronous listener call to async store and handler code.
 
+use std::cell::Cell;
 use std::future::Future;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
@@ -51,16 +52,40 @@ impl ListenerRuntime {
     {
         let handle = self.handle();
         match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Err(_) => handle.block_on(fut),
+            Err(_) => on_this_thread(handle, fut),
             Ok(RuntimeFlavor::CurrentThread) => std::thread::scope(|scope| {
                 scope
-                    .spawn(|| handle.block_on(fut))
+                    .spawn(|| on_this_thread(handle, fut))
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             }),
-            Ok(_) => tokio::task::block_in_place(|| handle.block_on(fut)),
+            Ok(_) => tokio::task::block_in_place(|| on_this_thread(handle, fut)),
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread waits for a listener's future in [`ListenerRuntime::block_on`].
+    static CONSUME_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the caller runs inside [`ListenerRuntime::block_on`]: on a thread that does nothing
+/// but wait for one listener call, so a store may block it for a round trip instead of handing
+/// the call to a runtime task (the Redis store's blocking connections).
+pub(crate) fn on_consume_thread() -> bool {
+    CONSUME_THREAD.with(Cell::get)
+}
+
+/// `handle.block_on(fut)`, with [`on_consume_thread`] true meanwhile.
+fn on_this_thread<F: Future>(handle: &Handle, fut: F) -> F::Output {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CONSUME_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CONSUME_THREAD.with(|c| c.replace(true)));
+    handle.block_on(fut)
 }
 
 impl Drop for ListenerRuntime {

@@ -589,3 +589,97 @@ async fn concurrent_calls_share_pipelines_on_one_server() {
         }
     }
 }
+
+/// The client calls the listener on threads of its own. Calls made there use the store's
+/// blocking connections (one more client on the server, and the same round trips); a server
+/// that goes away fails them fast, and after a restart they work again.
+#[test]
+fn consume_threads_use_blocking_connections_and_survive_a_restart() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use rocketmq_client_rust::{
+        ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListenerConcurrently,
+    };
+    use rocketmq_dedup::testing::message;
+    use rocketmq_dedup::DedupConcurrentListener;
+    use rocketmq_model::common::message::message_ext::MessageExt;
+    use rocketmq_model::common::message::message_queue::MessageQueue;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut server = local(RedisOptions {
+        appendonly: true,
+        ..Default::default()
+    });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (store, listener) = rt.block_on(async {
+        let store = RedisStore::builder(server.url())
+            .response_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap();
+        let counted = Arc::clone(&runs);
+        let listener =
+            DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(move |_: &MessageExt| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }))
+            .namespace("group")
+            .ack_before_commit(false)
+            .store(store.clone())
+            .build()
+            .unwrap();
+        (store, listener)
+    });
+    // As the client does: on a blocking-lane thread of the runtime.
+    let consume = |id: &str| {
+        let (l, msg) = (listener.clone(), message("T").uniq_key(id).build());
+        let started = std::time::Instant::now();
+        let status = rt
+            .block_on(rt.spawn_blocking(move || {
+                let context = ConsumeConcurrentlyContext::new(MessageQueue::default());
+                l.consume_message(&[&msg], &context).unwrap()
+            }))
+            .unwrap();
+        (status, started.elapsed())
+    };
+    let clients = |server: &RedisServer| {
+        server
+            .command(&["CLIENT", "LIST"])
+            .unwrap()
+            .matches("id=")
+            .count()
+    };
+
+    let before = (clients(&server), store.round_trips());
+    assert_eq!(consume("a").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
+    assert_eq!(
+        (clients(&server), store.round_trips()),
+        (before.0 + 1, before.1 + 2),
+        "a blocking connection was opened for the consume thread; claim + commit"
+    );
+    assert_eq!(consume("b").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
+    assert_eq!(clients(&server), before.0 + 1, "and used again");
+
+    server.kill();
+    for id in ["c", "d"] {
+        let (status, took) = consume(id);
+        assert_eq!(status, ConsumeConcurrentlyStatus::ReconsumeLater, "{id}");
+        assert!(took < Duration::from_secs(5), "{id} failed after {took:?}");
+    }
+
+    server.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while consume("c").0 != ConsumeConcurrentlyStatus::ConsumeSuccess {
+        assert!(std::time::Instant::now() < deadline, "no reconnect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A copy of "a", committed before the kill, does not run.
+    assert_eq!(consume("a").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "a, b and c ran once each");
+    rt.block_on(listener.shutdown(Duration::from_secs(5)));
+}

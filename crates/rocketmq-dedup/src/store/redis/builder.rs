@@ -7,6 +7,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
 
+use super::blocking::BlockingPool;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
@@ -42,6 +43,7 @@ pub struct RedisStoreBuilder {
     script_claims: bool,
     wait_for_replicas: Option<WaitForReplicas>,
     coalesce: bool,
+    consume_thread_connections: usize,
 }
 
 impl RedisStoreBuilder {
@@ -53,6 +55,9 @@ impl RedisStoreBuilder {
     pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(50);
     /// Default longest reconnect delay.
     pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+    /// Default bound of [`Self::consume_thread_connections`] (the client's default consume
+    /// threads are 20; a thread that finds them all in use goes the multiplexed way).
+    pub const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
@@ -73,6 +78,7 @@ impl RedisStoreBuilder {
             script_claims: false,
             wait_for_replicas: None,
             coalesce: false,
+            consume_thread_connections: Self::DEFAULT_CONSUME_THREAD_CONNECTIONS,
         }
     }
 
@@ -146,6 +152,19 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// On one server, the blocking connections at most (default
+    /// [`Self::DEFAULT_CONSUME_THREAD_CONNECTIONS`]) that calls made on a listener's consume
+    /// thread use instead of the multiplexed connection: the consume thread writes and reads
+    /// the socket itself, with no hand-off to a runtime task and back (the claims at batch
+    /// size 1; the benchmark's `redis-mux` line is the same store with 0). They are opened as
+    /// consume threads first need them; when all are in use, or for a second after one failed,
+    /// calls go the multiplexed way. `0`: every call goes the multiplexed way. Cluster and
+    /// Sentinel connections always do.
+    pub fn consume_thread_connections(mut self, max: usize) -> Self {
+        self.consume_thread_connections = max;
+        self
+    }
+
     #[cfg(feature = "tls")]
     fn certificates(&self) -> Option<redis::TlsCertificates> {
         (self.tls_root_pem.is_some() || self.tls_client_pem.is_some()).then(|| {
@@ -190,10 +209,18 @@ impl RedisStoreBuilder {
                     .set_min_delay(self.min_backoff)
                     .set_max_delay(self.max_backoff)
                     .set_number_of_retries(2);
+                let blocking = (self.consume_thread_connections > 0).then(|| {
+                    BlockingPool::new(
+                        client.clone(),
+                        self.connect_timeout,
+                        self.response_timeout,
+                        self.consume_thread_connections,
+                    )
+                });
                 let conn = ConnectionManager::new_with_config(client, config)
                     .await
                     .map_err(connect_err)?;
-                Ok(RedisConnection::standalone(conn, self.coalesce))
+                Ok(RedisConnection::standalone(conn, self.coalesce, blocking))
             }
             Deployment::Cluster { nodes } => {
                 let builder = redis::cluster::ClusterClientBuilder::new(nodes)
@@ -374,6 +401,10 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("script_claims", &self.script_claims)
             .field("wait_for_replicas", &self.wait_for_replicas)
             .field("coalesce", &self.coalesce)
+            .field(
+                "consume_thread_connections",
+                &self.consume_thread_connections,
+            )
             .finish()
     }
 }

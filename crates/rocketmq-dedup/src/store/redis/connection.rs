@@ -1,10 +1,13 @@
 //! One connection type over the three deployments: it sends a batch of single-key commands
 //! ([`super::pipeline`]) and returns one answer per command, however many servers that takes.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, RedisError, RedisResult, Value};
 
+use super::blocking::BlockingPool;
 use super::cluster::ClusterNodes;
 use super::coalesce::Coalescer;
 use super::pipeline::{one_pipeline, scan_to_end, KeyedCommand, Sent};
@@ -28,18 +31,28 @@ impl std::fmt::Debug for RedisConnection {
 
 #[derive(Clone)]
 enum Inner {
-    /// One server: the connection, and the writer that coalesces concurrent calls (if on).
-    Standalone(ConnectionManager, Option<Coalescer>),
+    /// One server: the connection, the writer that coalesces concurrent calls (if on), and
+    /// the blocking connections for consume threads (if any).
+    Standalone(
+        ConnectionManager,
+        Option<Coalescer>,
+        Option<Arc<BlockingPool>>,
+    ),
     Cluster(ClusterNodes),
     Sentinel(SentinelMaster),
 }
 
 impl RedisConnection {
-    /// One server; with `coalesce`, concurrent calls share pipelines (see [`Coalescer`]).
-    pub(super) fn standalone(conn: ConnectionManager, coalesce: bool) -> Self {
+    /// One server; with `coalesce`, concurrent calls share pipelines (see [`Coalescer`]);
+    /// with `blocking`, calls made on a consume thread use its connections.
+    pub(super) fn standalone(
+        conn: ConnectionManager,
+        coalesce: bool,
+        blocking: Option<BlockingPool>,
+    ) -> Self {
         let writer = coalesce.then(|| Coalescer::start(conn.clone()));
         RedisConnection {
-            inner: Inner::Standalone(conn, writer),
+            inner: Inner::Standalone(conn, writer, blocking.map(Arc::new)),
         }
     }
 
@@ -72,12 +85,23 @@ impl RedisConnection {
         wait: Option<&Cmd>,
     ) -> Result<Sent, RedisError> {
         match &self.inner {
-            Inner::Standalone(_, Some(writer)) => {
-                writer
-                    .send(commands.into_iter().map(|c| c.cmd).collect(), wait)
-                    .await
+            Inner::Standalone(conn, writer, blocking) => {
+                let commands = match blocking {
+                    Some(pool) if pool.usable() => match pool.send_or_return(commands, wait) {
+                        Ok(sent) => return sent,
+                        Err(commands) => commands,
+                    },
+                    _ => commands,
+                };
+                match writer {
+                    Some(writer) => {
+                        writer
+                            .send(commands.into_iter().map(|c| c.cmd).collect(), wait)
+                            .await
+                    }
+                    None => one_pipeline(&mut conn.clone(), commands, wait).await,
+                }
             }
-            Inner::Standalone(conn, None) => one_pipeline(&mut conn.clone(), commands, wait).await,
             Inner::Cluster(nodes) => nodes.send(commands, wait).await,
             Inner::Sentinel(master) => master.send(commands, wait).await,
         }
@@ -87,7 +111,7 @@ impl RedisConnection {
     /// Cluster to every node, elsewhere to the one server.
     pub(super) async fn to_every_node(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.inner {
-            Inner::Standalone(conn, _) => conn.clone().req_packed_command(cmd).await,
+            Inner::Standalone(conn, ..) => conn.clone().req_packed_command(cmd).await,
             Inner::Cluster(nodes) => nodes.to_every_node(cmd).await,
             Inner::Sentinel(master) => master.connection().await?.req_packed_command(cmd).await,
         }
@@ -124,7 +148,7 @@ impl RedisConnection {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> BoxFuture<'a, RedisResult<Value>> {
         match &mut self.inner {
-            Inner::Standalone(conn, _) => conn.req_packed_command(cmd),
+            Inner::Standalone(conn, ..) => conn.req_packed_command(cmd),
             Inner::Cluster(nodes) => {
                 let mut conn = nodes.connection();
                 Box::pin(async move { conn.req_packed_command(cmd).await })
@@ -144,7 +168,7 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> BoxFuture<'a, RedisResult<Vec<Value>>> {
         match &mut self.inner {
-            Inner::Standalone(conn, _) => conn.req_packed_commands(pipe, offset, count),
+            Inner::Standalone(conn, ..) => conn.req_packed_commands(pipe, offset, count),
             Inner::Cluster(nodes) => {
                 let mut conn = nodes.connection();
                 Box::pin(async move { conn.req_packed_commands(pipe, offset, count).await })
@@ -163,7 +187,7 @@ impl ConnectionLike for RedisConnection {
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Standalone(conn, _) => conn.get_db(),
+            Inner::Standalone(conn, ..) => conn.get_db(),
             Inner::Cluster(_) => 0,
             Inner::Sentinel(master) => master.db(),
         }

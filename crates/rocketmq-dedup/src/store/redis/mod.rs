@@ -2,6 +2,7 @@
 //! server, a Redis Cluster, or the master Sentinel names.
 
 mod admin;
+mod blocking;
 mod builder;
 mod cluster;
 mod coalesce;
@@ -42,7 +43,10 @@ use crate::record_key::RecordKey;
 /// # Connection behavior
 /// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
 /// `ConnectionManager` on one server, its cluster connection on a Cluster, a connection to
-/// the current master through Sentinel).
+/// the current master through Sentinel). On one server, calls made on a listener's consume
+/// thread (the claims, and the commits when they are on the ack path) use a small pool of
+/// blocking connections instead, so a round trip costs no thread hand-off
+/// ([`RedisStoreBuilder::consume_thread_connections`]).
 /// - A call that gets no answer within the response timeout fails with a timeout.
 /// - When the connection drops, the calls in flight fail and the manager reconnects in the
 ///   background with exponential backoff (from [`RedisStoreBuilder::DEFAULT_MIN_BACKOFF`] up

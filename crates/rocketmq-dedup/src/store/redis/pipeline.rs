@@ -30,7 +30,13 @@ pub(super) async fn one_pipeline(
     commands: Vec<KeyedCommand<'_>>,
     wait: Option<&Cmd>,
 ) -> Result<Sent, RedisError> {
-    let n = commands.len();
+    let pipe = packed(commands, wait);
+    let values = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    answered(values, wait.is_some())
+}
+
+/// The commands, then the `WAIT`, as one pipeline.
+pub(super) fn packed(commands: Vec<KeyedCommand<'_>>, wait: Option<&Cmd>) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for c in commands {
         pipe.add_command(c.cmd);
@@ -38,12 +44,16 @@ pub(super) async fn one_pipeline(
     if let Some(wait) = wait {
         pipe.add_command(wait.clone());
     }
-    let mut values = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
-    let replicas_acked = match wait {
-        Some(_) => Some(wait_answer(values.pop())?),
-        None => None,
+    pipe
+}
+
+/// What one pipeline of [`packed`] got back: the commands' answers and, `with_wait`, the
+/// replica count of the `WAIT` after them.
+pub(super) fn answered(mut values: Vec<Value>, with_wait: bool) -> Result<Sent, RedisError> {
+    let replicas_acked = match with_wait {
+        true => Some(wait_answer(values.pop())?),
+        false => None,
     };
-    debug_assert_eq!(values.len(), n);
     Ok(Sent {
         answers: values.into_iter().map(Value::extract_error).collect(),
         round_trips: 1,
