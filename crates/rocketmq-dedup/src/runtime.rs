@@ -78,14 +78,34 @@ pub(crate) fn on_consume_thread() -> bool {
 
 /// `handle.block_on(fut)`, with [`on_consume_thread`] true meanwhile.
 fn on_this_thread<F: Future>(handle: &Handle, fut: F) -> F::Output {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CONSUME_THREAD.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(CONSUME_THREAD.with(|c| c.replace(true)));
+    let _restore = ConsumeThread::set(true);
     handle.block_on(fut)
+}
+
+/// `fut`, polled with [`on_consume_thread`] false: for the store calls that run beside the
+/// handlers on the same thread (renewals), which must never hold the handlers up.
+pub(crate) async fn beside_handlers<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _restore = ConsumeThread::set(false);
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Sets [`on_consume_thread`]'s answer, and puts the old one back when dropped.
+struct ConsumeThread(bool);
+
+impl ConsumeThread {
+    fn set(value: bool) -> Self {
+        ConsumeThread(CONSUME_THREAD.with(|c| c.replace(value)))
+    }
+}
+
+impl Drop for ConsumeThread {
+    fn drop(&mut self) {
+        CONSUME_THREAD.with(|c| c.set(self.0));
+    }
 }
 
 impl Drop for ListenerRuntime {
@@ -96,5 +116,23 @@ impl Drop for ListenerRuntime {
                 runtime.shutdown_background();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consume_thread_is_marked_inside_block_on_and_not_beside_the_handlers() {
+        let runtime = ListenerRuntime::current_or_new().unwrap();
+        assert!(!on_consume_thread());
+        let seen = runtime.block_on(async {
+            let inside = on_consume_thread();
+            let beside = beside_handlers(async { on_consume_thread() }).await;
+            (inside, beside, on_consume_thread())
+        });
+        assert_eq!(seen, (true, false, true));
+        assert!(!on_consume_thread(), "put back after the call");
     }
 }

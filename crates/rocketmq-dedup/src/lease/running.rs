@@ -74,7 +74,8 @@ impl<H: DedupHandler> Shared<H> {
 
     async fn renew(&self, claimed: &[RecordKey], token: OwnerToken) {
         let ttl = self.config.processing_ttl;
-        let call = self.store.renew(claimed, token, ttl);
+        // Not on the consume thread's blocking connection: the handlers are polled here too.
+        let call = crate::runtime::beside_handlers(self.store.renew(claimed, token, ttl));
         let Ok(held) = self.calls.call(StoreOperation::Renew, call).await else {
             return;
         };

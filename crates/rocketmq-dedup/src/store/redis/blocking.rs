@@ -5,8 +5,9 @@
 //! crosses threads twice: the request goes to the connection's task on a runtime worker, and
 //! the answer comes back with a wake-up. On a consume thread the store instead takes a blocking
 //! connection from this pool and writes and reads the socket itself: no hand-off. Calls made
-//! anywhere else (background commits, renewals from tasks, tools) keep the multiplexed
-//! connection, which never blocks a runtime worker.
+//! anywhere else (background commits, tools) keep the multiplexed connection, which never
+//! blocks a runtime worker, and so do the renewals that run beside the handlers on the consume
+//! thread (`runtime::beside_handlers`): they must never hold a handler up.
 //!
 //! Bounds: at most `max_open` connections; a call that finds them all in use goes the
 //! multiplexed way instead of waiting or opening another. A connection that fails (I/O error,
