@@ -82,8 +82,8 @@ fn on_this_thread<F: Future>(handle: &Handle, fut: F) -> F::Output {
     handle.block_on(fut)
 }
 
-/// `fut`, polled with [`on_consume_thread`] false: for the store calls that run beside the
-/// handlers on the same thread (renewals), which must never hold the handlers up.
+/// `fut`, polled with [`on_consume_thread`] false: the handlers' phase of a batch, where the
+/// handlers and the renewals beside them share the thread, so no store call may block it.
 pub(crate) async fn beside_handlers<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {

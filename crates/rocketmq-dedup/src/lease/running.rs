@@ -10,6 +10,7 @@ use crate::engine::task::{Outcome, RunOrder};
 use crate::error::StoreOperation;
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
+use crate::runtime::beside_handlers;
 use crate::stats::Event;
 use crate::store::OwnerToken;
 
@@ -46,15 +47,19 @@ impl<H: DedupHandler> Shared<H> {
             results
         };
         if claimed.is_empty() {
-            return run.await;
+            return beside_handlers(run).await;
         }
         // Biased: the handlers are polled first, so a batch whose handlers finish at once
-        // never registers the renewal timer.
-        tokio::select! {
-            biased;
-            results = run => results,
-            never = self.renew_forever(claimed, token) => match never {},
-        }
+        // never registers the renewal timer. Beside the handlers, a store call (the renewals)
+        // must never block the thread they are polled on.
+        beside_handlers(async {
+            tokio::select! {
+                biased;
+                results = run => results,
+                never = self.renew_forever(claimed, token) => match never {},
+            }
+        })
+        .await
     }
 
     /// Renews `claimed` every renew interval, for as long as it is polled.
@@ -74,8 +79,7 @@ impl<H: DedupHandler> Shared<H> {
 
     async fn renew(&self, claimed: &[RecordKey], token: OwnerToken) {
         let ttl = self.config.processing_ttl;
-        // Not on the consume thread's blocking connection: the handlers are polled here too.
-        let call = crate::runtime::beside_handlers(self.store.renew(claimed, token, ttl));
+        let call = self.store.renew(claimed, token, ttl);
         let Ok(held) = self.calls.call(StoreOperation::Renew, call).await else {
             return;
         };

@@ -6,8 +6,8 @@
 //! the answer comes back with a wake-up. On a consume thread the store instead takes a blocking
 //! connection from this pool and writes and reads the socket itself: no hand-off. Calls made
 //! anywhere else (background commits, tools) keep the multiplexed connection, which never
-//! blocks a runtime worker, and so do the renewals that run beside the handlers on the consume
-//! thread (`runtime::beside_handlers`): they must never hold a handler up.
+//! blocks a runtime worker, and so does every call made while the handlers run on the consume
+//! thread (the renewals; `runtime::beside_handlers`): it must never hold a handler up.
 //!
 //! Bounds: at most `max_open` connections; a call that finds them all in use goes the
 //! multiplexed way instead of waiting or opening another. A connection that fails (I/O error,
