@@ -230,7 +230,8 @@ impl<L, P> DedupListenerBuilder<L, P> {
     /// less on the ack path. Default on; `false` answers only once the commit is written.
     ///
     /// The claim is the listener's by its token, so a late commit is correct, and a copy in
-    /// this consumer waits for the commit to land (its key stays held). The price: a consumer
+    /// this consumer is a duplicate from the ack on (through the near-cache; with
+    /// `near_cache(0)` it waits for the commit to land instead). The price: a consumer
     /// that dies after the ack and before the commit lands leaves its claims to expire after
     /// the processing TTL (a copy that arrives after that runs again, as a copy of a message
     /// whose consumer died before its commit always could). BENCHMARKS.md measures what it
@@ -243,8 +244,9 @@ impl<L, P> DedupListenerBuilder<L, P> {
 
     /// How many keys this listener committed it remembers, so that a copy of one is answered
     /// without a store round trip (default [`DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY`]; 0:
-    /// none). An entry lives until the record's TTL counted from when its commit was sent, so
-    /// never longer than the store's record; a record an operator deletes
+    /// none). With [`Self::ack_before_commit`] a key counts from its ack on, while its commit
+    /// is still on its way. An entry lives until the record's TTL counted from when its commit
+    /// was sent (or its ack), so never longer than the store's record; a record an operator deletes
     /// (`rocketmq-dedup forget`) still counts in this process until then. Not used by a
     /// transactional inbox.
     pub fn near_cache(mut self, capacity: usize) -> Self {

@@ -115,11 +115,8 @@ async fn claimed_runs_the_handler_once_and_later_copies_are_acked() {
         .build();
     assert_eq!(listener.consume(&[&retried]).await, ConsumeSuccess);
     assert_eq!(recorder.runs(), 1);
-    assert_eq!(
-        recorder.committed.load(Ordering::SeqCst),
-        1,
-        "on_settled reported the commit"
-    );
+    // The commit is written after the ack (the default): on_settled reports it when it lands.
+    eventually(|| recorder.committed.load(Ordering::SeqCst) == 1).await;
     assert_eq!(listener.stats().decisions(Decision::Processed), 1);
     assert_eq!(listener.stats().decisions(Decision::Duplicate), 2);
 }
@@ -512,13 +509,22 @@ async fn a_failed_commit_is_acked_and_written_in_the_background_once_the_store_i
     // The commit is written after the ack (the default): it fails in the background.
     eventually(|| listener.stats().events(Event::CommitDeferred) == 2).await;
     assert_eq!(listener.stats().events(Event::CommitDeferred), 2);
-    // While the store refuses commits, a copy meets the claim and waits.
-    assert_eq!(listener.consume(&[&msg("A")]).await, ReconsumeLater);
+    // While the store refuses commits, another consumer meets the claim (and retries later);
+    // a copy in this consumer is a duplicate already: its handler succeeded here.
+    let (someone, ttl, a) = (
+        OwnerToken::random(),
+        Duration::from_secs(60),
+        [record_key("A")],
+    );
+    let elsewhere = || store.inner().claim(&a, someone, ttl);
+    assert_eq!(elsewhere().await.unwrap(), [ClaimOutcome::InFlight]);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
     store.fail(StoreOperation::Commit, false);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // The background commit landed: the copy is now a duplicate.
+    // The background commit landed: a copy is a duplicate everywhere.
+    assert_eq!(elsewhere().await.unwrap(), [ClaimOutcome::Consumed]);
     assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
-    assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+    assert_eq!(listener.stats().decisions(Decision::Duplicate), 2);
     assert_eq!(listener.stats().events(Event::CommitFailed), 0);
     assert_eq!(
         recorder.committed.load(Ordering::SeqCst),
@@ -881,6 +887,14 @@ impl DedupStore for GatedCommits {
 fn gated_listener(
     ack_before_commit: bool,
 ) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
+    gated_listener_with(ack_before_commit, DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY)
+}
+
+/// The same, with a near-cache of `near_cache` keys.
+fn gated_listener_with(
+    ack_before_commit: bool,
+    near_cache: usize,
+) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
     let recorder = Arc::new(Recorder::default());
     let store = Arc::new(GatedCommits {
         inner: MemoryStore::new(),
@@ -890,6 +904,7 @@ fn gated_listener(
         .namespace("group")
         .shared_store(store.clone())
         .ack_before_commit(ack_before_commit)
+        .near_cache(near_cache)
         .build()
         .unwrap();
     (listener, recorder, store)
@@ -956,34 +971,49 @@ async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
     assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
 }
 
+/// A copy of A (another delivery) that arrives while A's commit is pending is a duplicate at
+/// once (the near-cache knows A's handler succeeded); without a near-cache it waits for the
+/// commit instead of meeting A's claim in the store and taking a retry-topic trip.
 #[tokio::test]
-async fn ack_before_commit_keeps_a_local_copy_waiting_until_the_commit_lands() {
-    let (listener, recorder, store) = gated_listener(true);
-    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
-    // A copy of A (another delivery) arrives while A's commit is pending: it waits for it
-    // instead of meeting A's claim in the store and taking a retry-topic trip.
-    let copy = message("Orders")
-        .uniq_key("A")
-        .msg_id("offset-A-copy")
-        .build();
-    let waiting = tokio::spawn({
-        let listener = listener.clone();
-        async move { listener.consume(&[&copy]).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the copy waits for the pending commit"
-    );
-    store.gate.add_permits(1);
-    assert_eq!(waiting.await.unwrap(), ConsumeSuccess);
-    assert_eq!(
-        recorder.runs.load(Ordering::SeqCst),
-        1,
-        "the handler ran once"
-    );
-    assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
-    assert_eq!(listener.stats().decisions(Decision::DeferredInFlight), 0);
+async fn ack_before_commit_answers_a_local_copy_while_the_commit_is_pending() {
+    for near_cache in [DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY, 0] {
+        let (listener, recorder, store) = gated_listener_with(true, near_cache);
+        assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+        let copy = message("Orders")
+            .uniq_key("A")
+            .msg_id("offset-A-copy")
+            .build();
+        let answered = tokio::spawn({
+            let listener = listener.clone();
+            async move { listener.consume(&[&copy]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            recorder.committed.load(Ordering::SeqCst),
+            0,
+            "still pending"
+        );
+        match near_cache {
+            0 => assert!(
+                !answered.is_finished(),
+                "without a near-cache the copy waits for the pending commit"
+            ),
+            _ => assert!(
+                answered.is_finished(),
+                "the copy is answered while the commit is pending"
+            ),
+        }
+        store.gate.add_permits(1);
+        assert_eq!(answered.await.unwrap(), ConsumeSuccess);
+        assert_eq!(
+            recorder.runs.load(Ordering::SeqCst),
+            1,
+            "the handler ran once"
+        );
+        assert_eq!(listener.stats().decisions(Decision::Duplicate), 1);
+        assert_eq!(listener.stats().decisions(Decision::DeferredInFlight), 0);
+        listener.shutdown(Duration::from_secs(5)).await;
+    }
 }
 
 /// A copy of a key this listener committed is a duplicate without a store call: here the

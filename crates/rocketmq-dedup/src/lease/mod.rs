@@ -216,7 +216,7 @@ impl<H: DedupHandler> Shared<H> {
             match (task.key(), recorded, outcome) {
                 (Some(key), true, Some(Outcome::Processed)) => {
                     commits.push(key.clone());
-                    if background {
+                    if background && !self.near.enabled() {
                         // Copies in this process keep waiting until the commit lands.
                         holds.extend(task.take_hold());
                     }
@@ -226,6 +226,11 @@ impl<H: DedupHandler> Shared<H> {
             }
         }
         if background && !commits.is_empty() {
+            // The handlers succeeded, so a copy in this process is a duplicate from now on, not
+            // only once the commit lands: it need not wait for it (nor for a commit that waits
+            // for a carrier, see `RedisStoreBuilder::commit_linger`).
+            let now = tokio::time::Instant::now();
+            self.near.insert(&commits, now + self.config.record_ttl);
             // Off the ack path: tracked, so shutdown waits for it.
             let (shared, keys) = (Arc::clone(self), commits.len());
             self.background.spawn(keys, async move {

@@ -6,8 +6,11 @@
 //! expires, because the record's TTL started when the store ran the commit, after it was sent.
 //! A CONSUMED record never goes back to absent before its TTL, so a hit is what the store would
 //! answer — except after an operator deleted the record (`rocketmq-dedup forget`), which this
-//! process does not hear of until the entry expires. Bounded: when full, expired entries go,
-//! then the oldest half.
+//! process does not hear of until the entry expires. With `ack_before_commit` a key goes in
+//! earlier, when its handler succeeded and the message is acked: from then on a copy in this
+//! process is a duplicate of a message whose effect happened, whether or not the commit has
+//! landed yet (the store still answers other consumers "in flight" meanwhile). Bounded: when
+//! full, expired entries go, then the oldest half.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,8 +23,10 @@ use crate::record_key::RecordKey;
 #[derive(Debug)]
 pub(crate) struct NearCache {
     capacity: usize,
-    /// A std mutex: held for map operations only, never across an `.await`.
-    entries: Mutex<HashMap<RecordKey, Instant>>,
+    /// Keys by their 128-bit fingerprint (32 bytes an entry, whatever the key's length; two
+    /// keys share one with probability 2^-128). A std mutex: held for map operations only,
+    /// never across an `.await`.
+    entries: Mutex<HashMap<u128, Instant>>,
 }
 
 impl NearCache {
@@ -33,17 +38,28 @@ impl NearCache {
         }
     }
 
+    /// Whether it remembers anything (capacity above 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// Whether `key` was committed by this listener and its record still lives.
     pub(crate) fn contains(&self, key: &RecordKey) -> bool {
         if self.capacity == 0 {
             return false;
         }
         let now = Instant::now();
-        self.lock().get(key).is_some_and(|expires| *expires > now)
+        self.lock()
+            .get(&key.fingerprint())
+            .is_some_and(|expires| *expires > now)
     }
 
     /// Remembers `keys` as CONSUMED until `expires`.
-    pub(crate) fn insert(&self, keys: impl IntoIterator<Item = RecordKey>, expires: Instant) {
+    pub(crate) fn insert<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k RecordKey>,
+        expires: Instant,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -52,18 +68,18 @@ impl NearCache {
             if entries.len() >= self.capacity {
                 evict(&mut entries, self.capacity);
             }
-            entries.insert(key, expires);
+            entries.insert(key.fingerprint(), expires);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Instant>> {
         // Every critical section is one map operation: a poisoned map is still consistent.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Makes room: the expired entries, and if that is not enough, the half that expires first.
-fn evict(entries: &mut HashMap<RecordKey, Instant>, capacity: usize) {
+fn evict(entries: &mut HashMap<u128, Instant>, capacity: usize) {
     let now = Instant::now();
     entries.retain(|_, expires| *expires > now);
     if entries.len() < capacity {
@@ -89,14 +105,14 @@ mod tests {
     async fn a_key_counts_until_its_expiry_and_the_cache_stays_bounded() {
         let cache = NearCache::new(4);
         let until = Instant::now() + Duration::from_secs(10);
-        cache.insert([key("a")], until);
+        cache.insert([&key("a")], until);
         assert!(cache.contains(&key("a")));
         assert!(!cache.contains(&key("b")));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(!cache.contains(&key("a")), "not past the record's TTL");
         let later = Instant::now() + Duration::from_secs(60);
         for i in 0..100 {
-            cache.insert([key(&format!("k{i}"))], later + Duration::from_secs(i));
+            cache.insert([&key(&format!("k{i}"))], later + Duration::from_secs(i));
         }
         assert!(cache.lock().len() <= 4);
         assert!(cache.contains(&key("k99")), "the newest stays");

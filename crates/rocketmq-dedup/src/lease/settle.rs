@@ -108,10 +108,8 @@ impl<H: DedupHandler> Shared<H> {
         let consumed = keys.iter().zip(&outcomes).filter(|(_, o)| {
             matches!(o, CommitOutcome::Committed | CommitOutcome::AlreadyConsumed)
         });
-        self.near.insert(
-            consumed.map(|(k, _)| k.clone()),
-            sent_at + self.config.record_ttl,
-        );
+        self.near
+            .insert(consumed.map(|(k, _)| k), sent_at + self.config.record_ttl);
         let count = |which| outcomes.iter().filter(|o| **o == which).count();
         let (lost, twice) = (
             count(CommitOutcome::Lost),
