@@ -683,3 +683,111 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
     assert_eq!(runs.load(Ordering::SeqCst), 3, "a, b and c ran once each");
     rt.block_on(listener.shutdown(Duration::from_secs(5)));
 }
+
+/// A background commit waits (up to the linger) for the next pipeline and goes in front of its
+/// commands: the claim that carries it costs the only round trip, and sees the key CONSUMED.
+#[tokio::test]
+async fn a_background_commit_rides_the_next_claim() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url())
+        .commit_linger(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let (first, second) = (OwnerToken::random(), OwnerToken::random());
+    let keys = fresh_keys(2);
+    let (a, b) = (keys[0].clone(), keys[1].clone());
+    assert_eq!(
+        store.claim(&[a.clone()], first, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    let committing = tokio::spawn({
+        let (store, a) = (store.clone(), a.clone());
+        async move { store.commit(&[a], first, LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!committing.is_finished(), "the commit waits for a pipeline");
+    let value = server.command(&["GET", a.as_str()]).unwrap();
+    assert!(value.contains("\r\nc"), "still CONSUMING: {value:?}");
+
+    let before = store.round_trips();
+    assert_eq!(
+        store.claim(&[b, a.clone()], second, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed, ClaimOutcome::Consumed],
+        "the carried commit ran before the claim of the same key"
+    );
+    let committed = tokio::time::timeout(Duration::from_secs(5), committing)
+        .await
+        .expect("the claim's answer released the commit")
+        .unwrap();
+    assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
+    assert_eq!(store.round_trips() - before, 1, "one pipeline carried both");
+    assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\nd\r\n");
+}
+
+/// With no other call to carry it, a commit leaves by itself after the linger; with a zero
+/// linger, at once.
+#[tokio::test]
+async fn a_commit_nothing_carries_leaves_after_the_linger() {
+    let server = local(RedisOptions::default());
+    for linger in [Duration::from_millis(300), Duration::ZERO] {
+        let store = RedisStore::builder(server.url())
+            .commit_linger(linger)
+            .connect()
+            .await
+            .unwrap();
+        let token = OwnerToken::random();
+        let keys = fresh_keys(1);
+        store.claim(&keys, token, LONG).await.unwrap();
+        let (before, started) = (store.round_trips(), std::time::Instant::now());
+        assert_eq!(
+            store.commit(&keys, token, LONG).await.unwrap(),
+            [CommitOutcome::Committed]
+        );
+        assert!(
+            started.elapsed() >= linger,
+            "{linger:?}: waited for a carrier"
+        );
+        assert_eq!(
+            store.round_trips() - before,
+            1,
+            "{linger:?}: its own pipeline"
+        );
+        let value = server.command(&["GET", keys[0].as_str()]).unwrap();
+        assert_eq!(value, "$1\r\nd\r\n", "{linger:?}");
+    }
+}
+
+/// A commit carried by a pipeline that fails gets the failure at once (the listener retries
+/// it), not after its linger.
+#[tokio::test]
+async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
+    let mut server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url())
+        .commit_linger(Duration::from_secs(30))
+        .response_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let token = OwnerToken::random();
+    let keys = fresh_keys(2);
+    store.claim(&keys[..1], token, LONG).await.unwrap();
+    let committing = tokio::spawn({
+        let (store, key) = (store.clone(), keys[0].clone());
+        async move { store.commit(&[key], token, LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.kill();
+    assert!(store.claim(&keys[1..], token, LONG).await.is_err());
+    let carried = tokio::time::timeout(Duration::from_secs(10), committing)
+        .await
+        .expect("the commit got the carrier's failure")
+        .unwrap();
+    assert!(
+        matches!(
+            carried,
+            Err(StoreError::Backend { .. }) | Err(StoreError::Timeout { .. })
+        ),
+        "{carried:?}"
+    );
+}

@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
 use super::blocking::BlockingPool;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
+use super::riders::Riders;
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
 use super::url::Deployment;
@@ -44,6 +45,7 @@ pub struct RedisStoreBuilder {
     wait_for_replicas: Option<WaitForReplicas>,
     coalesce: bool,
     consume_thread_connections: usize,
+    commit_linger: Duration,
 }
 
 impl RedisStoreBuilder {
@@ -58,6 +60,8 @@ impl RedisStoreBuilder {
     /// Default bound of [`Self::consume_thread_connections`] (the client's default consume
     /// threads are 20; a thread that finds them all in use goes the multiplexed way).
     pub const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
+    /// Default of [`Self::commit_linger`].
+    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(2);
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
@@ -79,6 +83,7 @@ impl RedisStoreBuilder {
             wait_for_replicas: None,
             coalesce: false,
             consume_thread_connections: Self::DEFAULT_CONSUME_THREAD_CONNECTIONS,
+            commit_linger: Self::DEFAULT_COMMIT_LINGER,
         }
     }
 
@@ -162,6 +167,25 @@ impl RedisStoreBuilder {
     /// Sentinel connections always do.
     pub fn consume_thread_connections(mut self, max: usize) -> Self {
         self.consume_thread_connections = max;
+        self
+    }
+
+    /// How long a background commit (one a listener writes after acking,
+    /// [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit)) waits for the
+    /// next pipeline another call sends, to go in front of its commands instead of in a round
+    /// trip of its own (default [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the next
+    /// claim, a few microseconds later: at batch size 1 a message then costs one round trip,
+    /// not two. A commit no pipeline took within the linger is sent by itself. The price: a
+    /// record may stay CONSUMING up to this much longer after its message was acked (the
+    /// window in which a crash lets a copy run again), and copies in this process wait for it.
+    ///
+    /// Only commits made off a listener's consume thread linger (a commit on the ack path, with
+    /// `ack_before_commit(false)`, leaves at once), and only on one server or through Sentinel:
+    /// on a Cluster a carrier could reach masters its own keys do not touch, and with
+    /// [`Self::wait_for_replicas`] each commit needs its `WAIT`. `Duration::ZERO`: every
+    /// commit sends its own pipeline.
+    pub fn commit_linger(mut self, linger: Duration) -> Self {
+        self.commit_linger = linger;
         self
     }
 
@@ -306,8 +330,13 @@ impl RedisStoreBuilder {
             .await
             .map_err(connect_err)?;
         let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
+        let riders = (!self.commit_linger.is_zero()
+            && self.wait_for_replicas.is_none()
+            && conn.deployment() != "cluster")
+            .then(|| std::sync::Arc::new(Riders::new(self.commit_linger)));
         Ok(RedisStore {
             conn,
+            riders,
             scripts: all,
             round_trips: Default::default(),
             native_claim: !self.script_claims && server_major_version(&info) >= 7,
@@ -405,6 +434,7 @@ impl fmt::Debug for RedisStoreBuilder {
                 "consume_thread_connections",
                 &self.consume_thread_connections,
             )
+            .field("commit_linger", &self.commit_linger)
             .finish()
     }
 }

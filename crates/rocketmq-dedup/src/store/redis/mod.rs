@@ -8,19 +8,22 @@ mod cluster;
 mod coalesce;
 mod connection;
 mod pipeline;
+mod riders;
 mod scripts;
 mod sentinel;
 mod url;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 pub use builder::RedisStoreBuilder;
 pub use connection::RedisConnection;
-use pipeline::KeyedCommand;
+use pipeline::{KeyedCommand, Sent};
+use riders::{Boarded, Riders};
 use scripts::{owner_value, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
@@ -68,6 +71,8 @@ pub struct RedisStore {
     native_claim: bool,
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
+    /// Background commits waiting for the next pipeline ([`RedisStoreBuilder::commit_linger`]).
+    riders: Option<Arc<Riders>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -112,6 +117,34 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Sends `commands` (and `wait` after them) with the background commits waiting now in
+    /// front of them ([`riders`]); answers for `commands` only.
+    async fn send(
+        &self,
+        commands: Vec<KeyedCommand<'_>>,
+        wait: Option<&Cmd>,
+    ) -> Result<Sent, RedisError> {
+        let mut boarded = match (&self.riders, wait) {
+            (Some(riders), None) => riders.board(),
+            _ => Boarded::none(),
+        };
+        if boarded.len() == 0 {
+            return self.conn.send(commands, wait).await;
+        }
+        let mut all = boarded.commands();
+        all.extend(commands);
+        let sent = self.conn.send(all, wait).await;
+        boarded.answer(sent)
+    }
+
+    /// The riders a commit made now waits with: none on a consume thread, where the commit is
+    /// on the ack path.
+    fn lingering(&self) -> Option<&Riders> {
+        self.riders
+            .as_deref()
+            .filter(|_| !crate::runtime::on_consume_thread())
+    }
+
     /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
     /// answer is the value that was there (nil: absent, so now claimed).
     async fn claim_native(
@@ -140,7 +173,7 @@ impl RedisStore {
                 }
             })
             .collect();
-        let sent = self.conn.send(commands, None).await.map_err(backend)?;
+        let sent = self.send(commands, None).await.map_err(backend)?;
         self.count_round_trips(sent.round_trips);
         sent.answers
             .into_iter()
@@ -161,8 +194,10 @@ impl RedisStore {
             .collect()
     }
 
-    /// Runs `script` once per key (one pipeline per server) and returns the integer answers;
-    /// `wait` (commits with [`RedisStoreBuilder::wait_for_replicas`]) follows on each server.
+    /// Runs the call's script once per key (one pipeline per server) and returns the integer
+    /// answers; its `wait` (commits with [`RedisStoreBuilder::wait_for_replicas`]) follows on
+    /// each server. `carried`: the answers of a pipeline that already carried the commands
+    /// (a background commit's [`riders`]), read as the first attempt's.
     ///
     /// A server whose script cache is empty (restarted, or a fresh replica after a failover)
     /// answers NOSCRIPT to the commands that met the empty cache; the others ran. So the
@@ -170,58 +205,54 @@ impl RedisStore {
     /// and every key gets the answer of its one run.
     async fn run(
         &self,
-        operation: StoreOperation,
-        script: &Script,
-        source: &str,
-        keys: &[RecordKey],
-        args: &[&[u8]],
-        wait: Option<&(u32, Cmd)>,
+        call: &ScriptCall<'_>,
+        mut carried: Option<Vec<RedisResult<Value>>>,
     ) -> Result<Vec<i64>, StoreError> {
-        let backend = |e: RedisError| StoreError::backend(operation, e);
-        let mut answers: Vec<Option<i64>> = vec![None; keys.len()];
-        let mut todo: Vec<usize> = (0..keys.len()).collect();
+        let backend = |e: RedisError| StoreError::backend(call.operation, e);
+        let mut answers: Vec<Option<i64>> = vec![None; call.keys.len()];
+        let mut todo: Vec<usize> = (0..call.keys.len()).collect();
         for attempt in 0..2 {
             if todo.is_empty() {
                 break;
             }
-            if attempt > 0 {
-                self.count_round_trips(1);
-                self.conn
-                    .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(source))
-                    .await
-                    .map_err(backend)?;
-            }
-            let commands = todo
-                .iter()
-                .map(|&k| {
-                    let mut cmd = redis::cmd("EVALSHA");
-                    cmd.arg(script.get_hash()).arg(1).arg(keys[k].as_str());
-                    for arg in args {
-                        cmd.arg(*arg);
+            let results = match carried.take() {
+                Some(results) => results,
+                None => {
+                    if attempt > 0 {
+                        self.count_round_trips(1);
+                        self.conn
+                            .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(call.source))
+                            .await
+                            .map_err(backend)?;
                     }
-                    KeyedCommand {
-                        key: keys[k].as_str(),
-                        cmd,
+                    let commands = todo.iter().map(|&k| call.command(k)).collect();
+                    let wait = call.wait;
+                    let sent = self
+                        .send(commands, wait.map(|(_, cmd)| cmd))
+                        .await
+                        .map_err(backend)?;
+                    self.count_round_trips(sent.round_trips);
+                    if let (Some((replicas, _)), Some(acked)) = (wait, sent.replicas_acked) {
+                        if acked < i64::from(*replicas) {
+                            return Err(backend(RedisError::from((
+                                ErrorKind::Client,
+                                "too few replicas acknowledged",
+                                format!("WAIT: {acked} of {replicas} within the timeout"),
+                            ))));
+                        }
                     }
-                })
-                .collect();
-            let sent = self
-                .conn
-                .send(commands, wait.map(|(_, cmd)| cmd))
-                .await
-                .map_err(backend)?;
-            self.count_round_trips(sent.round_trips);
-            if let (Some((replicas, _)), Some(acked)) = (wait, sent.replicas_acked) {
-                if acked < i64::from(*replicas) {
-                    return Err(backend(RedisError::from((
-                        ErrorKind::Client,
-                        "too few replicas acknowledged",
-                        format!("WAIT: {acked} of {replicas} within the timeout"),
-                    ))));
+                    sent.answers
                 }
+            };
+            if results.len() != todo.len() {
+                return Err(backend(RedisError::from((
+                    ErrorKind::Client,
+                    "a pipeline answered a different number of commands than it carried",
+                    format!("{} answers for {} commands", results.len(), todo.len()),
+                ))));
             }
             let mut no_script = Vec::new();
-            for (&k, result) in todo.iter().zip(sent.answers) {
+            for (&k, result) in todo.iter().zip(results) {
                 match result {
                     Ok(answer) => {
                         answers[k] =
@@ -240,10 +271,50 @@ impl RedisStore {
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| {
                 StoreError::backend(
-                    operation,
+                    call.operation,
                     "the script cache was emptied again while the script was being reloaded",
                 )
             })
+    }
+
+    /// Waits up to the linger for a pipeline to carry the commit (`Some`: what it answered,
+    /// `None`: not carried, send it now).
+    async fn ride(
+        &self,
+        riders: &Riders,
+        call: &ScriptCall<'_>,
+    ) -> Result<Option<Vec<RedisResult<Value>>>, StoreError> {
+        let keys = call.keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let commands = (0..call.keys.len()).map(|k| call.command(k).cmd).collect();
+        match riders.ride(keys, commands).await {
+            Some(Ok(answers)) => Ok(Some(answers)),
+            Some(Err(e)) => Err(StoreError::backend(call.operation, e)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One script over a batch of keys: what [`RedisStore::run`] sends.
+struct ScriptCall<'a> {
+    operation: StoreOperation,
+    script: &'a Script,
+    source: &'static str,
+    keys: &'a [RecordKey],
+    args: &'a [&'a [u8]],
+    /// `WAIT` after the commands (commits with replicas to wait for).
+    wait: Option<&'a (u32, Cmd)>,
+}
+
+impl<'a> ScriptCall<'a> {
+    /// `EVALSHA` of the script on the key at `k`.
+    fn command(&self, k: usize) -> KeyedCommand<'a> {
+        let key = self.keys[k].as_str();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(1).arg(key);
+        for arg in self.args {
+            cmd.arg(*arg);
+        }
+        KeyedCommand { key, cmd }
     }
 }
 
@@ -271,16 +342,15 @@ impl DedupStore for RedisStore {
             if self.native_claim {
                 return self.claim_native(keys, &owner, &ttl).await;
             }
-            let answers = self
-                .run(
-                    StoreOperation::Claim,
-                    &self.scripts.claim,
-                    scripts::CLAIM,
-                    keys,
-                    &[owner.as_bytes(), ttl.as_bytes()],
-                    None,
-                )
-                .await?;
+            let call = ScriptCall {
+                operation: StoreOperation::Claim,
+                script: &self.scripts.claim,
+                source: scripts::CLAIM,
+                keys,
+                args: &[owner.as_bytes(), ttl.as_bytes()],
+                wait: None,
+            };
+            let answers = self.run(&call, None).await?;
             answers
                 .into_iter()
                 .map(|a| match a {
@@ -304,16 +374,19 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
         Box::pin(async move {
             let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
-            let answers = self
-                .run(
-                    StoreOperation::Commit,
-                    &self.scripts.commit,
-                    scripts::COMMIT,
-                    keys,
-                    &[owner.as_bytes(), ttl.as_bytes()],
-                    self.wait.as_ref(),
-                )
-                .await?;
+            let call = ScriptCall {
+                operation: StoreOperation::Commit,
+                script: &self.scripts.commit,
+                source: scripts::COMMIT,
+                keys,
+                args: &[owner.as_bytes(), ttl.as_bytes()],
+                wait: self.wait.as_ref(),
+            };
+            let carried = match self.lingering() {
+                Some(riders) => self.ride(riders, &call).await?,
+                None => None,
+            };
+            let answers = self.run(&call, carried).await?;
             Ok(answers
                 .into_iter()
                 .map(|a| match a {
@@ -332,16 +405,15 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             let owner = owner_value(token);
-            let answers = self
-                .run(
-                    StoreOperation::Release,
-                    &self.scripts.release,
-                    scripts::RELEASE,
-                    keys,
-                    &[owner.as_bytes()],
-                    None,
-                )
-                .await?;
+            let call = ScriptCall {
+                operation: StoreOperation::Release,
+                script: &self.scripts.release,
+                source: scripts::RELEASE,
+                keys,
+                args: &[owner.as_bytes()],
+                wait: None,
+            };
+            let answers = self.run(&call, None).await?;
             Ok(answers.into_iter().map(|a| a == 1).collect())
         })
     }
@@ -354,16 +426,15 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
-            let answers = self
-                .run(
-                    StoreOperation::Renew,
-                    &self.scripts.renew,
-                    scripts::RENEW,
-                    keys,
-                    &[owner.as_bytes(), ttl.as_bytes()],
-                    None,
-                )
-                .await?;
+            let call = ScriptCall {
+                operation: StoreOperation::Renew,
+                script: &self.scripts.renew,
+                source: scripts::RENEW,
+                keys,
+                args: &[owner.as_bytes(), ttl.as_bytes()],
+                wait: None,
+            };
+            let answers = self.run(&call, None).await?;
             Ok(answers.into_iter().map(|a| a == 1).collect())
         })
     }
