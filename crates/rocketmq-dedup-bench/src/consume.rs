@@ -126,12 +126,17 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisSyncCommit
         | Kind::RedisCoalesce
         | Kind::RedisNoNearCache
-        | Kind::RedisMultiplexed => Some(
+        | Kind::RedisMultiplexed
+        | Kind::RedisNoLinger => Some(
             RedisStore::builder(s.redis.as_str())
                 .coalesce(s.kind == Kind::RedisCoalesce)
                 .consume_thread_connections(match s.kind {
                     Kind::RedisMultiplexed => 0,
                     _ => RedisStoreBuilder::DEFAULT_CONSUME_THREAD_CONNECTIONS,
+                })
+                .commit_linger(match s.kind {
+                    Kind::RedisNoLinger => Duration::ZERO,
+                    _ => RedisStoreBuilder::DEFAULT_COMMIT_LINGER,
                 })
                 .connect()
                 .await?,
@@ -160,7 +165,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisSyncCommit
         | Kind::RedisCoalesce
         | Kind::RedisNoNearCache
-        | Kind::RedisMultiplexed => {
+        | Kind::RedisMultiplexed
+        | Kind::RedisNoLinger => {
             Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
         }
         Kind::Mysql => {
@@ -234,6 +240,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
         "peak_rss_kb": crate::peak_rss_kb(),
+        // What is resident at the end: heap and stacks, and mapped files (the binary's code).
+        "rss_anon_kb": crate::status_kb("RssAnon:"),
+        "rss_file_kb": crate::status_kb("RssFile:"),
         "redis_round_trips": trips,
     }))
 }

@@ -103,11 +103,15 @@ pub enum Kind {
     /// multiplexed connection, for the ablation.
     #[value(name = "redis-mux")]
     RedisMultiplexed,
+    /// The Redis store with `commit_linger(ZERO)`: every background commit sends its own
+    /// pipeline instead of riding the next claim's, for the ablation.
+    #[value(name = "redis-nolinger")]
+    RedisNoLinger,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Plain,
         Kind::Memory,
         Kind::Redis,
@@ -119,6 +123,7 @@ impl Kind {
         Kind::RedisCoalesce,
         Kind::RedisNoNearCache,
         Kind::RedisMultiplexed,
+        Kind::RedisNoLinger,
     ];
 }
 
@@ -149,7 +154,7 @@ pub fn rss_kb() -> u64 {
     status_kb("VmRSS:")
 }
 
-fn status_kb(field: &str) -> u64 {
+pub fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -398,6 +403,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::RedisCoalesce => "redis-coal",
         Kind::RedisNoNearCache => "redis-nonc",
         Kind::RedisMultiplexed => "redis-mux",
+        Kind::RedisNoLinger => "redis-nolinger",
     }
 }
 

@@ -217,6 +217,34 @@ impl Report {
             "redis cluster (3 masters) round trips: {} per fresh batch of 32, {} per batch of 32 duplicates",
             self.cluster_round_trips.0, self.cluster_round_trips.1
         );
+        for kind in [Kind::Redis, Kind::RedisNoLinger] {
+            let trips = self.metric((0, 1, Work::Trivial, kind), "redis_round_trips");
+            if !trips.is_nan() {
+                println!(
+                    "{} round trips at batch 1 (fresh, trivial): {trips:.0} for {} messages, {:.4} per message",
+                    name(kind),
+                    self.backlog,
+                    trips / self.backlog as f64
+                );
+            }
+        }
+        for kind in [Kind::Plain, Kind::Memory, Kind::Redis] {
+            let key = (0, 32, Work::Trivial, kind);
+            let (peak, anon, file) = (
+                self.metric(key, "peak_rss_kb"),
+                self.metric(key, "rss_anon_kb"),
+                self.metric(key, "rss_file_kb"),
+            );
+            if !peak.is_nan() {
+                println!(
+                    "{} consumer RSS (0%, batch 32, trivial): peak {:.1} MiB; at the end {:.1} MiB heap and stacks, {:.1} MiB mapped files (code)",
+                    name(kind),
+                    peak / 1024.0,
+                    anon / 1024.0,
+                    file / 1024.0
+                );
+            }
+        }
         println!(
             "redis bytes per CONSUMED record: ours compact {ours:.1}, ours readable {readable:.1}, reference layout {theirs:.1}"
         );
@@ -254,6 +282,31 @@ impl Report {
                 tput(32, Work::Trivial, Kind::Redis) / tput(32, Work::Trivial, Kind::Reference),
                 ">=",
                 3.0,
+            ),
+            (
+                "redis_vs_reference_trivial_batch1",
+                tput(1, Work::Trivial, Kind::Redis) / tput(1, Work::Trivial, Kind::Reference),
+                ">=",
+                1.5,
+            ),
+            (
+                "redis_vs_reference_1ms_batch1",
+                tput(1, Work::Sleep1ms, Kind::Redis) / tput(1, Work::Sleep1ms, Kind::Reference),
+                ">=",
+                1.5,
+            ),
+            (
+                "redis_vs_reference_1ms_batch32",
+                tput(32, Work::Sleep1ms, Kind::Redis) / tput(32, Work::Sleep1ms, Kind::Reference),
+                ">=",
+                1.5,
+            ),
+            (
+                "redis_round_trips_per_message_batch1",
+                self.metric((0, 1, Work::Trivial, Kind::Redis), "redis_round_trips")
+                    / self.backlog as f64,
+                "<=",
+                1.0,
             ),
             (
                 "redis_round_trips_fresh_batch",
@@ -304,6 +357,7 @@ impl Report {
             (Kind::Redis, Kind::RedisCoalesce),
             (Kind::Redis, Kind::RedisNoNearCache),
             (Kind::Redis, Kind::RedisMultiplexed),
+            (Kind::Redis, Kind::RedisNoLinger),
             (Kind::Redis, Kind::Reference),
         ] {
             for (batch, work) in [
@@ -338,7 +392,7 @@ impl Report {
                 false if pass => "PASS",
                 false => "FAIL",
             };
-            println!("ratio {ratio} = {value:.3} (target {op} {target}) {verdict}");
+            println!("ratio {ratio} = {value:.4} (target {op} {target}) {verdict}");
             json_ratios.push(serde_json::json!({"name": ratio, "value": value, "op": op, "target": target, "pass": pass}));
         }
         serde_json::json!({
