@@ -791,3 +791,30 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
         "{carried:?}"
     );
 }
+
+/// A commit made while the store is quiet (no pipeline sent within the linger) does not wait
+/// for a carrier that is not coming.
+#[tokio::test]
+async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
+    let server = local(RedisOptions::default());
+    let linger = Duration::from_secs(2);
+    let store = RedisStore::builder(server.url())
+        .commit_linger(linger)
+        .connect()
+        .await
+        .unwrap();
+    let token = OwnerToken::random();
+    let keys = fresh_keys(1);
+    store.claim(&keys, token, LONG).await.unwrap();
+    tokio::time::sleep(linger + Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store.commit(&keys, token, LONG).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert!(
+        started.elapsed() < linger,
+        "it did not wait for a carrier: {:?}",
+        started.elapsed()
+    );
+}

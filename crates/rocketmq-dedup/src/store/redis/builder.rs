@@ -61,7 +61,7 @@ impl RedisStoreBuilder {
     /// threads are 20; a thread that finds them all in use goes the multiplexed way).
     pub const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
     /// Default of [`Self::commit_linger`].
-    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(2);
+    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(1);
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
@@ -175,9 +175,11 @@ impl RedisStoreBuilder {
     /// next pipeline another call sends, to go in front of its commands instead of in a round
     /// trip of its own (default [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the next
     /// claim, a few microseconds later: at batch size 1 a message then costs one round trip,
-    /// not two. A commit no pipeline took within the linger is sent by itself. The price: a
-    /// record may stay CONSUMING up to this much longer after its message was acked (the
-    /// window in which a crash lets a copy run again), and copies in this process wait for it.
+    /// not two. A commit no pipeline took within the linger is sent by itself, and one made
+    /// while the store is quiet (no pipeline sent within the last linger) at once. The price: a
+    /// record may stay CONSUMING up to this much longer after its message was acked, the
+    /// window in which a crash lets a copy run again (BENCHMARKS.md measures it in the chaos
+    /// run).
     ///
     /// Only commits made off a listener's consume thread linger (a commit on the ack path, with
     /// `ack_before_commit(false)`, leaves at once), and only on one server or through Sentinel:

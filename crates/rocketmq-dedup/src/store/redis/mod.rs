@@ -124,6 +124,9 @@ impl RedisStore {
         commands: Vec<KeyedCommand<'_>>,
         wait: Option<&Cmd>,
     ) -> Result<Sent, RedisError> {
+        if let Some(riders) = &self.riders {
+            riders.sending();
+        }
         let mut boarded = match (&self.riders, wait) {
             (Some(riders), None) => riders.board(),
             _ => Boarded::none(),

@@ -6,7 +6,9 @@
 //! size 1, the claim a consume thread sends for its next message) and goes in front of that
 //! call's commands. So a message costs one round trip instead of two, and the commit no
 //! thread hand-off of its own. A commit that no pipeline took within the linger is sent by its
-//! own call, carrying any others that wait by then.
+//! own call, carrying any others that wait by then. A commit made while the store is quiet (no
+//! pipeline sent within the last linger) does not wait at all: no carrier is likely to come,
+//! and every moment a commit waits is a moment in which a crash lets a copy run again.
 //!
 //! In front: a commit and a claim of the same key in one pipeline run commit first, so the
 //! claim sees the key CONSUMED. What each carried command answered goes back to its commit
@@ -14,9 +16,9 @@
 //! and is sent again). When the carrying pipeline fails, its error is the commit's too: the
 //! commit is retried like any other that failed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Cmd, RedisError, RedisResult, Value};
 use tokio::sync::oneshot;
@@ -45,6 +47,9 @@ pub(super) struct Riders {
     /// takes it).
     waiting_count: AtomicUsize,
     waiting: Mutex<Vec<Rider>>,
+    /// When the store last sent a pipeline, in microseconds after `born`.
+    last_sent_us: AtomicU64,
+    born: Instant,
 }
 
 /// The riders one pipeline carries, taken off the queue.
@@ -58,7 +63,24 @@ impl Riders {
             next_id: AtomicUsize::new(0),
             waiting_count: AtomicUsize::new(0),
             waiting: Mutex::new(Vec::new()),
+            last_sent_us: AtomicU64::new(0),
+            born: Instant::now(),
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.born.elapsed().as_micros() as u64
+    }
+
+    /// The store sends a pipeline now.
+    pub(super) fn sending(&self) {
+        self.last_sent_us.store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// Whether no pipeline was sent within the last linger.
+    fn quiet(&self) -> bool {
+        let since = (self.now_us()).saturating_sub(self.last_sent_us.load(Ordering::Relaxed));
+        since > self.linger.as_micros() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rider>> {
@@ -66,8 +88,12 @@ impl Riders {
     }
 
     /// Waits up to the linger for a pipeline to carry `commands` (one per key of `keys`, in
-    /// order). `Some`: what they answered there; `None`: none took them, the caller sends them.
+    /// order), unless the store is quiet. `Some`: what they answered there; `None`: none took
+    /// them, the caller sends them.
     pub(super) async fn ride(&self, keys: Vec<String>, commands: Vec<Cmd>) -> Option<Carried> {
+        if self.quiet() {
+            return None;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, mut answer) = oneshot::channel();
         {
