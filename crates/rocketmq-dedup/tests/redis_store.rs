@@ -698,7 +698,10 @@ async fn a_background_commit_rides_the_next_claim() {
     let keys = fresh_keys(2);
     let (a, b) = (keys[0].clone(), keys[1].clone());
     assert_eq!(
-        store.claim(&[a.clone()], first, LONG).await.unwrap(),
+        store
+            .claim(std::slice::from_ref(&a), first, LONG)
+            .await
+            .unwrap(),
         [ClaimOutcome::Claimed]
     );
     let committing = tokio::spawn({
@@ -731,14 +734,7 @@ async fn a_background_commit_rides_the_next_claim() {
 async fn a_commit_nothing_carries_leaves_after_the_linger() {
     let server = local(RedisOptions::default());
     for linger in [Duration::from_millis(300), Duration::ZERO] {
-        let store = RedisStore::builder(server.url())
-            .commit_linger(linger)
-            .connect()
-            .await
-            .unwrap();
-        let token = OwnerToken::random();
-        let keys = fresh_keys(1);
-        store.claim(&keys, token, LONG).await.unwrap();
+        let (store, keys, token) = one_claim_lingering(&server, linger).await;
         let (before, started) = (store.round_trips(), std::time::Instant::now());
         assert_eq!(
             store.commit(&keys, token, LONG).await.unwrap(),
@@ -798,14 +794,7 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
 async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
     let server = local(RedisOptions::default());
     let linger = Duration::from_secs(2);
-    let store = RedisStore::builder(server.url())
-        .commit_linger(linger)
-        .connect()
-        .await
-        .unwrap();
-    let token = OwnerToken::random();
-    let keys = fresh_keys(1);
-    store.claim(&keys, token, LONG).await.unwrap();
+    let (store, keys, token) = one_claim_lingering(&server, linger).await;
     tokio::time::sleep(linger + Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
     assert_eq!(
@@ -817,4 +806,19 @@ async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
         "it did not wait for a carrier: {:?}",
         started.elapsed()
     );
+}
+
+/// A store whose background commits linger `linger`, and a fresh key it claimed for a token.
+async fn one_claim_lingering(
+    server: &RedisServer,
+    linger: Duration,
+) -> (RedisStore, Vec<RecordKey>, OwnerToken) {
+    let store = RedisStore::builder(server.url())
+        .commit_linger(linger)
+        .connect()
+        .await
+        .unwrap();
+    let (keys, token) = (fresh_keys(1), OwnerToken::random());
+    store.claim(&keys, token, LONG).await.unwrap();
+    (store, keys, token)
 }
