@@ -96,9 +96,9 @@ impl<H: DedupHandler> Shared<H> {
         }
     }
 
-    /// Reports written commits: counted, told to the handler, and the CONSUMED keys remembered
-    /// in the near-cache until the record's TTL counted from `sent_at` (the store started it
-    /// later).
+    /// Reports written commits: counted, told to the handler, and (commits on the ack path)
+    /// the CONSUMED keys remembered in the near-cache until the record's TTL counted from
+    /// `sent_at` (the store started it later).
     fn settled(
         &self,
         keys: &[RecordKey],
@@ -108,8 +108,11 @@ impl<H: DedupHandler> Shared<H> {
         let consumed = keys.iter().zip(&outcomes).filter(|(_, o)| {
             matches!(o, CommitOutcome::Committed | CommitOutcome::AlreadyConsumed)
         });
-        self.near
-            .insert(consumed.map(|(k, _)| k), sent_at + self.config.record_ttl);
+        // With `ack_before_commit` the keys went in at the ack already (`settle`).
+        if !self.config.ack_before_commit {
+            self.near
+                .insert(consumed.map(|(k, _)| k), sent_at + self.config.record_ttl);
+        }
         let count = |which| outcomes.iter().filter(|o| **o == which).count();
         let (lost, twice) = (
             count(CommitOutcome::Lost),

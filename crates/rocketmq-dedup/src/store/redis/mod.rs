@@ -124,12 +124,13 @@ impl RedisStore {
         commands: Vec<KeyedCommand<'_>>,
         wait: Option<&Cmd>,
     ) -> Result<Sent, RedisError> {
-        if let Some(riders) = &self.riders {
-            riders.sending();
-        }
-        let mut boarded = match (&self.riders, wait) {
-            (Some(riders), None) => riders.board(),
-            _ => Boarded::none(),
+        // A store with riders never sends a `WAIT` (see `commit_linger`): none to check here.
+        let mut boarded = match &self.riders {
+            Some(riders) => {
+                riders.sending();
+                riders.board()
+            }
+            None => Boarded::none(),
         };
         if boarded.len() == 0 {
             return self.conn.send(commands, wait).await;
