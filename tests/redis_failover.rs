@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rocketmq_dedup::record_key::{RecordKey, DEFAULT_PREFIX};
+use rocketmq_dedup::record_key::{KeyLayout, RecordKey, DEFAULT_PREFIX};
 use rocketmq_dedup::store::RedisStore;
 use rocketmq_dedup::{
     DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy,
@@ -120,8 +120,8 @@ fn repeated(effects: &[(String, Instant)]) -> Vec<(String, usize)> {
     twice
 }
 
-/// The record key of order `key` (with the message's tag or without, whichever the key
-/// strategy used) and its value.
+/// The record key of order `key` in the Redis store's layout (with the message's tag or
+/// without, whichever the key strategy used) and its value.
 async fn record_of(
     conn: &mut rocketmq_dedup::store::RedisConnection,
     group: &str,
@@ -130,7 +130,8 @@ async fn record_of(
 ) -> (RecordKey, Option<String>) {
     let mut found = None;
     for tag in [None, Some("paid")] {
-        let record = RecordKey::new(DEFAULT_PREFIX, group, topic, tag, key);
+        let record =
+            RecordKey::with_layout(KeyLayout::Scoped, DEFAULT_PREFIX, group, topic, tag, key);
         let value: Option<String> = redis::cmd("GET")
             .arg(record.as_str())
             .query_async(conn)
@@ -190,7 +191,7 @@ async fn cluster_master_killed_during_consumption() {
     let mut on_victim = 0;
     for (key, at) in &effects {
         let (record, value) = record_of(&mut conn, &group, &topic, key).await;
-        assert_eq!(value.as_deref(), Some("d"), "{key} is CONSUMED");
+        assert_eq!(value.as_deref(), Some("1"), "{key} is CONSUMED");
         if cluster.lock().unwrap().master_of(record.as_str()).unwrap() == replica {
             on_victim += 1;
             assert!(
@@ -245,7 +246,7 @@ async fn sentinel_master_killed_during_consumption() {
         let (_, value) = record_of(&mut conn, &group, &topic, key).await;
         assert_eq!(
             value.as_deref(),
-            Some("d"),
+            Some("1"),
             "{key} is CONSUMED on the new master"
         );
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! rocketmq-dedup --store redis://127.0.0.1:6379 --namespace payments --topic Orders status o-42
 //! rocketmq-dedup --store … --namespace payments --topic Orders forget o-42 --yes
-//! rocketmq-dedup --store … --namespace payments stats
+//! rocketmq-dedup --store … --namespace payments --topic Orders stats
 //! rocketmq-dedup --store mysql://app:secret@127.0.0.1:3306/shop purge
 //! ```
 //!
@@ -11,7 +11,9 @@
 //! `rediss://`, `redis+cluster://`, `redis+sentinel://`, `mysql://`, `postgres://`. The key is
 //! the dedup key (the message's UNIQ_KEY, or the business key the handler derives); the record
 //! key is built from `--prefix`, `--namespace`, `--topic`, `--tag` and `--layout` as the
-//! listener builds it. `forget` deletes the record so that the next copy of the message is
+//! listener builds it (`--layout` defaults to the store's: scoped on Redis, readable on SQL).
+//! `stats` counts a namespace's records, or one topic's with `--topic`; on Redis the scoped
+//! layout can count a topic only (its keys hash the namespace and topic together). `forget` deletes the record so that the next copy of the message is
 //! processed again: it asks for `--yes`.
 //!
 //! Exit status: 0 done; 1 an error (printed with its causes: a wrong URL, an unreachable
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rocketmq_dedup::connect_admin;
-use rocketmq_dedup::record_key::{KeyLayout, RecordKey, DEFAULT_PREFIX};
+use rocketmq_dedup::record_key::{KeyLayout, RecordKey, RecordScope, DEFAULT_PREFIX};
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 
 #[derive(Debug, Parser)]
@@ -48,9 +50,9 @@ struct Cli {
     /// The record-key prefix the listener uses.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
-    /// The listener's record-key layout.
-    #[arg(long, value_enum, default_value_t = Layout::Readable)]
-    layout: Layout,
+    /// The listener's record-key layout (default: the store's, scoped on Redis, readable on SQL).
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +60,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Layout {
     Readable,
+    Scoped,
     Compact,
 }
 
@@ -76,7 +79,7 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Records under the namespace by state, and the server's memory.
+    /// Records under the namespace (or the topic, with --topic) by state, and the server's memory.
     Stats,
     /// Deletes expired rows now (SQL stores; Redis expires records itself).
     Purge,
@@ -110,13 +113,19 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
         return Ok(ExitCode::FAILURE);
     }
     let store = connect_admin(&cli.store).await?;
+    let layout = match cli.layout {
+        Some(Layout::Readable) => KeyLayout::Readable,
+        Some(Layout::Scoped) => KeyLayout::Scoped,
+        Some(Layout::Compact) => KeyLayout::Compact,
+        None => store.key_layout(),
+    };
     match &cli.command {
         Command::Status { key } => {
-            let record = record_key(cli, key);
+            let record = record_key(cli, layout, key);
             println!("{}", describe(store.inspect(&record).await?));
         }
         Command::Forget { key, yes } => {
-            let record = record_key(cli, key);
+            let record = record_key(cli, layout, key);
             let state = store.inspect(&record).await?;
             if !yes {
                 println!("{}: {}", record.as_str(), describe(state));
@@ -128,7 +137,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
                 false => println!("no record to forget"),
             }
         }
-        Command::Stats => stats(store.as_ref(), cli).await?,
+        Command::Stats => stats(store.as_ref(), cli, layout).await?,
         Command::Purge => match store.purge_expired().await? {
             Some(n) => println!("deleted {n} expired rows"),
             None => println!("nothing to purge: Redis expires records itself"),
@@ -137,26 +146,35 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stats(store: &dyn RecordAdmin, cli: &Cli) -> Result<(), rocketmq_dedup::StoreError> {
-    let counts = store.counts(&cli.prefix, &cli.namespace).await?;
+async fn stats(
+    store: &dyn RecordAdmin,
+    cli: &Cli,
+    layout: KeyLayout,
+) -> Result<(), rocketmq_dedup::StoreError> {
+    let topic = (!cli.topic.is_empty()).then_some(cli.topic.as_str());
+    let scope = RecordScope {
+        layout,
+        prefix: &cli.prefix,
+        namespace: &cli.namespace,
+        topic,
+        tag: topic.and(cli.tag.as_deref()),
+    };
+    let counts = store.counts(&scope).await?;
+    let name = match topic {
+        Some(topic) => format!("namespace {}, topic {topic}", cli.namespace),
+        None => format!("namespace {}", cli.namespace),
+    };
     println!(
-        "namespace {}: CONSUMING {}, CONSUMED {}, expired (not yet purged) {}",
-        cli.namespace, counts.consuming, counts.consumed, counts.expired
+        "{name}: CONSUMING {}, CONSUMED {}, expired (not yet purged) {}",
+        counts.consuming, counts.consumed, counts.expired
     );
     if let Some(bytes) = counts.memory_bytes {
         println!("server memory in use: {bytes} bytes");
     }
-    if matches!(cli.layout, Layout::Compact) {
-        println!("note: compact record keys do not carry their namespace; Redis counts above cover the readable layout only");
-    }
     Ok(())
 }
 
-fn record_key(cli: &Cli, key: &str) -> RecordKey {
-    let layout = match cli.layout {
-        Layout::Readable => KeyLayout::Readable,
-        Layout::Compact => KeyLayout::Compact,
-    };
+fn record_key(cli: &Cli, layout: KeyLayout, key: &str) -> RecordKey {
     RecordKey::with_layout(
         layout,
         &cli.prefix,

@@ -32,22 +32,25 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn key(k: &str) -> RecordKey {
-    RecordKey::new("dedup", "payments", "Orders", None, k)
+/// The record key of `k` as a listener on `store` writes it (in the store's layout).
+fn key(store: &impl DedupStore, k: &str) -> RecordKey {
+    RecordKey::with_layout(store.key_layout(), "dedup", "payments", "Orders", None, k)
 }
 
 /// Puts one CONSUMED record (`done`) and one CONSUMING (`busy`) in `store`.
 async fn two_records(store: &impl DedupStore) -> OwnerToken {
     let token = OwnerToken::random();
+    let (done, busy) = (key(store, "done"), key(store, "busy"));
     store
-        .claim(&[key("done"), key("busy")], token, LONG)
+        .claim(&[done.clone(), busy], token, LONG)
         .await
         .unwrap();
-    store.commit(&[key("done")], token, LONG).await.unwrap();
+    store.commit(&[done], token, LONG).await.unwrap();
     token
 }
 
-/// status, forget without and with --yes, then status again: the same on every store.
+/// status, forget without and with --yes, then status again: the same on every store, in the
+/// store's layout (the CLI's default).
 fn status_and_forget(url: &str, token: OwnerToken) {
     let at = ["--namespace", "payments", "--topic", "Orders"];
     let status = |k: &str| cli(url, &[&at[..], &["status", k]].concat());
@@ -88,19 +91,45 @@ async fn redis_status_forget_stats_purge() {
     let server = RedisServer::start_local(RedisOptions::default()).unwrap();
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let token = two_records(&store).await;
-    let stats = cli(server.url(), &["--namespace", "payments", "stats"]);
+    let stats = |args: &[&str]| cli(server.url(), &[args, &["stats"]].concat());
+    let at = ["--namespace", "payments", "--topic", "Orders"];
+    let out = stats(&at);
     assert!(
-        stdout(&stats).contains("CONSUMING 1, CONSUMED 1"),
+        stdout(&out).contains("topic Orders: CONSUMING 1, CONSUMED 1"),
         "{}{}",
-        stdout(&stats),
-        stderr(&stats)
+        stdout(&out),
+        stderr(&out)
     );
-    assert!(stdout(&stats).contains("server memory in use: "));
-    let other = cli(server.url(), &["--namespace", "shipping", "stats"]);
+    assert!(stdout(&out).contains("server memory in use: "));
+    for other in [
+        ["--namespace", "shipping", "--topic", "Orders"],
+        ["--namespace", "payments", "--topic", "Refunds"],
+    ] {
+        let out = stats(&other);
+        assert!(
+            stdout(&out).contains("CONSUMING 0, CONSUMED 0"),
+            "{other:?}: {}",
+            stdout(&out)
+        );
+    }
+    // The scoped layout hashes the namespace with the topic: a whole namespace cannot be
+    // counted, and the CLI says so.
+    let out = stats(&["--namespace", "payments"]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&other).contains("CONSUMING 0, CONSUMED 0"),
+        stderr(&out).contains("does not keep the namespace"),
         "{}",
-        stdout(&other)
+        stderr(&out)
+    );
+    // The readable layout counts a namespace.
+    let readable = RecordKey::new("dedup", "payments", "Refunds", None, "r-1");
+    store.claim(&[readable], token, LONG).await.unwrap();
+    let out = stats(&["--layout", "readable", "--namespace", "payments"]);
+    assert!(
+        stdout(&out).contains("namespace payments: CONSUMING 1, CONSUMED 0"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
     );
     status_and_forget(server.url(), token);
     let purge = cli(server.url(), &["purge"]);
@@ -113,10 +142,13 @@ async fn redis_cluster_status_forget_stats() {
     let store = RedisStore::builder(cluster.url()).connect().await.unwrap();
     let token = two_records(&store).await;
     // More records, spread over the masters.
-    let many: Vec<RecordKey> = (0..30).map(|i| key(&format!("k{i}"))).collect();
+    let many: Vec<RecordKey> = (0..30).map(|i| key(&store, &format!("k{i}"))).collect();
     store.claim(&many, token, LONG).await.unwrap();
     store.commit(&many, token, LONG).await.unwrap();
-    let stats = cli(cluster.url(), &["--namespace", "payments", "stats"]);
+    let stats = cli(
+        cluster.url(),
+        &["--namespace", "payments", "--topic", "Orders", "stats"],
+    );
     assert!(
         stdout(&stats).contains("CONSUMING 1, CONSUMED 31"),
         "{}{}",
@@ -131,17 +163,35 @@ async fn sql_case(url: &str, store: &impl DedupStore) {
     let token = two_records(store).await;
     // One record that has expired (and is not purged yet).
     store
-        .claim(&[key("stale")], token, Duration::from_millis(1))
+        .claim(&[key(store, "stale")], token, Duration::from_millis(1))
         .await
         .unwrap();
+    // And one in another topic of the namespace.
+    let refund = RecordKey::new("dedup", "payments", "Refunds", None, "r-1");
+    store.claim(&[refund], token, LONG).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let stats = cli(url, &["--namespace", "payments", "stats"]);
-    assert!(
-        stdout(&stats).contains("CONSUMING 1, CONSUMED 1, expired (not yet purged) 1"),
-        "{}{}",
-        stdout(&stats),
-        stderr(&stats)
-    );
+    for (args, expected) in [
+        (
+            &["--namespace", "payments"][..],
+            "namespace payments: CONSUMING 2, CONSUMED 1, expired (not yet purged) 1",
+        ),
+        (
+            &["--namespace", "payments", "--topic", "Orders"][..],
+            "topic Orders: CONSUMING 1, CONSUMED 1, expired (not yet purged) 1",
+        ),
+        (
+            &["--namespace", "payments", "--topic", "Refunds"][..],
+            "topic Refunds: CONSUMING 1, CONSUMED 0, expired (not yet purged) 0",
+        ),
+    ] {
+        let stats = cli(url, &[args, &["stats"]].concat());
+        assert!(
+            stdout(&stats).contains(expected),
+            "{args:?}: {}{}",
+            stdout(&stats),
+            stderr(&stats)
+        );
+    }
     status_and_forget(url, token);
     let purge = cli(url, &["purge"]);
     assert!(

@@ -85,7 +85,10 @@ impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
     }
 
     /// Checks the configuration and makes the engine, running tasks in `order`.
-    pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
+    pub(crate) fn engine(mut self, order: RunOrder) -> Result<Engine, ConfigError> {
+        if let Some(store) = &self.processing.store {
+            self.config.key_layout.get_or_insert(store.key_layout());
+        }
         self.into_engine(order, |processing, config, stats, runtime| {
             let store = processing.store.ok_or(ConfigError::MissingStore)?;
             let processor = LeaseProcessor::new(processing.handler, store, config, stats, runtime);
@@ -140,10 +143,13 @@ impl<L, P> DedupListenerBuilder<L, P> {
         self
     }
 
-    /// How record keys are written (default [`KeyLayout::Readable`];
-    /// [`KeyLayout::Compact`] uses about a third less Redis memory).
+    /// How record keys are written (default: the store's
+    /// [`key_layout`](crate::store::DedupStore::key_layout), [`KeyLayout::Scoped`] on Redis and
+    /// [`KeyLayout::Readable`] on the SQL stores). On Redis, [`KeyLayout::Readable`] shows the
+    /// namespace and topic in clear for about a third more memory per record;
+    /// [`KeyLayout::Compact`] uses the least memory and hides the dedup key too.
     pub fn key_layout(mut self, layout: KeyLayout) -> Self {
-        self.config.key_layout = layout;
+        self.config.key_layout = Some(layout);
         self
     }
 

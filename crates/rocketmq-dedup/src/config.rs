@@ -51,7 +51,8 @@ pub struct DedupConfig {
     pub(crate) ack_before_commit: bool,
     pub(crate) near_cache_capacity: usize,
     pub(crate) in_flight_wait: Duration,
-    pub(crate) key_layout: KeyLayout,
+    /// `None`: the store's layout, chosen when the listener is built.
+    pub(crate) key_layout: Option<KeyLayout>,
     pub(crate) suspend_time: Duration,
 }
 
@@ -103,7 +104,7 @@ impl DedupConfig {
             ack_before_commit: true,
             near_cache_capacity: Self::DEFAULT_NEAR_CACHE_CAPACITY,
             in_flight_wait: Self::DEFAULT_IN_FLIGHT_WAIT,
-            key_layout: KeyLayout::default(),
+            key_layout: None,
             suspend_time: Self::DEFAULT_SUSPEND_TIME,
         }
     }

@@ -32,7 +32,7 @@ async fn records_use_the_documented_layout_and_values() {
         .await
         .unwrap();
     let value = server.command(&["GET", key.as_str()]).unwrap();
-    assert_eq!(value, "$1\r\nd\r\n");
+    assert_eq!(value, "$1\r\n1\r\n");
     let ttl: i64 = server
         .command(&["TTL", key.as_str()])
         .unwrap()
@@ -41,6 +41,41 @@ async fn records_use_the_documented_layout_and_values() {
         .parse()
         .unwrap();
     assert!((3590..=3600).contains(&ttl), "record TTL {ttl}");
+}
+
+/// Records an earlier version marked CONSUMED with `d` stay CONSUMED, on both claim paths and
+/// for commits: an upgrade processes none of their messages again.
+#[tokio::test]
+async fn records_marked_d_by_earlier_versions_are_consumed() {
+    let server = local(RedisOptions::default());
+    for script_claims in [false, true] {
+        let store = RedisStore::builder(server.url())
+            .script_claims(script_claims)
+            .connect()
+            .await
+            .unwrap();
+        let keys = fresh_keys(2);
+        for key in &keys {
+            server
+                .command(&["SET", key.as_str(), "d", "PX", "3600000"])
+                .unwrap();
+        }
+        let token = OwnerToken::random();
+        assert_eq!(
+            store.claim(&keys[..1], token, LONG).await.unwrap(),
+            [ClaimOutcome::Consumed],
+            "script claims: {script_claims}"
+        );
+        assert_eq!(
+            store.commit(&keys[1..], token, LONG).await.unwrap(),
+            [CommitOutcome::AlreadyConsumed]
+        );
+        assert_eq!(
+            server.command(&["GET", keys[1].as_str()]).unwrap(),
+            "$1\r\nd\r\n",
+            "left as it was"
+        );
+    }
 }
 
 #[tokio::test]
@@ -174,7 +209,7 @@ async fn tls_with_auth_works_and_the_password_is_never_printed() {
     // The record is there (read over the plain port).
     assert_eq!(
         server.command(&["GET", keys[0].as_str()]).unwrap(),
-        "$1\r\nd\r\n"
+        "$1\r\n1\r\n"
     );
 
     // Without the CA, the self-signed chain is refused.
@@ -231,34 +266,49 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     );
 }
 
+/// A listener on Redis writes the store's layout (scoped) unless its builder names one.
 #[tokio::test]
-async fn the_listener_writes_compact_keys_when_asked() {
+async fn the_listener_writes_the_stores_layout_unless_told_otherwise() {
     use rocketmq_dedup::record_key::KeyLayout;
     use rocketmq_dedup::testing::message;
     let server = local(RedisOptions::default());
-    let store = RedisStore::builder(server.url()).connect().await.unwrap();
-    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
-        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
-    ))
-    .namespace("group")
-    .key_layout(KeyLayout::Compact)
-    .store(store)
-    .build()
-    .unwrap();
-    listener
-        .consume(&[&message("Orders").uniq_key("U-1").build()])
-        .await;
-    listener.shutdown(Duration::from_secs(5)).await;
-    let compact =
-        RecordKey::with_layout(KeyLayout::Compact, "dedup", "group", "Orders", None, "U-1");
-    assert_eq!(
-        server.command(&["GET", compact.as_str()]).unwrap(),
-        "$1\r\nd\r\n"
-    );
+    for (layout, uniq) in [
+        (None, "U-0"),
+        (Some(KeyLayout::Readable), "U-1"),
+        (Some(KeyLayout::Compact), "U-2"),
+    ] {
+        let store = RedisStore::builder(server.url()).connect().await.unwrap();
+        let builder = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+            |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+        ))
+        .namespace("group");
+        let builder = match layout {
+            Some(layout) => builder.key_layout(layout),
+            None => builder,
+        };
+        let listener = builder.store(store).build().unwrap();
+        listener
+            .consume(&[&message("Orders").uniq_key(uniq).build()])
+            .await;
+        listener.shutdown(Duration::from_secs(5)).await;
+        let expected = RecordKey::with_layout(
+            layout.unwrap_or(KeyLayout::Scoped),
+            "dedup",
+            "group",
+            "Orders",
+            None,
+            uniq,
+        );
+        assert_eq!(
+            server.command(&["GET", expected.as_str()]).unwrap(),
+            "$1\r\n1\r\n",
+            "{layout:?}"
+        );
+    }
     assert_eq!(
         server.command(&["DBSIZE"]).unwrap(),
-        ":1\r\n",
-        "no readable key besides"
+        ":3\r\n",
+        "no key in another layout besides"
     );
 }
 
@@ -528,7 +578,7 @@ async fn wait_for_replicas_makes_commits_wait_and_fails_when_too_few_acknowledge
         deployment
             .command(master, &["GET", more[0].as_str()])
             .unwrap(),
-        "$1\r\nd\r\n"
+        "$1\r\n1\r\n"
     );
 }
 
@@ -725,7 +775,7 @@ async fn a_background_commit_rides_the_next_claim() {
         .unwrap();
     assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
     assert_eq!(store.round_trips() - before, 1, "one pipeline carried both");
-    assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\nd\r\n");
+    assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\n1\r\n");
 }
 
 /// With no other call to carry it, a commit leaves by itself after the linger; with a zero
@@ -750,7 +800,7 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
             "{linger:?}: its own pipeline"
         );
         let value = server.command(&["GET", keys[0].as_str()]).unwrap();
-        assert_eq!(value, "$1\r\nd\r\n", "{linger:?}");
+        assert_eq!(value, "$1\r\n1\r\n", "{linger:?}");
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn keyed(
         }
     };
     Keyed::Record(RecordKey::with_layout(
-        config.key_layout,
+        config.key_layout.unwrap_or_default(),
         &config.prefix,
         &config.namespace,
         msg.topic().as_str(),

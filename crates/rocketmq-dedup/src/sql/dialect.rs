@@ -86,11 +86,13 @@ pub(crate) trait Dialect: Database {
         key: &'a KeyColumns,
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
 
-    /// Live CONSUMING, live CONSUMED and expired rows of one application name.
+    /// Live CONSUMING, live CONSUMED and expired rows of one application name, or of one
+    /// topic and tag in it.
     fn admin_counts<'a>(
         pool: &'a Pool<Self>,
         table: &'a Table,
         namespace: &'a [u8],
+        topic_and_tag: Option<(&'a [u8], &'a [u8])>,
     ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>>;
 
     /// Runs a migration's statements.

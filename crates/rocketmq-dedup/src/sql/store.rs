@@ -14,7 +14,7 @@ use super::dialect::Dialect;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{deadlock_backoff, store_error, Failure, PurgeOptions, Purger, DEADLOCK_ATTEMPTS};
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyLayout, RecordKey, RecordScope};
 use crate::store::{ClaimOutcome, CommitOutcome, OwnerToken};
 
 /// A [`DedupStore`](crate::DedupStore) in a SQL table, shared by all consumers of a group.
@@ -205,15 +205,37 @@ impl<DB: Dialect> SqlStore<DB> {
 
     pub(crate) async fn admin_counts(
         &self,
-        namespace: &str,
+        scope: &RecordScope<'_>,
     ) -> Result<crate::store::admin::RecordCounts, StoreError> {
-        // The namespace column holds the namespace as the record key writes it.
-        let probe = RecordKey::new("p", namespace, "t", None, "k");
+        if scope.layout != KeyLayout::Readable {
+            return Err(StoreError::Unsupported {
+                operation: StoreOperation::Admin,
+                detail: format!(
+                    "the table's key columns are filled by the readable key layout, not {:?}",
+                    scope.layout
+                ),
+            });
+        }
+        // The columns hold the parts as the record key writes them.
+        let probe = RecordKey::new(
+            "p",
+            scope.namespace,
+            scope.topic.unwrap_or(""),
+            scope.tag,
+            "k",
+        );
         let columns = super::table::KeyColumns::of(&probe);
-        let (consuming, consumed, expired) =
-            DB::admin_counts(&self.pool, &self.table, &columns.application_name)
-                .await
-                .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
+        let topic_and_tag = scope
+            .topic
+            .map(|_| (columns.topic.as_slice(), columns.tag.as_slice()));
+        let (consuming, consumed, expired) = DB::admin_counts(
+            &self.pool,
+            &self.table,
+            &columns.application_name,
+            topic_and_tag,
+        )
+        .await
+        .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
         Ok(crate::store::admin::RecordCounts {
             consuming: consuming.max(0) as u64,
             consumed: consumed.max(0) as u64,
@@ -363,10 +385,9 @@ macro_rules! sql_store_for {
 
             fn counts<'a>(
                 &'a self,
-                _prefix: &'a str,
-                namespace: &'a str,
+                scope: &'a $crate::record_key::RecordScope<'a>,
             ) -> futures::future::BoxFuture<'a, Result<$crate::store::admin::RecordCounts, $crate::StoreError>> {
-                Box::pin(self.admin_counts(namespace))
+                Box::pin(self.admin_counts(scope))
             }
 
             fn purge_expired(&self) -> futures::future::BoxFuture<'_, Result<Option<u64>, $crate::StoreError>> {

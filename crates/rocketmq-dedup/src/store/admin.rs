@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyLayout, RecordKey, RecordScope};
 
 /// One record as the store holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum RecordState {
     },
 }
 
-/// Live records under a namespace (expired SQL rows not yet purged are not counted).
+/// Live records in a scope (expired SQL rows not yet purged are not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordCounts {
     /// Records CONSUMING.
@@ -71,13 +71,19 @@ pub trait RecordAdmin: Send + Sync {
     /// message is processed again; answers whether there was one.
     fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Counts the records under `namespace` (with the readable key layout: compact keys do not
-    /// say their namespace, and are counted under every namespace).
+    /// Counts the records in `scope`: a namespace, or one topic (and tag) in it. A store that
+    /// finds records by key needs a scope its layout keeps
+    /// ([`RecordScope::key_start`]); other scopes fail with [`StoreError::Unsupported`].
     fn counts<'a>(
         &'a self,
-        prefix: &'a str,
-        namespace: &'a str,
+        scope: &'a RecordScope<'a>,
     ) -> BoxFuture<'a, Result<RecordCounts, StoreError>>;
+
+    /// The record-key layout the listeners write to this store by default (the store's
+    /// [`DedupStore::key_layout`](crate::store::DedupStore::key_layout)).
+    fn key_layout(&self) -> KeyLayout {
+        KeyLayout::Readable
+    }
 
     /// Deletes expired records now, where the store keeps them (SQL); answers how many, or
     /// `None` when the store expires records itself (Redis).

@@ -120,8 +120,9 @@ impl Dialect for MySql {
         pool: &'a Pool<Self>,
         table: &'a Table,
         namespace: &'a [u8],
+        topic_and_tag: Option<(&'a [u8], &'a [u8])>,
     ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>> {
-        Box::pin(queries::admin_counts(pool, table, namespace))
+        Box::pin(queries::admin_counts(pool, table, namespace, topic_and_tag))
     }
 
     fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>> {

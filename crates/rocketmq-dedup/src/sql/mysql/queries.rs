@@ -213,14 +213,19 @@ pub(crate) async fn admin_counts(
     pool: &sqlx::MySqlPool,
     table: &Table,
     namespace: &[u8],
+    topic_and_tag: Option<(&[u8], &[u8])>,
 ) -> Result<(i64, i64, i64), sqlx::Error> {
-    let sql = format!(
+    let mut sql = format!(
         "SELECT CAST(COALESCE(SUM(status = 'CONSUMING' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(status = 'CONSUMED' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(expire_time < {NOW_MS}), 0) AS SIGNED) FROM {} WHERE application_name = ?",
         table.name()
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(namespace.to_vec())
-        .fetch_one(pool)
-        .await?;
+    if topic_and_tag.is_some() {
+        sql.push_str(" AND topic = ? AND tag = ?");
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
+    if let Some((topic, tag)) = topic_and_tag {
+        query = query.bind(topic.to_vec()).bind(tag.to_vec());
+    }
+    let row = query.fetch_one(pool).await?;
     Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
 }

@@ -223,14 +223,19 @@ pub(crate) async fn admin_counts(
     pool: &sqlx::PgPool,
     table: &Table,
     namespace: &[u8],
+    topic_and_tag: Option<(&[u8], &[u8])>,
 ) -> Result<(i64, i64, i64), sqlx::Error> {
-    let sql = format!(
+    let mut sql = format!(
         "SELECT COALESCE(SUM(CASE WHEN status = 'CONSUMING' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN status = 'CONSUMED' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN expire_time < {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint FROM {} WHERE application_name = $1",
         table.name()
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(namespace.to_vec())
-        .fetch_one(pool)
-        .await?;
+    if topic_and_tag.is_some() {
+        sql.push_str(" AND topic = $2 AND tag = $3");
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
+    if let Some((topic, tag)) = topic_and_tag {
+        query = query.bind(topic.to_vec()).bind(tag.to_vec());
+    }
+    let row = query.fetch_one(pool).await?;
     Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
 }

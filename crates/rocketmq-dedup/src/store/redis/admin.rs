@@ -7,9 +7,10 @@ use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
 use super::pipeline::KeyedCommand;
+use super::scripts::is_consumed;
 use super::RedisStore;
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyLayout, RecordKey, RecordScope};
 use crate::store::admin::{RecordAdmin, RecordCounts, RecordState};
 
 /// Values read per pipeline while counting.
@@ -24,7 +25,7 @@ fn state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError
     let ttl_left = Duration::from_millis(pttl_ms.max(0) as u64);
     match value.as_deref() {
         None => Ok(RecordState::Absent),
-        Some(b"d") => Ok(RecordState::Consumed { ttl_left }),
+        Some(v) if is_consumed(v) => Ok(RecordState::Consumed { ttl_left }),
         Some([b'c', hex @ ..]) => {
             let owner = std::str::from_utf8(hex)
                 .ok()
@@ -32,7 +33,7 @@ fn state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError
                 .ok_or_else(|| corrupt("a claim whose owner token is not hex"))?;
             Ok(RecordState::Consuming { owner, ttl_left })
         }
-        Some(_) => Err(corrupt("neither a claim (c…) nor a consumed mark (d)")),
+        Some(_) => Err(corrupt("neither a claim (c…) nor a consumed mark (1)")),
     }
 }
 
@@ -51,6 +52,10 @@ fn used_memory(info: &str) -> Option<u64> {
 }
 
 impl RecordAdmin for RedisStore {
+    fn key_layout(&self) -> KeyLayout {
+        crate::store::DedupStore::key_layout(self)
+    }
+
     fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
         Box::pin(async move {
             let k = key.as_str();
@@ -93,12 +98,18 @@ impl RecordAdmin for RedisStore {
 
     fn counts<'a>(
         &'a self,
-        prefix: &'a str,
-        namespace: &'a str,
+        scope: &'a RecordScope<'a>,
     ) -> BoxFuture<'a, Result<RecordCounts, StoreError>> {
         Box::pin(async move {
-            // The readable layout escapes a part's '*', '?', '[' and '\' never: escape them for
-            // the pattern.
+            let start = scope.key_start().ok_or_else(|| StoreError::Unsupported {
+                operation: StoreOperation::Admin,
+                detail: format!(
+                    "the {:?} key layout does not keep {}: count one topic (and tag) with the scoped layout, a namespace with the readable one",
+                    scope.layout,
+                    if scope.topic.is_some() { "the topic" } else { "the namespace" }
+                ),
+            })?;
+            // No layout escapes a part's '*', '?', '[' and '\': escape them for the pattern.
             let glob = |s: &str| {
                 s.chars()
                     .flat_map(|c| match c {
@@ -107,9 +118,7 @@ impl RecordAdmin for RedisStore {
                     })
                     .collect::<String>()
             };
-            let readable = RecordKey::new(prefix, namespace, "", None, "");
-            let ns_prefix = readable.as_str().trim_end_matches(':');
-            let pattern = format!("{}:*", glob(ns_prefix));
+            let pattern = format!("{}*", glob(&start));
             let keys = self.conn.scan(&pattern).await.map_err(failed)?;
             let mut counts = RecordCounts::default();
             for chunk in keys.chunks(COUNT_BATCH) {
@@ -126,7 +135,7 @@ impl RecordAdmin for RedisStore {
                     let value: Option<Vec<u8>> = redis::from_redis_value(answer.map_err(failed)?)
                         .map_err(|e| failed(e.into()))?;
                     match value.as_deref() {
-                        Some(b"d") => counts.consumed += 1,
+                        Some(v) if is_consumed(v) => counts.consumed += 1,
                         Some([b'c', ..]) => counts.consuming += 1,
                         _ => {}
                     }
@@ -155,12 +164,14 @@ mod tests {
     #[test]
     fn values_read_as_states() {
         assert_eq!(state(None, -2).unwrap(), RecordState::Absent);
-        assert_eq!(
-            state(Some(b"d".to_vec()), 1500).unwrap(),
-            RecordState::Consumed {
-                ttl_left: Duration::from_millis(1500)
-            }
-        );
+        for consumed in [b"1", b"d"] {
+            assert_eq!(
+                state(Some(consumed.to_vec()), 1500).unwrap(),
+                RecordState::Consumed {
+                    ttl_left: Duration::from_millis(1500)
+                }
+            );
+        }
         assert_eq!(
             state(Some(b"cff".to_vec()), 10).unwrap(),
             RecordState::Consuming {

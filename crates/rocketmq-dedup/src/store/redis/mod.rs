@@ -34,8 +34,9 @@ use crate::record_key::RecordKey;
 
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
-/// One record per key, a string: `c<token>` while CONSUMING (with the processing TTL), `d`
-/// when CONSUMED (with the record TTL); the key layout is in [`crate::record_key`]. Every
+/// One record per key, a string: `c<token>` while CONSUMING (with the processing TTL), `1`
+/// when CONSUMED (with the record TTL); the key layout is in [`crate::record_key`] (by default
+/// [`KeyLayout::Scoped`](crate::record_key::KeyLayout::Scoped), see [`DedupStore::key_layout`]). Every
 /// operation is one single-key command per record, sent as one pipeline per batch and server:
 /// one round trip per batch on one server, at most one per master touched on a Redis Cluster
 /// (a pipeline may not cross slots, so the store groups a batch's keys by the master that owns
@@ -186,12 +187,12 @@ impl RedisStore {
                     .map_err(|e| backend(e.into()))?;
                 match previous.as_deref() {
                     None => Ok(ClaimOutcome::Claimed),
-                    Some(b"d") => Ok(ClaimOutcome::Consumed),
+                    Some(v) if scripts::is_consumed(v) => Ok(ClaimOutcome::Consumed),
                     Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
                     Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
                     Some(_) => Err(StoreError::CorruptRecord {
                         operation: StoreOperation::Claim,
-                        detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                        detail: "value is neither a claim (c…) nor a consumed mark (1)".to_owned(),
                     }),
                 }
             })
@@ -363,7 +364,7 @@ impl DedupStore for RedisStore {
                     2 => Ok(ClaimOutcome::Consumed),
                     _ => Err(StoreError::CorruptRecord {
                         operation: StoreOperation::Claim,
-                        detail: "value is neither a claim (c…) nor a consumed mark (d)".to_owned(),
+                        detail: "value is neither a claim (c…) nor a consumed mark (1)".to_owned(),
                     }),
                 })
                 .collect()
@@ -445,5 +446,9 @@ impl DedupStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn key_layout(&self) -> crate::record_key::KeyLayout {
+        crate::record_key::KeyLayout::Scoped
     }
 }
