@@ -241,8 +241,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         "p99_us": pct(0.99),
         "peak_rss_kb": crate::peak_rss_kb(),
         // What is resident at the end: heap and stacks, and mapped files (the binary's code).
-        "rss_anon_kb": crate::status_kb("RssAnon:"),
-        "rss_file_kb": crate::status_kb("RssFile:"),
+        "rss_anon_kb": crate::proc_status("RssAnon:"),
+        "rss_file_kb": crate::proc_status("RssFile:"),
+        "threads": crate::proc_status("Threads:"),
         "redis_round_trips": trips,
     }))
 }

@@ -146,15 +146,17 @@ impl Work {
 
 /// Peak resident set size of this process, in KiB.
 pub fn peak_rss_kb() -> u64 {
-    status_kb("VmHWM:")
+    proc_status("VmHWM:")
 }
 
 /// Resident set size of this process now, in KiB.
 pub fn rss_kb() -> u64 {
-    status_kb("VmRSS:")
+    proc_status("VmRSS:")
 }
 
-pub fn status_kb(field: &str) -> u64 {
+/// The number in a field of `/proc/self/status` (KiB for the memory fields, a count for
+/// `Threads:`); 0 when it cannot be read.
+pub fn proc_status(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

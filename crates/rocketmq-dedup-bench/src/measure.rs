@@ -247,14 +247,15 @@ impl Report {
         }
         for kind in [Kind::Plain, Kind::Memory, Kind::Redis] {
             let key = (0, 32, Work::Trivial, kind);
-            let (peak, anon, file) = (
+            let (peak, anon, file, threads) = (
                 self.metric(key, "peak_rss_kb"),
                 self.metric(key, "rss_anon_kb"),
                 self.metric(key, "rss_file_kb"),
+                self.metric(key, "threads"),
             );
             if !peak.is_nan() {
                 println!(
-                    "{} consumer RSS (0%, batch 32, trivial): peak {:.1} MiB; at the end {:.1} MiB heap and stacks, {:.1} MiB mapped files (code)",
+                    "{} consumer RSS (0%, batch 32, trivial): peak {:.1} MiB; at the end {:.1} MiB heap and stacks, {:.1} MiB mapped files (code), {threads:.0} threads",
                     name(kind),
                     peak / 1024.0,
                     anon / 1024.0,
