@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
 use super::pipeline::KeyedCommand;
-use super::scripts::is_consumed;
+use super::scripts::{is_consumed, UNREADABLE_VALUE};
 use super::RedisStore;
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::{KeyLayout, RecordKey, RecordScope};
@@ -33,7 +33,7 @@ fn state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError
                 .ok_or_else(|| corrupt("a claim whose owner token is not hex"))?;
             Ok(RecordState::Consuming { owner, ttl_left })
         }
-        Some(_) => Err(corrupt("neither a claim (c…) nor a consumed mark (1)")),
+        Some(_) => Err(corrupt(UNREADABLE_VALUE)),
     }
 }
 

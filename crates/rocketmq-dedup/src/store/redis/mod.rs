@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 
 pub use builder::RedisStoreBuilder;
 pub use connection::RedisConnection;
 use pipeline::{KeyedCommand, Sent};
 use riders::{Boarded, Riders};
-use scripts::{owner_value, Scripts};
+use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
 
@@ -192,7 +192,7 @@ impl RedisStore {
                     Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
                     Some(_) => Err(StoreError::CorruptRecord {
                         operation: StoreOperation::Claim,
-                        detail: "value is neither a claim (c…) nor a consumed mark (1)".to_owned(),
+                        detail: scripts::UNREADABLE_VALUE.to_owned(),
                     }),
                 }
             })
@@ -226,7 +226,7 @@ impl RedisStore {
                     if attempt > 0 {
                         self.count_round_trips(1);
                         self.conn
-                            .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(call.source))
+                            .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(call.script.source))
                             .await
                             .map_err(backend)?;
                     }
@@ -302,8 +302,7 @@ impl RedisStore {
 /// One script over a batch of keys: what [`RedisStore::run`] sends.
 struct ScriptCall<'a> {
     operation: StoreOperation,
-    script: &'a Script,
-    source: &'static str,
+    script: &'a LuaScript,
     keys: &'a [RecordKey],
     args: &'a [&'a [u8]],
     /// `WAIT` after the commands (commits with replicas to wait for).
@@ -315,7 +314,7 @@ impl<'a> ScriptCall<'a> {
     fn command(&self, k: usize) -> KeyedCommand<'a> {
         let key = self.keys[k].as_str();
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(1).arg(key);
+        cmd.arg(self.script.script.get_hash()).arg(1).arg(key);
         for arg in self.args {
             cmd.arg(*arg);
         }
@@ -350,7 +349,6 @@ impl DedupStore for RedisStore {
             let call = ScriptCall {
                 operation: StoreOperation::Claim,
                 script: &self.scripts.claim,
-                source: scripts::CLAIM,
                 keys,
                 args: &[owner.as_bytes(), ttl.as_bytes()],
                 wait: None,
@@ -364,7 +362,7 @@ impl DedupStore for RedisStore {
                     2 => Ok(ClaimOutcome::Consumed),
                     _ => Err(StoreError::CorruptRecord {
                         operation: StoreOperation::Claim,
-                        detail: "value is neither a claim (c…) nor a consumed mark (1)".to_owned(),
+                        detail: scripts::UNREADABLE_VALUE.to_owned(),
                     }),
                 })
                 .collect()
@@ -382,7 +380,6 @@ impl DedupStore for RedisStore {
             let call = ScriptCall {
                 operation: StoreOperation::Commit,
                 script: &self.scripts.commit,
-                source: scripts::COMMIT,
                 keys,
                 args: &[owner.as_bytes(), ttl.as_bytes()],
                 wait: self.wait.as_ref(),
@@ -413,7 +410,6 @@ impl DedupStore for RedisStore {
             let call = ScriptCall {
                 operation: StoreOperation::Release,
                 script: &self.scripts.release,
-                source: scripts::RELEASE,
                 keys,
                 args: &[owner.as_bytes()],
                 wait: None,
@@ -434,7 +430,6 @@ impl DedupStore for RedisStore {
             let call = ScriptCall {
                 operation: StoreOperation::Renew,
                 script: &self.scripts.renew,
-                source: scripts::RENEW,
                 keys,
                 args: &[owner.as_bytes(), ttl.as_bytes()],
                 wait: None,

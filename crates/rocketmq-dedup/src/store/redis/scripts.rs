@@ -53,22 +53,40 @@ return 0
 
 /// The four scripts, hashed once per process.
 pub(super) struct Scripts {
-    pub(super) claim: Script,
-    pub(super) commit: Script,
-    pub(super) release: Script,
-    pub(super) renew: Script,
+    pub(super) claim: LuaScript,
+    pub(super) commit: LuaScript,
+    pub(super) release: LuaScript,
+    pub(super) renew: LuaScript,
+}
+
+/// A script and its source: the hash to call it by, the text to load again on `NOSCRIPT`.
+pub(super) struct LuaScript {
+    pub(super) script: Script,
+    pub(super) source: &'static str,
+}
+
+impl LuaScript {
+    fn new(source: &'static str) -> Self {
+        LuaScript {
+            script: Script::new(source),
+            source,
+        }
+    }
 }
 
 /// The scripts, built on first use.
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        claim: Script::new(CLAIM),
-        commit: Script::new(COMMIT),
-        release: Script::new(RELEASE),
-        renew: Script::new(RENEW),
+        claim: LuaScript::new(CLAIM),
+        commit: LuaScript::new(COMMIT),
+        release: LuaScript::new(RELEASE),
+        renew: LuaScript::new(RENEW),
     })
 }
+
+/// What the store says of a record value that is neither a claim nor the CONSUMED mark.
+pub(super) const UNREADABLE_VALUE: &str = "value is neither a claim (c…) nor a consumed mark (1)";
 
 /// Whether a record's value is the CONSUMED mark (`1`, or `d` as earlier versions wrote it).
 pub(super) fn is_consumed(value: &[u8]) -> bool {
