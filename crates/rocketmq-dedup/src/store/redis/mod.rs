@@ -143,11 +143,12 @@ impl RedisStore {
     }
 
     /// The riders a commit made now waits with: none on a consume thread, where the commit is
-    /// on the ack path.
+    /// on the ack path, and none while the store is quiet (no carrier is likely to come), so a
+    /// commit that will not wait copies nothing for the queue.
     fn lingering(&self) -> Option<&Riders> {
         self.riders
             .as_deref()
-            .filter(|_| !crate::runtime::on_consume_thread())
+            .filter(|riders| !crate::runtime::on_consume_thread() && !riders.quiet())
     }
 
     /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the

@@ -77,8 +77,8 @@ impl Riders {
         self.last_sent_us.store(self.now_us(), Ordering::Relaxed);
     }
 
-    /// Whether no pipeline was sent within the last linger.
-    fn quiet(&self) -> bool {
+    /// Whether no pipeline was sent within the last linger: a commit made now does not wait.
+    pub(super) fn quiet(&self) -> bool {
         let since = (self.now_us()).saturating_sub(self.last_sent_us.load(Ordering::Relaxed));
         since > self.linger.as_micros() as u64
     }
@@ -88,12 +88,9 @@ impl Riders {
     }
 
     /// Waits up to the linger for a pipeline to carry `commands` (one per key of `keys`, in
-    /// order), unless the store is quiet. `Some`: what they answered there; `None`: none took
-    /// them, the caller sends them.
+    /// order); the caller asks only when the store is not [`quiet`](Self::quiet). `Some`: what
+    /// they answered there; `None`: none took them, the caller sends them.
     pub(super) async fn ride(&self, keys: Vec<String>, commands: Vec<Cmd>) -> Option<Carried> {
-        if self.quiet() {
-            return None;
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, mut answer) = oneshot::channel();
         {
