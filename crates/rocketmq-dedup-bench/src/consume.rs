@@ -22,6 +22,9 @@ use crate::{Kind, Work};
 struct Timed {
     inner: Box<dyn MessageListenerConcurrently>,
     first_call: OnceLock<Instant>,
+    /// The process's CPU time at the first call and when the last message was acked.
+    cpu_at_first_call: OnceLock<Duration>,
+    cpu_at_done: OnceLock<Duration>,
     calls_us: Mutex<Vec<u32>>,
     acked: AtomicU64,
     expect: u64,
@@ -35,15 +38,17 @@ impl MessageListenerConcurrently for Timed {
         context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let started = Instant::now();
-        let _ = self.first_call.set(started);
+        if self.first_call.set(started).is_ok() {
+            let _ = self.cpu_at_first_call.set(crate::cpu_time());
+        }
         let status = self.inner.consume_message(msgs, context)?;
         let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         self.calls_us.lock().unwrap().push(took);
         if status == ConsumeConcurrentlyStatus::ConsumeSuccess {
             let acked =
                 self.acked.fetch_add(msgs.len() as u64, Ordering::SeqCst) + msgs.len() as u64;
-            if acked >= self.expect {
-                let _ = self.done_at.set(Instant::now());
+            if acked >= self.expect && self.done_at.set(Instant::now()).is_ok() {
+                let _ = self.cpu_at_done.set(crate::cpu_time());
             }
         }
         Ok(status)
@@ -196,6 +201,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let timed = Arc::new(Timed {
         inner: listener,
         first_call: OnceLock::new(),
+        cpu_at_first_call: OnceLock::new(),
+        cpu_at_done: OnceLock::new(),
         calls_us: Mutex::new(Vec::new()),
         acked: AtomicU64::new(0),
         expect: s.expect,
@@ -231,6 +238,14 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
             .copied()
             .unwrap_or(0)
     };
+    // The consumer's own CPU per message while it consumed (the broker, Redis and the
+    // producer run in other processes): what the listener costs, less blurred by the noise of
+    // a shared machine than wall time.
+    let cpu = match (timed.cpu_at_first_call.get(), timed.cpu_at_done.get()) {
+        (Some(first), Some(done)) => done.saturating_sub(*first),
+        _ => Duration::ZERO,
+    };
+    let cpu_us_per_msg = cpu.as_secs_f64() * 1e6 / s.expect as f64;
     let trips =
         redis_store.map(|r| r.round_trips()).unwrap_or(0) + round_trips.load(Ordering::Relaxed);
     Ok(serde_json::json!({
@@ -239,6 +254,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         "calls": calls.len(),
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
+        "cpu_us_per_msg": cpu_us_per_msg,
         "peak_rss_kb": crate::peak_rss_kb(),
         // What is resident at the end: heap and stacks, and mapped files (the binary's code).
         "rss_anon_kb": crate::proc_status("RssAnon:"),

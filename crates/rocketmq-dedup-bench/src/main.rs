@@ -53,6 +53,10 @@ struct Cli {
     /// out print as not measured.
     #[arg(long, value_delimiter = ',')]
     listeners: Vec<Kind>,
+    /// Messages per backlog instead of the mode's (3 000 quick, 20 000 full): a longer run
+    /// to profile one scenario.
+    #[arg(long)]
+    backlog: Option<usize>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -149,6 +153,18 @@ pub fn peak_rss_kb() -> u64 {
     proc_status("VmHWM:")
 }
 
+/// CPU time this process has used so far, user and system, summed over its threads.
+pub fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` writes the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(us(usage.ru_utime) + us(usage.ru_stime))
+}
+
 /// Resident set size of this process now, in KiB.
 pub fn rss_kb() -> u64 {
     proc_status("VmRSS:")
@@ -194,7 +210,7 @@ fn main() -> anyhow::Result<()> {
                 true => Kind::ALL.to_vec(),
                 false => cli.listeners,
             };
-            runtime.block_on(drive(cli.full, &listeners, cli.json))?
+            runtime.block_on(drive(cli.full, cli.backlog, &listeners, cli.json))?
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -279,10 +295,12 @@ type Key = (u8, u32, Work, Kind); // (duplicates %, batch, work, kind)
 
 async fn drive(
     full: bool,
+    backlog: Option<usize>,
     listeners: &[Kind],
     json: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let (backlog, reps) = if full { (20_000, 3) } else { (3_000, 1) };
+    let (mode_backlog, reps) = if full { (20_000, 3) } else { (3_000, 1) };
+    let backlog = backlog.unwrap_or(mode_backlog);
     let exe = std::env::current_exe()?;
     std::env::remove_var("ROCKETMQ_NAMESRV_ADDR");
     std::env::remove_var("REDIS_URL");

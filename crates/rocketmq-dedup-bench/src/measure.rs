@@ -200,26 +200,36 @@ impl Report {
             self.backlog, self.reps
         );
         println!(
-            "{:>4} {:>5} {:<9} {:<10} {:>10} {:>9} {:>9} {:>9}",
-            "dup%", "batch", "handler", "listener", "msg/s", "p50 us", "p99 us", "rss MiB"
+            "{:>4} {:>5} {:<9} {:<14} {:>8} {:>9} {:>9} {:>9} {:>8}",
+            "dup%",
+            "batch",
+            "handler",
+            "listener",
+            "msg/s",
+            "p50 us",
+            "p99 us",
+            "rss MiB",
+            "cpu us"
         );
         let mut rows = Vec::new();
         for key in self.scenarios.keys() {
             let (dup, batch, work, kind) = *key;
-            let (tput, p50, p99, rss) = (
+            let (tput, p50, p99, rss, cpu) = (
                 self.metric(*key, "msgs_per_s"),
                 self.metric(*key, "p50_us"),
                 self.metric(*key, "p99_us"),
                 self.metric(*key, "peak_rss_kb") / 1024.0,
+                self.metric(*key, "cpu_us_per_msg"),
             );
             println!(
-                "{dup:>4} {batch:>5} {:<9} {:<10} {tput:>10.0} {p50:>9.0} {p99:>9.0} {rss:>9.1}",
+                "{dup:>4} {batch:>5} {:<9} {:<14} {tput:>8.0} {p50:>9.0} {p99:>9.0} {rss:>9.1} {cpu:>8.1}",
                 work_name(work),
                 name(kind)
             );
             rows.push(serde_json::json!({
                 "duplicates_percent": dup, "batch": batch, "handler": work_name(work), "listener": name(kind),
                 "msgs_per_s": tput, "p50_us": p50, "p99_us": p99, "peak_rss_mib": rss,
+                "cpu_us_per_msg": cpu,
                 "redis_round_trips": self.metric(*key, "redis_round_trips"),
             }));
         }
@@ -245,6 +255,22 @@ impl Report {
                 );
             }
         }
+        // What each listener adds to the plain consumer's CPU per message, at the default
+        // batch size: the cost a shared machine's noise blurs least.
+        let plain_cpu = self.metric((0, 1, Work::Trivial, Kind::Plain), "cpu_us_per_msg");
+        let cpu: Vec<String> = self
+            .scenarios
+            .keys()
+            .filter(|(dup, batch, work, _)| (*dup, *batch, *work) == (0, 1, Work::Trivial))
+            .map(|&key| {
+                let us = self.metric(key, "cpu_us_per_msg");
+                format!("{} {us:.1} (+{:.1})", name(key.3), us - plain_cpu)
+            })
+            .collect();
+        println!(
+            "consumer CPU us per message at batch 1 (fresh, trivial; + over plain): {}",
+            cpu.join(", ")
+        );
         for kind in [Kind::Plain, Kind::Memory, Kind::Redis] {
             let key = (0, 32, Work::Trivial, kind);
             let (peak, anon, file, threads) = (
