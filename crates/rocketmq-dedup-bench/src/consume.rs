@@ -21,14 +21,28 @@ use crate::{Kind, Work};
 /// Times each listener call and counts acked messages.
 struct Timed {
     inner: Box<dyn MessageListenerConcurrently>,
-    first_call: OnceLock<Instant>,
-    /// The process's CPU time at the first call and when the last message was acked.
-    cpu_at_first_call: OnceLock<Duration>,
-    cpu_at_done: OnceLock<Duration>,
+    first_call: OnceLock<Mark>,
     calls_us: Mutex<Vec<u32>>,
     acked: AtomicU64,
     expect: u64,
-    done_at: OnceLock<Instant>,
+    /// When the last message was acked.
+    done_at: OnceLock<Mark>,
+}
+
+/// A moment of the run: its time, and the CPU time the process had used by then.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn at(at: Instant) -> Self {
+        Mark {
+            at,
+            cpu: crate::cpu_time(),
+        }
+    }
 }
 
 impl MessageListenerConcurrently for Timed {
@@ -38,8 +52,8 @@ impl MessageListenerConcurrently for Timed {
         context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let started = Instant::now();
-        if self.first_call.set(started).is_ok() {
-            let _ = self.cpu_at_first_call.set(crate::cpu_time());
+        if self.first_call.get().is_none() {
+            let _ = self.first_call.set(Mark::at(started));
         }
         let status = self.inner.consume_message(msgs, context)?;
         let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
@@ -47,8 +61,8 @@ impl MessageListenerConcurrently for Timed {
         if status == ConsumeConcurrentlyStatus::ConsumeSuccess {
             let acked =
                 self.acked.fetch_add(msgs.len() as u64, Ordering::SeqCst) + msgs.len() as u64;
-            if acked >= self.expect && self.done_at.set(Instant::now()).is_ok() {
-                let _ = self.cpu_at_done.set(crate::cpu_time());
+            if acked >= self.expect && self.done_at.get().is_none() {
+                let _ = self.done_at.set(Mark::at(Instant::now()));
             }
         }
         Ok(status)
@@ -201,8 +215,6 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let timed = Arc::new(Timed {
         inner: listener,
         first_call: OnceLock::new(),
-        cpu_at_first_call: OnceLock::new(),
-        cpu_at_done: OnceLock::new(),
         calls_us: Mutex::new(Vec::new()),
         acked: AtomicU64::new(0),
         expect: s.expect,
@@ -222,8 +234,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         timed.first_call.get().copied(),
         timed.done_at.get().copied(),
     );
-    let secs = match (first, done) {
-        (Some(first), Some(done)) => done.duration_since(first).as_secs_f64(),
+    let (first, done) = match (first, done) {
+        (Some(first), Some(done)) => (first, done),
         _ => anyhow::bail!(
             "the backlog was not consumed: {} of {} acked",
             timed.acked.load(Ordering::SeqCst),
@@ -238,13 +250,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
             .copied()
             .unwrap_or(0)
     };
+    let secs = done.at.duration_since(first.at).as_secs_f64();
     // The consumer's own CPU per message while it consumed (the broker, Redis and the
     // producer run in other processes): what the listener costs, less blurred by the noise of
     // a shared machine than wall time.
-    let cpu = match (timed.cpu_at_first_call.get(), timed.cpu_at_done.get()) {
-        (Some(first), Some(done)) => done.saturating_sub(*first),
-        _ => Duration::ZERO,
-    };
+    let cpu = done.cpu.saturating_sub(first.cpu);
     let cpu_us_per_msg = cpu.as_secs_f64() * 1e6 / s.expect as f64;
     let trips =
         redis_store.map(|r| r.round_trips()).unwrap_or(0) + round_trips.load(Ordering::Relaxed);
