@@ -9,7 +9,9 @@ use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListenerConcurrently,
 };
 use rocketmq_dedup::record_key::RecordKey;
-use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, MemoryStore, OwnerToken};
+use rocketmq_dedup::store::{
+    ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, MemoryStore, OwnerToken,
+};
 use rocketmq_dedup::testing::{message, FaultyStore};
 use rocketmq_dedup::{
     ConfigError, Decision, DedupConcurrentListener, DedupConfig, DedupHandler, Event, HandlerError,
@@ -832,10 +834,20 @@ fn the_store_and_ttls_are_checked_at_build() {
         .is_ok());
 }
 
-/// A memory store whose commits wait until the test opens the gate.
+/// A memory store whose commits wait until the test opens the gate; with `hold_detached`, it
+/// takes detached commits and holds them until the test finishes or drops them.
 struct GatedCommits {
     inner: MemoryStore,
     gate: tokio::sync::Semaphore,
+    hold_detached: bool,
+    held: std::sync::Mutex<Vec<DetachedCommit>>,
+}
+
+impl GatedCommits {
+    /// The detached commits held so far, taken.
+    fn take_held(&self) -> Vec<DetachedCommit> {
+        std::mem::take(&mut *self.held.lock().unwrap())
+    }
 }
 
 impl DedupStore for GatedCommits {
@@ -859,6 +871,14 @@ impl DedupStore for GatedCommits {
             let _pass = self.gate.acquire().await.expect("the gate stays open");
             self.inner.commit(keys, token, ttl).await
         })
+    }
+
+    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
+        if !self.hold_detached {
+            return Some(commit);
+        }
+        self.held.lock().unwrap().push(commit);
+        None
     }
 
     fn release<'a>(
@@ -887,18 +907,25 @@ impl DedupStore for GatedCommits {
 fn gated_listener(
     ack_before_commit: bool,
 ) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
-    gated_listener_with(ack_before_commit, DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY)
+    gated_listener_with(
+        ack_before_commit,
+        DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
+        false,
+    )
 }
 
-/// The same, with a near-cache of `near_cache` keys.
+/// The same, with a near-cache of `near_cache` keys, holding detached commits or not.
 fn gated_listener_with(
     ack_before_commit: bool,
     near_cache: usize,
+    hold_detached: bool,
 ) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
     let recorder = Arc::new(Recorder::default());
     let store = Arc::new(GatedCommits {
         inner: MemoryStore::new(),
         gate: tokio::sync::Semaphore::new(0),
+        hold_detached,
+        held: Default::default(),
     });
     let listener = DedupConcurrentListener::builder(recorder.clone())
         .namespace("group")
@@ -953,6 +980,59 @@ async fn ack_before_commit_acks_while_the_commit_is_pending_and_shutdown_lands_i
     );
 }
 
+/// A commit the store took detached: the batch is acked while the store holds it, shutdown
+/// waits until the store finishes it, and the outcome reaches the handler.
+#[tokio::test]
+async fn a_detached_commit_is_acked_at_once_and_shutdown_waits_for_it() {
+    let (listener, recorder, store) = gated_listener_with(true, 0, true);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    let held = store.take_held();
+    assert_eq!(held.len(), 1, "the commit went to the store detached");
+    assert_eq!(held[0].keys(), [record_key("A")]);
+    let finisher = tokio::spawn({
+        let store = store.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for commit in held {
+                let result = store
+                    .inner
+                    .commit(commit.keys(), commit.token(), commit.ttl())
+                    .await;
+                commit.finish(result);
+            }
+        }
+    });
+    let report = listener.shutdown(Duration::from_secs(10)).await;
+    assert!(finisher.is_finished(), "shutdown waited for the store");
+    assert_eq!((report.pending_commits, report.failed_commits), (1, 0));
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
+}
+
+/// A detached commit the store drops unfinished is not lost: the listener retries it.
+#[tokio::test]
+async fn a_detached_commit_the_store_drops_is_retried() {
+    let (listener, recorder, store) = gated_listener_with(true, 0, true);
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(store.take_held().len(), 1, "dropped here");
+    // The retry goes through `commit`, which the gate lets through.
+    store.gate.add_permits(1);
+    let report = listener.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((report.pending_commits, report.failed_commits), (1, 0));
+    assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        store
+            .inner
+            .claim(
+                &[record_key("A")],
+                OwnerToken::random(),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+}
+
 #[tokio::test]
 async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
     let (listener, recorder, store) = gated_listener(false);
@@ -977,7 +1057,7 @@ async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
 #[tokio::test]
 async fn ack_before_commit_answers_a_local_copy_while_the_commit_is_pending() {
     for near_cache in [DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY, 0] {
-        let (listener, recorder, store) = gated_listener_with(true, near_cache);
+        let (listener, recorder, store) = gated_listener_with(true, near_cache, false);
         assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
         let copy = message("Orders")
             .uniq_key("A")

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rocketmq_dedup::record_key::RecordKey;
-use rocketmq_dedup::store::contract::{fresh_keys, LONG};
+use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG};
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
 use rocketmq_dedup::StoreError;
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
@@ -734,10 +734,10 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
     rt.block_on(listener.shutdown(Duration::from_secs(5)));
 }
 
-/// A background commit waits (up to the linger) for the next pipeline and goes in front of its
+/// A detached commit waits (up to the linger) for the next pipeline and goes in front of its
 /// commands: the claim that carries it costs the only round trip, and sees the key CONSUMED.
 #[tokio::test]
-async fn a_background_commit_rides_the_next_claim() {
+async fn a_detached_commit_rides_the_next_claim() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url())
         .commit_linger(Duration::from_secs(30))
@@ -756,7 +756,7 @@ async fn a_background_commit_rides_the_next_claim() {
     );
     let committing = tokio::spawn({
         let (store, a) = (store.clone(), a.clone());
-        async move { store.commit(&[a], first, LONG).await }
+        async move { commit_detached_awaited(&store, &[a], first, LONG).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!committing.is_finished(), "the commit waits for a pipeline");
@@ -771,15 +771,16 @@ async fn a_background_commit_rides_the_next_claim() {
     );
     let committed = tokio::time::timeout(Duration::from_secs(5), committing)
         .await
-        .expect("the claim's answer released the commit")
+        .expect("the claim's answer finished the commit")
         .unwrap();
     assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
     assert_eq!(store.round_trips() - before, 1, "one pipeline carried both");
     assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\n1\r\n");
 }
 
-/// With no other call to carry it, a commit leaves by itself after the linger; with a zero
-/// linger, at once.
+/// With no other call to carry it, a detached commit leaves by itself after the linger (the
+/// store's flusher sends it); with a zero linger, at once. A commit awaited through `commit`
+/// never waits.
 #[tokio::test]
 async fn a_commit_nothing_carries_leaves_after_the_linger() {
     let server = local(RedisOptions::default());
@@ -787,7 +788,9 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
         let (store, keys, token) = one_claim_lingering(&server, linger).await;
         let (before, started) = (store.round_trips(), std::time::Instant::now());
         assert_eq!(
-            store.commit(&keys, token, LONG).await.unwrap(),
+            commit_detached_awaited(&store, &keys, token, LONG)
+                .await
+                .unwrap(),
             [CommitOutcome::Committed]
         );
         assert!(
@@ -802,10 +805,21 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
         let value = server.command(&["GET", keys[0].as_str()]).unwrap();
         assert_eq!(value, "$1\r\n1\r\n", "{linger:?}");
     }
+    let linger = Duration::from_secs(30);
+    let (store, keys, token) = one_claim_lingering(&server, linger).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store.commit(&keys, token, LONG).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    assert!(
+        started.elapsed() < linger,
+        "an awaited commit leaves at once"
+    );
 }
 
-/// A commit carried by a pipeline that fails gets the failure at once (the listener retries
-/// it), not after its linger.
+/// A detached commit carried by a pipeline that fails gets the failure at once (the listener
+/// retries it), not after its linger.
 #[tokio::test]
 async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     let mut server = local(RedisOptions::default());
@@ -820,7 +834,7 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     store.claim(&keys[..1], token, LONG).await.unwrap();
     let committing = tokio::spawn({
         let (store, key) = (store.clone(), keys[0].clone());
-        async move { store.commit(&[key], token, LONG).await }
+        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill();
@@ -838,8 +852,55 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     );
 }
 
-/// A commit made while the store is quiet (no pipeline sent within the linger) does not wait
-/// for a carrier that is not coming.
+/// A detached commit whose carrier is dropped before its answer comes (the carrying call was
+/// cancelled) is sent again: it is written, and its outcome still comes.
+#[tokio::test]
+async fn a_commit_whose_carrier_is_dropped_is_sent_again() {
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url())
+        .commit_linger(Duration::from_secs(30))
+        .response_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let token = OwnerToken::random();
+    let keys = fresh_keys(2);
+    store.claim(&keys[..1], token, LONG).await.unwrap();
+    let committing = tokio::spawn({
+        let (store, key) = (store.clone(), keys[0].clone());
+        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server holds every command for a second: the carrying claim is cancelled meanwhile.
+    server.command(&["CLIENT", "PAUSE", "1000", "ALL"]).unwrap();
+    let carrier = store.claim(&keys[1..], token, LONG);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), carrier)
+            .await
+            .is_err(),
+        "the carrier was still waiting"
+    );
+    let committed = tokio::time::timeout(Duration::from_secs(10), committing)
+        .await
+        .expect("the commit was sent again and answered")
+        .unwrap()
+        .unwrap();
+    // The dropped pipeline ran too (the server had it): the second run finds it CONSUMED.
+    assert!(
+        matches!(
+            committed[..],
+            [CommitOutcome::Committed] | [CommitOutcome::AlreadyConsumed]
+        ),
+        "{committed:?}"
+    );
+    assert_eq!(
+        server.command(&["GET", keys[0].as_str()]).unwrap(),
+        "$1\r\n1\r\n"
+    );
+}
+
+/// A detached commit made while the store is quiet (no pipeline sent within the linger) does
+/// not wait for a carrier that is not coming.
 #[tokio::test]
 async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
     let server = local(RedisOptions::default());
@@ -848,7 +909,9 @@ async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
     tokio::time::sleep(linger + Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
     assert_eq!(
-        store.commit(&keys, token, LONG).await.unwrap(),
+        commit_detached_awaited(&store, &keys, token, LONG)
+            .await
+            .unwrap(),
         [CommitOutcome::Committed]
     );
     assert!(

@@ -20,23 +20,42 @@ pub(crate) struct StoreCalls {
 }
 
 impl StoreCalls {
-    /// Runs `call` (a store operation) within the store timeout.
+    /// Runs `call` (a store operation) within the store timeout, and records it.
     pub(crate) async fn call<T>(
         &self,
         operation: StoreOperation,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
+        let result = self.within_timeout(operation, call).await;
+        self.record(operation, started.elapsed(), &result);
+        result
+    }
+
+    /// Runs `call` within the store timeout (a timeout is its error); records nothing.
+    pub(crate) async fn within_timeout<T>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let timeout = self.timeout;
-        let result = match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout { operation, timeout }),
-        };
-        let elapsed = started.elapsed();
+        }
+    }
+
+    /// Records a call that took `elapsed`: its latency, and its error if it failed.
+    pub(crate) fn record<T>(
+        &self,
+        operation: StoreOperation,
+        elapsed: Duration,
+        result: &Result<T, StoreError>,
+    ) {
         metrics::histogram!("rocketmq_dedup_store_seconds", "op" => operation.as_str(), "store" => self.kind)
             .record(elapsed.as_secs_f64());
         let latency_us = elapsed.as_micros() as u64;
-        match &result {
+        match result {
             Ok(_) => debug!(op = operation.as_str(), latency_us, "store call"),
             Err(err) => {
                 self.stats.event(Event::StoreError, 1);
@@ -51,6 +70,5 @@ impl StoreCalls {
                 );
             }
         }
-        result
     }
 }

@@ -1,13 +1,16 @@
-//! The listener's background work, owned: every task is tracked, and a deadline set by
-//! shutdown (or by dropping the listener) tells them all when to stop.
+//! The listener's background work, owned: every task and every commit the store writes in
+//! its own time is tracked, and a deadline set by shutdown (or by dropping the listener)
+//! tells them all when to stop.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
 use crate::shutdown::ShutdownReport;
@@ -19,10 +22,42 @@ pub(crate) struct Background {
     /// `Some(instant)` once shutdown (or drop) has begun: every task ends by then.
     deadline: watch::Sender<Option<Instant>>,
     runtime: Handle,
-    /// Keys whose commit a task is retrying now.
-    pending_keys: AtomicUsize,
+    keys: Arc<KeyCounts>,
+}
+
+/// The keys of background commits.
+#[derive(Debug, Default)]
+struct KeyCounts {
+    /// Keys whose commit is in flight or being retried now.
+    pending: AtomicUsize,
     /// Keys given up since the listener started.
-    given_up_keys: AtomicUsize,
+    given_up: AtomicUsize,
+}
+
+/// A background commit of some keys, in flight: shutdown waits for it while it lives. Dropped
+/// without [`written`](Self::written), its keys count as given up.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    keys: usize,
+    written: bool,
+    counts: Arc<KeyCounts>,
+    _token: TaskTrackerToken,
+}
+
+impl Tracked {
+    /// The commit was written (whatever it found).
+    pub(crate) fn written(mut self) {
+        self.written = true;
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.counts.pending.fetch_sub(self.keys, Ordering::SeqCst);
+        if !self.written {
+            self.counts.given_up.fetch_add(self.keys, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Background {
@@ -31,23 +66,24 @@ impl Background {
             tracker: TaskTracker::new(),
             deadline: watch::Sender::new(None),
             runtime,
-            pending_keys: AtomicUsize::new(0),
-            given_up_keys: AtomicUsize::new(0),
+            keys: Arc::default(),
         }
     }
 
-    /// Runs `task`, which carries `keys` keys, in the background.
-    pub(crate) fn spawn(&self, keys: usize, task: impl Future<Output = ()> + Send + 'static) {
-        self.pending_keys.fetch_add(keys, Ordering::SeqCst);
+    /// A background commit of `keys` keys begins.
+    pub(crate) fn track(&self, keys: usize) -> Tracked {
+        self.keys.pending.fetch_add(keys, Ordering::SeqCst);
+        Tracked {
+            keys,
+            written: false,
+            counts: Arc::clone(&self.keys),
+            _token: self.tracker.token(),
+        }
+    }
+
+    /// Runs `task` in the background.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.tracker.spawn_on(task, &self.runtime);
-    }
-
-    /// A task carrying `keys` keys ended; `given_up` when they were not written.
-    pub(crate) fn finished(&self, keys: usize, given_up: bool) {
-        self.pending_keys.fetch_sub(keys, Ordering::SeqCst);
-        if given_up {
-            self.given_up_keys.fetch_add(keys, Ordering::SeqCst);
-        }
     }
 
     /// Resolves at the shutdown deadline (never, while there is none).
@@ -70,14 +106,14 @@ impl Background {
 
     /// Gives the background tasks until `timeout` to finish, then waits for them to end.
     pub(crate) async fn drain(&self, timeout: Duration) -> ShutdownReport {
-        let pending = self.pending_keys.load(Ordering::SeqCst);
-        let given_up_before = self.given_up_keys.load(Ordering::SeqCst);
+        let pending = self.keys.pending.load(Ordering::SeqCst);
+        let given_up_before = self.keys.given_up.load(Ordering::SeqCst);
         self.deadline.send_replace(Some(Instant::now() + timeout));
         self.tracker.close();
         self.tracker.wait().await;
         ShutdownReport {
             pending_commits: pending,
-            failed_commits: self.given_up_keys.load(Ordering::SeqCst) - given_up_before,
+            failed_commits: self.keys.given_up.load(Ordering::SeqCst) - given_up_before,
         }
     }
 

@@ -232,12 +232,7 @@ impl<H: DedupHandler> Shared<H> {
             let now = tokio::time::Instant::now();
             self.near.insert(&commits, now + self.config.record_ttl);
             // Off the ack path: tracked, so shutdown waits for it.
-            let (shared, keys) = (Arc::clone(self), commits.len());
-            self.background.spawn(keys, async move {
-                shared.commit(commits, token).await;
-                drop(holds);
-                shared.background.finished(keys, false);
-            });
+            self.commit_detached(commits, token, holds);
         } else {
             self.commit(commits, token).await;
         }

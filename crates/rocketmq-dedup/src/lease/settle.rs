@@ -1,36 +1,93 @@
-//! After the handlers: commit the keys whose handler succeeded, release the others, and keep
-//! trying a commit that failed (in the background, owned by [`Background`](super::background)).
+//! After the handlers: commit the keys whose handler succeeded (on the ack path, or detached
+//! from it), release the others, and keep trying a commit that failed (in the background,
+//! owned by [`Background`](super::background)).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
+use super::background::Tracked;
 use super::Shared;
+use crate::engine::inflight::Registration;
 use crate::error::{StoreError, StoreOperation};
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
 use crate::stats::Event;
-use crate::store::{CommitOutcome, OwnerToken};
+use crate::store::{CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
 
 /// The longest wait between two attempts of a background commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl<H: DedupHandler> Shared<H> {
-    /// Commits the keys of successful handlers. A failed call is retried in the background
-    /// for the commit retry window: the handlers already succeeded, so their messages are
-    /// acked either way.
+    /// Commits the keys of successful handlers, on the ack path. A failed call is retried in
+    /// the background for the commit retry window: the handlers already succeeded, so their
+    /// messages are acked either way.
     pub(super) async fn commit(self: &Arc<Self>, keys: Vec<RecordKey>, token: OwnerToken) {
         if keys.is_empty() {
             return;
         }
-        let ttl = self.config.record_ttl;
         let sent_at = tokio::time::Instant::now();
-        let call = self.store.commit(&keys, token, ttl);
-        match self.calls.call(StoreOperation::Commit, call).await {
-            Ok(outcomes) => self.settled(&keys, outcomes, sent_at),
+        let call = self.store.commit(&keys, token, self.config.record_ttl);
+        let result = self.calls.call(StoreOperation::Commit, call).await;
+        self.committed(&keys, token, result, sent_at, None);
+    }
+
+    /// Commits the keys of successful handlers off the ack path: the store writes the commit
+    /// in its own time ([`DedupStore::commit_detached`]), or a task awaits it when the store
+    /// gives it back. Tracked either way, so shutdown waits for it; `holds` keep this
+    /// process's copies of the keys waiting until it is written.
+    pub(super) fn commit_detached(
+        self: &Arc<Self>,
+        keys: Vec<RecordKey>,
+        token: OwnerToken,
+        holds: Vec<Registration>,
+    ) {
+        let tracked = self.background.track(keys.len());
+        let sent_at = tokio::time::Instant::now();
+        let shared = Arc::clone(self);
+        let ttl = self.config.record_ttl;
+        let commit = DetachedCommit::new(keys, token, ttl, move |keys, result| {
+            shared
+                .calls
+                .record(StoreOperation::Commit, sent_at.elapsed(), &result);
+            shared.committed(keys, token, result, sent_at, Some(tracked));
+            drop(holds);
+        });
+        if let Some(commit) = self.store.commit_detached(commit) {
+            let shared = Arc::clone(self);
+            self.background.spawn(async move {
+                let call = shared
+                    .store
+                    .commit(commit.keys(), commit.token(), commit.ttl());
+                let result = shared
+                    .calls
+                    .within_timeout(StoreOperation::Commit, call)
+                    .await;
+                commit.finish(result);
+            });
+        }
+    }
+
+    /// What a commit's answer leads to: the keys settled, the commit retried in the
+    /// background (tracked by `tracked`, or anew), or given up.
+    fn committed(
+        self: &Arc<Self>,
+        keys: &[RecordKey],
+        token: OwnerToken,
+        result: Result<Vec<CommitOutcome>, StoreError>,
+        sent_at: tokio::time::Instant,
+        tracked: Option<Tracked>,
+    ) {
+        match result {
+            Ok(outcomes) => {
+                self.settled(keys, outcomes, sent_at);
+                if let Some(tracked) = tracked {
+                    tracked.written();
+                }
+            }
             Err(err) if self.config.commit_retry_window.is_zero() => {
-                self.give_up_commit(&keys, &err)
+                self.give_up_commit(keys, &err)
             }
             Err(_) => {
                 self.stats.event(Event::CommitDeferred, keys.len() as u64);
@@ -39,16 +96,22 @@ impl<H: DedupHandler> Shared<H> {
                     window_s = self.config.commit_retry_window.as_secs(),
                     "commit failed after the handlers succeeded; acking, and retrying the commit in the background"
                 );
+                let tracked = tracked.unwrap_or_else(|| self.background.track(keys.len()));
                 let shared = Arc::clone(self);
                 self.background
-                    .spawn(keys.len(), shared.retry_commit(keys, token));
+                    .spawn(shared.retry_commit(keys.to_vec(), token, tracked));
             }
         }
     }
 
     /// Retries a commit until it lands, the window passes, or the listener's shutdown
     /// deadline comes; settles the keys either way.
-    async fn retry_commit(self: Arc<Self>, keys: Vec<RecordKey>, token: OwnerToken) {
+    async fn retry_commit(
+        self: Arc<Self>,
+        keys: Vec<RecordKey>,
+        token: OwnerToken,
+        tracked: Tracked,
+    ) {
         let window_end = tokio::time::Instant::now() + self.config.commit_retry_window;
         let stopped = self.background.stopped();
         tokio::pin!(stopped);
@@ -87,12 +150,10 @@ impl<H: DedupHandler> Shared<H> {
             Some((outcomes, sent_at)) => {
                 debug!(keys = keys.len(), "deferred commit written");
                 self.settled(&keys, outcomes, sent_at);
-                self.background.finished(keys.len(), false);
+                tracked.written();
             }
-            None => {
-                self.give_up_commit(&keys, &last_err);
-                self.background.finished(keys.len(), true);
-            }
+            // `tracked` dropped unwritten: the keys count as given up.
+            None => self.give_up_commit(&keys, &last_err),
         }
     }
 

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+use super::{ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
+use crate::error::{StoreError, StoreOperation};
 use crate::record_key::RecordKey;
 
 /// A processing TTL long enough never to expire during a rule that does not wait for it.
@@ -309,6 +310,64 @@ pub async fn huge_ttls_are_cut_not_wrapped<S: DedupStore>(store: &S) {
     );
 }
 
+/// Commits `keys` through [`DedupStore::commit_detached`] and waits for the outcome; a commit
+/// the store gives back runs through [`DedupStore::commit`], as a listener runs it.
+pub async fn commit_detached_awaited<S: DedupStore + ?Sized>(
+    store: &S,
+    keys: &[RecordKey],
+    token: OwnerToken,
+    ttl: Duration,
+) -> Result<Vec<CommitOutcome>, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let commit = DetachedCommit::new(keys.to_vec(), token, ttl, move |_, result| {
+        let _ = tx.send(result);
+    });
+    if let Some(commit) = store.commit_detached(commit) {
+        let result = store
+            .commit(commit.keys(), commit.token(), commit.ttl())
+            .await;
+        commit.finish(result);
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err(StoreError::backend(
+            StoreOperation::Commit,
+            "the detached commit's callback was dropped unrun",
+        ))
+    })
+}
+
+/// A detached commit answers what `commit` answers, key by key, and its keys are CONSUMED
+/// once it has answered.
+pub async fn detached_commit_answers_as_commit<S: DedupStore>(store: &S) {
+    let keys = fresh_keys(2);
+    let (ours, theirs) = (keys[0].clone(), keys[1].clone());
+    let (a, b) = (OwnerToken::random(), OwnerToken::random());
+    store
+        .claim(std::slice::from_ref(&ours), a, LONG)
+        .await
+        .unwrap();
+    store
+        .claim(std::slice::from_ref(&theirs), b, LONG)
+        .await
+        .unwrap();
+    let batch = [ours.clone(), theirs.clone(), ours];
+    assert_eq!(
+        commit_detached_awaited(store, &batch, a, LONG)
+            .await
+            .unwrap(),
+        [
+            CommitOutcome::Committed,
+            CommitOutcome::Lost,
+            CommitOutcome::AlreadyConsumed
+        ]
+    );
+    assert_eq!(
+        store.claim(&keys, b, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed, ClaimOutcome::Claimed],
+        "the commit was written, and left the other owner's claim alone"
+    );
+}
+
 /// Many owners claiming the same keys at once: exactly one wins each key.
 pub async fn concurrent_claims_have_one_winner<S: DedupStore>(store: Arc<S>) {
     const OWNERS: usize = 32;
@@ -373,6 +432,7 @@ macro_rules! dedup_store_contract {
             rule!(reclaim_with_the_same_token_keeps_the_ttl);
             rule!(repeated_keys_in_a_batch_apply_in_turn);
             rule!(huge_ttls_are_cut_not_wrapped);
+            rule!(detached_commit_answers_as_commit);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_claims_have_one_winner() {

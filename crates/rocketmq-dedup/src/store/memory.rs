@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::{self, BoxFuture};
 use tokio::time::Instant;
 
-use super::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+use super::{ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
 use crate::error::StoreError;
 use crate::record_key::RecordKey;
 
@@ -267,6 +267,13 @@ impl DedupStore for MemoryStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
         Box::pin(future::ready(Ok(self.commit_now(keys, token, ttl))))
+    }
+
+    /// Written at once, on the caller's thread: no task waits for it.
+    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
+        let outcomes = self.commit_now(commit.keys(), commit.token(), commit.ttl());
+        commit.finish(Ok(outcomes));
+        None
     }
 
     fn release<'a>(

@@ -34,12 +34,14 @@ use crate::record_key::{KeyLayout, RecordKey};
 pub mod admin;
 #[cfg(feature = "test-util")]
 pub mod contract;
+mod detached;
 mod memory;
 #[cfg(feature = "test-util")]
 pub mod model;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use detached::DetachedCommit;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnection, RedisStore, RedisStoreBuilder};
@@ -143,6 +145,20 @@ pub trait DedupStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>>;
 
+    /// Takes a commit to write without its caller waiting for it (a listener's commit after
+    /// the ack, [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit)):
+    /// the store writes it as [`commit`](Self::commit) would and calls
+    /// [`DetachedCommit::finish`] once with the answer, from whatever thread the answer
+    /// arrives on. `Some`: the store gives the commit back, and the caller runs it through
+    /// `commit` on a task of its own. Default: gives it back.
+    ///
+    /// A store overrides this when it can finish a commit with less than a task per commit:
+    /// the memory store finishes it at once, the Redis store sends it in front of the next
+    /// pipeline another call sends (`RedisStoreBuilder::commit_linger`).
+    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
+        Some(commit)
+    }
+
     /// Deletes each key that is CONSUMING with `token`; answers whether it did.
     fn release<'a>(
         &'a self,
@@ -187,6 +203,10 @@ impl<S: DedupStore + ?Sized> DedupStore for Arc<S> {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
         (**self).commit(keys, token, ttl)
+    }
+
+    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
+        (**self).commit_detached(commit)
     }
 
     fn release<'a>(

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::ModelOptions;
 use crate::record_key::RecordKey;
+use crate::store::contract::commit_detached_awaited;
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
 /// The four operations.
@@ -153,8 +154,10 @@ async fn worker<S: DedupStore + ?Sized>(
             0..=4 => Duration::MAX,
             _ => Duration::from_millis(rng.u64(20..=300)),
         };
+        // Half the commits are detached, as a listener's background commits are.
+        let detached = kind == OpKind::Commit && rng.bool();
         let start = micros(began);
-        let answers = call(store, kind, &batch, token, ttl).await;
+        let answers = call(store, kind, detached, &batch, token, ttl).await;
         let end = micros(began);
         let answers = match answers {
             Some(a) if a.len() != batch.len() => {
@@ -190,10 +193,12 @@ async fn worker<S: DedupStore + ?Sized>(
     (out, malformed)
 }
 
-/// Makes one call; `None` when it failed.
+/// Makes one call (a commit through `commit_detached` when `detached`); `None` when it
+/// failed.
 async fn call<S: DedupStore + ?Sized>(
     store: &S,
     kind: OpKind,
+    detached: bool,
     keys: &[RecordKey],
     token: OwnerToken,
     ttl: Duration,
@@ -210,17 +215,18 @@ async fn call<S: DedupStore + ?Sized>(
                 ClaimOutcome::Consumed => Answer::Consumed,
             })
             .collect(),
-        OpKind::Commit => store
-            .commit(keys, token, ttl)
-            .await
-            .ok()?
-            .into_iter()
-            .map(|o| match o {
-                CommitOutcome::Committed => Answer::Committed,
-                CommitOutcome::AlreadyConsumed => Answer::AlreadyConsumed,
-                CommitOutcome::Lost => Answer::Lost,
-            })
-            .collect(),
+        OpKind::Commit => match detached {
+            true => commit_detached_awaited(store, keys, token, ttl).await,
+            false => store.commit(keys, token, ttl).await,
+        }
+        .ok()?
+        .into_iter()
+        .map(|o| match o {
+            CommitOutcome::Committed => Answer::Committed,
+            CommitOutcome::AlreadyConsumed => Answer::AlreadyConsumed,
+            CommitOutcome::Lost => Answer::Lost,
+        })
+        .collect(),
         OpKind::Release => store
             .release(keys, token)
             .await

@@ -170,22 +170,28 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long a background commit (one a listener writes after acking,
-    /// [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit)) waits for the
-    /// next pipeline another call sends, to go in front of its commands instead of in a round
-    /// trip of its own (default [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the next
-    /// claim, a few microseconds later: at batch size 1 a message then costs one round trip,
-    /// not two. A commit no pipeline took within the linger is sent by itself, and one made
+    /// How long a detached commit (one a listener hands over after acking,
+    /// [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit) and
+    /// [`DedupStore::commit_detached`]) waits for the next pipeline another call sends, to go
+    /// in front of its commands instead of in a round trip of its own (default
+    /// [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the next claim, a few microseconds
+    /// later: at batch size 1 a message then costs one round trip, not two, and its commit no
+    /// task: the thread that sent the carrying pipeline finishes it. A commit no pipeline took
+    /// within the linger is sent by the store's flusher task (one per store, waking about once
+    /// per linger while commits come; add the timer's millisecond of granularity), and one made
     /// while the store is quiet (no pipeline sent within the last linger) at once. The price: a
     /// record may stay CONSUMING up to this much longer after its message was acked, the
     /// window in which a crash lets a copy run again (BENCHMARKS.md measures it in the chaos
     /// run).
     ///
-    /// Only commits made off a listener's consume thread linger (a commit on the ack path, with
-    /// `ack_before_commit(false)`, leaves at once), and only on one server or through Sentinel:
-    /// on a Cluster a carrier could reach masters its own keys do not touch, and with
-    /// [`Self::wait_for_replicas`] each commit needs its `WAIT`. `Duration::ZERO`: every
-    /// commit sends its own pipeline.
+    /// Only detached commits linger (one awaited through [`DedupStore::commit`], as on the ack
+    /// path with `ack_before_commit(false)`, leaves at once), and only on one server or
+    /// through Sentinel: on a Cluster a carrier could reach masters its own keys do not touch,
+    /// and with [`Self::wait_for_replicas`] each commit needs its `WAIT`. `Duration::ZERO`:
+    /// every commit sends its own pipeline.
+    ///
+    /// [`DedupStore::commit_detached`]: crate::DedupStore::commit_detached
+    /// [`DedupStore::commit`]: crate::DedupStore::commit
     pub fn commit_linger(mut self, linger: Duration) -> Self {
         self.commit_linger = linger;
         self

@@ -19,16 +19,17 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+use tokio::runtime::Handle;
 
 pub use builder::RedisStoreBuilder;
 pub use connection::RedisConnection;
 use pipeline::{KeyedCommand, Sent};
-use riders::{Boarded, Riders};
+use riders::{Boarded, Carried, Riders};
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
 
-use super::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
+use super::{ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::RecordKey;
 
@@ -140,15 +141,6 @@ impl RedisStore {
         all.extend(commands);
         let sent = self.conn.send(all, wait).await;
         boarded.answer(sent)
-    }
-
-    /// The riders a commit made now waits with: none on a consume thread, where the commit is
-    /// on the ack path, and none while the store is quiet (no carrier is likely to come), so a
-    /// commit that will not wait copies nothing for the queue.
-    fn lingering(&self) -> Option<&Riders> {
-        self.riders
-            .as_deref()
-            .filter(|riders| !crate::runtime::on_consume_thread() && !riders.quiet())
     }
 
     /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
@@ -283,20 +275,89 @@ impl RedisStore {
             })
     }
 
-    /// Waits up to the linger for a pipeline to carry the commit (`Some`: what it answered,
-    /// `None`: not carried, send it now).
-    async fn ride(
+    /// Commits `keys` with `token`; `carried`: what a pipeline that carried the commands
+    /// (a detached commit's [`riders`]) answered them, read as the first attempt's.
+    async fn commit_with(
         &self,
-        riders: &Riders,
-        call: &ScriptCall<'_>,
-    ) -> Result<Option<Vec<RedisResult<Value>>>, StoreError> {
-        let keys = call.keys.iter().map(|k| k.as_str().to_owned()).collect();
-        let commands = (0..call.keys.len()).map(|k| call.command(k).cmd).collect();
-        match riders.ride(keys, commands).await {
-            Some(Ok(answers)) => Ok(Some(answers)),
-            Some(Err(e)) => Err(StoreError::backend(call.operation, e)),
-            None => Ok(None),
-        }
+        keys: &[RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+        carried: Option<Vec<RedisResult<Value>>>,
+    ) -> Result<Vec<CommitOutcome>, StoreError> {
+        let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+        let call = ScriptCall {
+            operation: StoreOperation::Commit,
+            script: &self.scripts.commit,
+            keys,
+            args: &[owner.as_bytes(), ttl.as_bytes()],
+            wait: self.wait.as_ref(),
+        };
+        let answers = self.run(&call, carried).await?;
+        Ok(answers.into_iter().map(commit_outcome).collect())
+    }
+
+    /// Finishes a detached commit with what became of its commands, on the thread that
+    /// learned it (the carrier's). What needs another round trip (a `NOSCRIPT` answer, or a
+    /// carrier dropped before it answered) goes on a task on `runtime`.
+    fn finish_carried(self, commit: DetachedCommit, carried: Carried, runtime: &Handle) {
+        let carried = match carried {
+            Carried::Failed(e) => {
+                return commit.finish(Err(StoreError::backend(StoreOperation::Commit, e)))
+            }
+            Carried::Answered(answers) => {
+                let ints: Option<Vec<i64>> = answers
+                    .iter()
+                    .map(|a| match a {
+                        Ok(Value::Int(n)) => Some(*n),
+                        _ => None,
+                    })
+                    .collect();
+                match ints {
+                    Some(ints) if ints.len() == commit.keys().len() => {
+                        return commit.finish(Ok(ints.into_iter().map(commit_outcome).collect()))
+                    }
+                    // An error (`NOSCRIPT`, say) or an odd answer: read as `commit` reads.
+                    _ => Some(answers),
+                }
+            }
+            // Its fate is unknown: sent again, and the script answers "already consumed" if
+            // it had run.
+            Carried::Dropped => None,
+        };
+        runtime.spawn(async move {
+            let (keys, token, ttl) = (commit.keys(), commit.token(), commit.ttl());
+            let result = self.commit_with(keys, token, ttl, carried).await;
+            commit.finish(result);
+        });
+    }
+
+    /// The flusher of this store's riders: sends, on the multiplexed connection, the
+    /// commits no pipeline carried within the linger.
+    fn flusher(&self, riders: &Arc<Riders>) -> impl std::future::Future<Output = ()> + Send {
+        // Without riders of its own, so that the flusher does not keep the queue alive.
+        let store = RedisStore {
+            riders: None,
+            ..self.clone()
+        };
+        riders::flush(Arc::downgrade(riders), move |mut boarded| {
+            let store = store.clone();
+            async move {
+                let sent = store.conn.send(boarded.commands(), None).await;
+                if let Ok(sent) = &sent {
+                    store.count_round_trips(sent.round_trips);
+                }
+                let _ = boarded.answer(sent);
+            }
+        })
+    }
+}
+
+/// What the commit script answered, as an outcome.
+fn commit_outcome(answer: i64) -> CommitOutcome {
+    match answer {
+        0 => CommitOutcome::Committed,
+        2 => CommitOutcome::AlreadyConsumed,
+        _ => CommitOutcome::Lost,
     }
 }
 
@@ -376,29 +437,40 @@ impl DedupStore for RedisStore {
         token: OwnerToken,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        Box::pin(async move {
-            let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
-            let call = ScriptCall {
-                operation: StoreOperation::Commit,
-                script: &self.scripts.commit,
-                keys,
-                args: &[owner.as_bytes(), ttl.as_bytes()],
-                wait: self.wait.as_ref(),
-            };
-            let carried = match self.lingering() {
-                Some(riders) => self.ride(riders, &call).await?,
-                None => None,
-            };
-            let answers = self.run(&call, carried).await?;
-            Ok(answers
-                .into_iter()
-                .map(|a| match a {
-                    0 => CommitOutcome::Committed,
-                    2 => CommitOutcome::AlreadyConsumed,
-                    _ => CommitOutcome::Lost,
-                })
-                .collect())
-        })
+        Box::pin(self.commit_with(keys, token, ttl, None))
+    }
+
+    /// Queued for the next pipeline (see [`RedisStoreBuilder::commit_linger`]); given back
+    /// when the store has no linger or is quiet, or outside a Tokio runtime.
+    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
+        let Some(riders) = self.riders.as_ref().filter(|r| !r.quiet()) else {
+            return Some(commit);
+        };
+        let Ok(runtime) = Handle::try_current() else {
+            return Some(commit);
+        };
+        let (owner, ttl) = (owner_value(commit.token()), ttl_ms(commit.ttl()));
+        let call = ScriptCall {
+            operation: StoreOperation::Commit,
+            script: &self.scripts.commit,
+            keys: commit.keys(),
+            args: &[owner.as_bytes(), ttl.as_bytes()],
+            wait: None,
+        };
+        let keys = commit
+            .keys()
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        let commands = (0..commit.keys().len())
+            .map(|k| call.command(k).cmd)
+            .collect();
+        let (store, spawn_on) = (self.clone(), runtime.clone());
+        let reply = Box::new(move |carried| store.finish_carried(commit, carried, &spawn_on));
+        if riders.queue(keys, commands, reply) {
+            runtime.spawn(self.flusher(riders));
+        }
+        None
     }
 
     fn release<'a>(

@@ -1,70 +1,111 @@
-//! Background commits that ride the next pipeline the store sends.
+//! Detached commits that ride the next pipeline the store sends.
 //!
-//! A listener acks a message once its handler succeeded and writes the commit in the
-//! background ([`crate::DedupConfig::ack_before_commit`]). Such a commit need not leave at
-//! once: it waits up to the store's linger for the next pipeline another call sends (at batch
-//! size 1, the claim a consume thread sends for its next message) and goes in front of that
-//! call's commands. So a message costs one round trip instead of two, and the commit no
-//! thread hand-off of its own. A commit that no pipeline took within the linger is sent by its
-//! own call, carrying any others that wait by then. A commit made while the store is quiet (no
-//! pipeline sent within the last linger) does not wait at all: no carrier is likely to come,
-//! and every moment a commit waits is a moment in which a crash lets a copy run again.
+//! A listener acks a message once its handler succeeded and hands the store its commit
+//! without waiting for it ([`DedupStore::commit_detached`](crate::DedupStore::commit_detached)).
+//! Such a commit need not leave at once: it waits up to the store's linger for the next
+//! pipeline another call sends (at batch size 1, the claim a consume thread sends for its next
+//! message) and goes in front of that call's commands. So a message costs one round trip
+//! instead of two, and its commit no task and no thread hand-off: the thread that sent the
+//! carrying pipeline hands each rider its answers ([`Reply`]). One flusher task per store sends
+//! the riders no pipeline took within the linger, carrying any others that wait by then; it
+//! wakes about once per linger while commits come, and sleeps when none have come for
+//! [`PARK_AFTER`]. A commit made while the store is quiet (no pipeline sent within the last
+//! linger) is not queued at all: no carrier is likely to come, and every moment a commit waits
+//! is a moment in which a crash lets a copy run again.
 //!
 //! In front: a commit and a claim of the same key in one pipeline run commit first, so the
-//! claim sees the key CONSUMED. What each carried command answered goes back to its commit
-//! call, which reads it as it reads its own pipeline's answers (a `NOSCRIPT` answer did not run
-//! and is sent again). When the carrying pipeline fails, its error is the commit's too: the
-//! commit is retried like any other that failed.
+//! claim sees the key CONSUMED. When the carrying pipeline fails, its error is each rider's
+//! too; a carrier dropped before it answered (its call was cancelled) answers
+//! [`Carried::Dropped`], and the commit is sent again.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redis::{Cmd, RedisError, RedisResult, Value};
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 
 use super::pipeline::{KeyedCommand, Sent};
 
 /// Commands carried by one pipeline at most, besides the carrier's own.
 const MAX_CARRIED: usize = 512;
 
-/// What a carrying pipeline answered a rider: one answer per command, or its error.
-pub(super) type Carried = Result<Vec<RedisResult<Value>>, RedisError>;
+/// How long the flusher keeps waking once per linger after the queue emptied, before it
+/// sleeps until a commit comes.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
 
-/// One waiting commit call: its keys, its commands (one per key), where its answers go.
-pub(super) struct Rider {
-    id: usize,
-    keys: Vec<String>,
-    commands: Vec<Cmd>,
-    reply: oneshot::Sender<Carried>,
+/// What became of a rider's commands.
+pub(super) enum Carried {
+    /// One answer per command, in order.
+    Answered(Vec<RedisResult<Value>>),
+    /// The carrying pipeline failed: the commands may or may not have run.
+    Failed(RedisError),
+    /// The carrier was dropped before its answer came: the commands may or may not have run.
+    Dropped,
 }
 
-/// Commits waiting for a pipeline to carry them.
+/// What a rider does with what became of its commands; runs on the carrier's thread.
+pub(super) type Reply = Box<dyn FnOnce(Carried) + Send>;
+
+/// One waiting commit: its keys, its commands (one per key), what to do with the answers.
+struct Rider {
+    keys: Vec<String>,
+    commands: Vec<Cmd>,
+    /// When it was queued.
+    since: Instant,
+    reply: Reply,
+}
+
+/// Detached commits waiting for a pipeline to carry them.
 pub(super) struct Riders {
     linger: Duration,
-    next_id: AtomicUsize,
     /// How many riders wait (read without the lock, so a pipeline with none to carry never
     /// takes it).
     waiting_count: AtomicUsize,
-    waiting: Mutex<Vec<Rider>>,
-    /// When the store last sent a pipeline, in microseconds after `born`.
+    /// Oldest first.
+    waiting: Mutex<VecDeque<Rider>>,
+    /// When the store last sent a pipeline of its own, in microseconds after `born`.
     last_sent_us: AtomicU64,
     born: Instant,
+    flusher: Arc<FlusherSignal>,
 }
 
-/// The riders one pipeline carries, taken off the queue.
+/// How the queue and its flusher task reach each other.
+#[derive(Default)]
+pub(super) struct FlusherSignal {
+    /// A flusher task runs (or is being started).
+    running: AtomicBool,
+    /// The flusher sleeps until `wake`.
+    parked: AtomicBool,
+    wake: Notify,
+}
+
+/// The riders one pipeline carries, taken off the queue. Riders it never answered (the
+/// pipeline was dropped) get [`Carried::Dropped`].
 pub(super) struct Boarded(Vec<Rider>);
+
+/// What the flusher does next.
+enum Next {
+    /// Send these: they waited the whole linger.
+    Send(Boarded),
+    /// Sleep until the oldest rider's linger ends.
+    SleepUntil(Instant),
+    /// Nothing waits.
+    Empty,
+}
 
 impl Riders {
     /// Riders wait up to `linger` for a pipeline.
     pub(super) fn new(linger: Duration) -> Self {
         Riders {
             linger,
-            next_id: AtomicUsize::new(0),
             waiting_count: AtomicUsize::new(0),
-            waiting: Mutex::new(Vec::new()),
+            waiting: Mutex::new(VecDeque::new()),
             last_sent_us: AtomicU64::new(0),
             born: Instant::now(),
+            flusher: Arc::default(),
         }
     }
 
@@ -72,7 +113,7 @@ impl Riders {
         self.born.elapsed().as_micros() as u64
     }
 
-    /// The store sends a pipeline now.
+    /// The store sends a pipeline now (a call's own, not the flusher's).
     pub(super) fn sending(&self) {
         self.last_sent_us.store(self.now_us(), Ordering::Relaxed);
     }
@@ -83,52 +124,40 @@ impl Riders {
         since > self.linger.as_micros() as u64
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rider>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Rider>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits up to the linger for a pipeline to carry `commands` (one per key of `keys`, in
-    /// order); the caller asks only when the store is not [`quiet`](Self::quiet). `Some`: what
-    /// they answered there; `None`: none took them, the caller sends them.
-    pub(super) async fn ride(&self, keys: Vec<String>, commands: Vec<Cmd>) -> Option<Carried> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, mut answer) = oneshot::channel();
+    /// Queues `commands` (one per key of `keys`, in order) for the next pipeline; `reply`
+    /// gets what became of them. True when no flusher runs: the caller starts one
+    /// ([`flush`]).
+    pub(super) fn queue(&self, keys: Vec<String>, commands: Vec<Cmd>, reply: Reply) -> bool {
         {
             let mut waiting = self.lock();
-            waiting.push(Rider {
-                id,
+            waiting.push_back(Rider {
                 keys,
                 commands,
+                since: Instant::now(),
                 reply,
             });
-            self.waiting_count.store(waiting.len(), Ordering::Release);
+            self.waiting_count.store(waiting.len(), Ordering::SeqCst);
         }
-        tokio::select! {
-            carried = &mut answer => return carried.ok(),
-            () = tokio::time::sleep(self.linger) => {}
+        if self.flusher.parked.load(Ordering::SeqCst) {
+            self.flusher.wake.notify_one();
         }
-        if self.take_back(id) {
-            return None;
-        }
-        // A pipeline took it meanwhile. A carrier dropped before it answered (its call was
-        // cancelled) leaves the commit's fate unknown: it is sent again, and the script answers
-        // "already consumed" if it had run.
-        answer.await.ok()
-    }
-
-    /// Takes the rider `id` off the queue; false when a pipeline already took it.
-    fn take_back(&self, id: usize) -> bool {
-        let mut waiting = self.lock();
-        let before = waiting.len();
-        waiting.retain(|r| r.id != id);
-        self.waiting_count.store(waiting.len(), Ordering::Release);
-        waiting.len() < before
+        !self.flusher.running.swap(true, Ordering::SeqCst)
     }
 
     /// The riders waiting now (up to [`MAX_CARRIED`] commands, at least one rider), for the
     /// pipeline about to be sent.
     pub(super) fn board(&self) -> Boarded {
-        if self.waiting_count.load(Ordering::Acquire) == 0 {
+        self.board_until(None)
+    }
+
+    /// The oldest riders (as [`board`](Self::board)) queued no later than `queued_by`, or
+    /// all with `None`.
+    fn board_until(&self, queued_by: Option<Instant>) -> Boarded {
+        if self.waiting_count.load(Ordering::SeqCst) == 0 {
             return Boarded(Vec::new());
         }
         let mut waiting = self.lock();
@@ -138,12 +167,87 @@ impl Riders {
             .take_while(|r| {
                 let fits = commands == 0 || commands + r.commands.len() <= MAX_CARRIED;
                 commands += r.commands.len();
-                fits
+                fits && queued_by.is_none_or(|by| r.since <= by)
             })
             .count();
         let boarded: Vec<Rider> = waiting.drain(..taken).collect();
-        self.waiting_count.store(waiting.len(), Ordering::Release);
+        self.waiting_count.store(waiting.len(), Ordering::SeqCst);
         Boarded(boarded)
+    }
+
+    fn next(&self) -> Next {
+        let now = Instant::now();
+        let oldest = match self.lock().front() {
+            Some(rider) => rider.since,
+            None => return Next::Empty,
+        };
+        if oldest + self.linger > now {
+            return Next::SleepUntil(oldest + self.linger);
+        }
+        Next::Send(self.board_until(now.checked_sub(self.linger)))
+    }
+}
+
+impl Drop for Riders {
+    fn drop(&mut self) {
+        // A parked flusher wakes, finds the queue gone, and ends.
+        self.flusher.wake.notify_one();
+    }
+}
+
+/// The flusher task of `queue`: sends, through `send`, each rider no pipeline took within
+/// the linger. Ends when the queue is dropped (the store and all its clones are gone).
+pub(super) async fn flush<F, Fut>(queue: Weak<Riders>, mut send: F)
+where
+    F: FnMut(Boarded) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(signal) = queue.upgrade().map(|q| Arc::clone(&q.flusher)) else {
+        return;
+    };
+    // Whether the task ends or its runtime drops it, the next queued rider starts another.
+    struct Running(Arc<FlusherSignal>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.parked.store(false, Ordering::SeqCst);
+            self.0.running.store(false, Ordering::SeqCst);
+        }
+    }
+    let _running = Running(Arc::clone(&signal));
+    let mut empty_since = None;
+    loop {
+        let Some(riders) = queue.upgrade() else {
+            return;
+        };
+        let (next, linger) = (riders.next(), riders.linger);
+        drop(riders);
+        match next {
+            Next::Send(boarded) => {
+                empty_since = None;
+                send(boarded).await;
+            }
+            Next::SleepUntil(at) => {
+                empty_since = None;
+                tokio::time::sleep_until(at.into()).await;
+            }
+            Next::Empty => {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < PARK_AFTER {
+                    tokio::time::sleep(linger).await;
+                    continue;
+                }
+                signal.parked.store(true, Ordering::SeqCst);
+                // A rider queued before `parked` was set did not wake us: look once more.
+                let queued = queue
+                    .upgrade()
+                    .is_some_and(|q| q.waiting_count.load(Ordering::SeqCst) > 0);
+                if !queued {
+                    signal.wake.notified().await;
+                }
+                signal.parked.store(false, Ordering::SeqCst);
+                empty_since = None;
+            }
+        }
     }
 }
 
@@ -174,24 +278,33 @@ impl Boarded {
 
     /// Gives each rider its answers from the front of what the pipeline got back and leaves
     /// the carrier's own; on an error, each rider gets it too.
-    pub(super) fn answer(self, sent: Result<Sent, RedisError>) -> Result<Sent, RedisError> {
+    pub(super) fn answer(mut self, sent: Result<Sent, RedisError>) -> Result<Sent, RedisError> {
+        let riders = std::mem::take(&mut self.0);
         let sent = match sent {
             Ok(sent) => sent,
             Err(e) => {
-                for rider in self.0 {
-                    let _ = rider.reply.send(Err(e.clone()));
+                for rider in riders {
+                    (rider.reply)(Carried::Failed(e.clone()));
                 }
                 return Err(e);
             }
         };
         let mut answers = sent.answers.into_iter();
-        for rider in self.0 {
+        for rider in riders {
             let own: Vec<_> = answers.by_ref().take(rider.keys.len()).collect();
-            let _ = rider.reply.send(Ok(own));
+            (rider.reply)(Carried::Answered(own));
         }
         Ok(Sent {
             answers: answers.collect(),
             ..sent
         })
+    }
+}
+
+impl Drop for Boarded {
+    fn drop(&mut self) {
+        for rider in self.0.drain(..) {
+            (rider.reply)(Carried::Dropped);
+        }
     }
 }
