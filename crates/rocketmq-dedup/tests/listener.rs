@@ -1033,6 +1033,50 @@ async fn a_detached_commit_the_store_drops_is_retried() {
     );
 }
 
+/// A handler whose `on_settled` panics.
+struct PanicsOnSettled;
+
+impl DedupHandler for PanicsOnSettled {
+    async fn handle(&self, _msg: &MessageExt) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn on_settled(
+        &self,
+        _key: &RecordKey,
+        _result: Result<CommitOutcome, &rocketmq_dedup::StoreError>,
+    ) {
+        panic!("on_settled panicked");
+    }
+}
+
+/// A detached commit finishes on whatever thread its answer arrives (here, at once, in the
+/// batch's own call): a panic in `on_settled` there is caught, and the batch is acked.
+#[tokio::test]
+async fn a_panic_in_on_settled_after_a_detached_commit_does_not_reach_the_batch() {
+    let store = Arc::new(MemoryStore::new());
+    let listener = DedupConcurrentListener::builder(PanicsOnSettled)
+        .namespace("group")
+        .shared_store(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
+    assert_eq!(
+        store
+            .claim(
+                &[record_key("A")],
+                OwnerToken::random(),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        [ClaimOutcome::Consumed],
+        "the commit was written before the hook ran"
+    );
+    let report = listener.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.failed_commits, 0);
+}
+
 #[tokio::test]
 async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
     let (listener, recorder, store) = gated_listener(false);

@@ -51,7 +51,12 @@ impl<H: DedupHandler> Shared<H> {
             shared
                 .calls
                 .record(StoreOperation::Commit, sent_at.elapsed(), &result);
-            shared.committed(keys, token, result, sent_at, Some(tracked));
+            // This may run on another batch's thread (the one whose call carried the commit):
+            // a panic in the handler's `on_settled` must not reach that batch.
+            let settle = || shared.committed(keys, token, result, sent_at, Some(tracked));
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(settle)).is_err() {
+                error!("the handler's on_settled panicked after a background commit");
+            }
             drop(holds);
         });
         if let Some(commit) = self.store.commit_detached(commit) {

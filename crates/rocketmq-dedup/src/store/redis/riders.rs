@@ -22,10 +22,11 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{Cmd, RedisError, RedisResult, Value};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::pipeline::{KeyedCommand, Sent};
 
@@ -53,7 +54,7 @@ pub(super) type Reply = Box<dyn FnOnce(Carried) + Send>;
 struct Rider {
     keys: Vec<String>,
     commands: Vec<Cmd>,
-    /// When it was queued.
+    /// When it was queued (on Tokio's clock, which the flusher sleeps on).
     since: Instant,
     reply: Reply,
 }
@@ -68,7 +69,7 @@ pub(super) struct Riders {
     waiting: Mutex<VecDeque<Rider>>,
     /// When the store last sent a pipeline of its own, in microseconds after `born`.
     last_sent_us: AtomicU64,
-    born: Instant,
+    born: std::time::Instant,
     flusher: Arc<FlusherSignal>,
 }
 
@@ -104,7 +105,7 @@ impl Riders {
             waiting_count: AtomicUsize::new(0),
             waiting: Mutex::new(VecDeque::new()),
             last_sent_us: AtomicU64::new(0),
-            born: Instant::now(),
+            born: std::time::Instant::now(),
             flusher: Arc::default(),
         }
     }
@@ -197,55 +198,61 @@ impl Drop for Riders {
 
 /// The flusher task of `queue`: sends, through `send`, each rider no pipeline took within
 /// the linger. Ends when the queue is dropped (the store and all its clones are gone).
-pub(super) async fn flush<F, Fut>(queue: Weak<Riders>, mut send: F)
+pub(super) fn flush<F, Fut>(queue: Weak<Riders>, mut send: F) -> impl Future<Output = ()>
 where
     F: FnMut(Boarded) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(signal) = queue.upgrade().map(|q| Arc::clone(&q.flusher)) else {
-        return;
-    };
-    // Whether the task ends or its runtime drops it, the next queued rider starts another.
-    struct Running(Arc<FlusherSignal>);
+    // Whether the task ends, or its runtime drops it (even before it first ran), the next
+    // queued rider starts another.
+    struct Running(Option<Arc<FlusherSignal>>);
     impl Drop for Running {
         fn drop(&mut self) {
-            self.0.parked.store(false, Ordering::SeqCst);
-            self.0.running.store(false, Ordering::SeqCst);
+            if let Some(signal) = &self.0 {
+                signal.parked.store(false, Ordering::SeqCst);
+                signal.running.store(false, Ordering::SeqCst);
+            }
         }
     }
-    let _running = Running(Arc::clone(&signal));
-    let mut empty_since = None;
-    loop {
-        let Some(riders) = queue.upgrade() else {
+    let running = Running(queue.upgrade().map(|q| Arc::clone(&q.flusher)));
+    async move {
+        let running = running;
+        let Some(signal) = running.0.clone() else {
             return;
         };
-        let (next, linger) = (riders.next(), riders.linger);
-        drop(riders);
-        match next {
-            Next::Send(boarded) => {
-                empty_since = None;
-                send(boarded).await;
-            }
-            Next::SleepUntil(at) => {
-                empty_since = None;
-                tokio::time::sleep_until(at.into()).await;
-            }
-            Next::Empty => {
-                let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < PARK_AFTER {
-                    tokio::time::sleep(linger).await;
-                    continue;
+        let mut empty_since = None;
+        loop {
+            let Some(riders) = queue.upgrade() else {
+                return;
+            };
+            let (next, linger) = (riders.next(), riders.linger);
+            drop(riders);
+            match next {
+                Next::Send(boarded) => {
+                    empty_since = None;
+                    send(boarded).await;
                 }
-                signal.parked.store(true, Ordering::SeqCst);
-                // A rider queued before `parked` was set did not wake us: look once more.
-                let queued = queue
-                    .upgrade()
-                    .is_some_and(|q| q.waiting_count.load(Ordering::SeqCst) > 0);
-                if !queued {
-                    signal.wake.notified().await;
+                Next::SleepUntil(at) => {
+                    empty_since = None;
+                    tokio::time::sleep_until(at).await;
                 }
-                signal.parked.store(false, Ordering::SeqCst);
-                empty_since = None;
+                Next::Empty => {
+                    let since = *empty_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < PARK_AFTER {
+                        tokio::time::sleep(linger).await;
+                        continue;
+                    }
+                    signal.parked.store(true, Ordering::SeqCst);
+                    // A rider queued before `parked` was set did not wake us: look once more.
+                    let queued = queue
+                        .upgrade()
+                        .is_some_and(|q| q.waiting_count.load(Ordering::SeqCst) > 0);
+                    if !queued {
+                        signal.wake.notified().await;
+                    }
+                    signal.parked.store(false, Ordering::SeqCst);
+                    empty_since = None;
+                }
             }
         }
     }
@@ -306,5 +313,103 @@ impl Drop for Boarded {
         for rider in self.0.drain(..) {
             (rider.reply)(Carried::Dropped);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A reply that counts how the rider ended: answered, failed, dropped.
+    fn counting(counts: &Arc<[AtomicUsize; 3]>) -> Reply {
+        let counts = Arc::clone(counts);
+        Box::new(move |carried| {
+            let which = match carried {
+                Carried::Answered(_) => 0,
+                Carried::Failed(_) => 1,
+                Carried::Dropped => 2,
+            };
+            counts[which].fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    fn one_command() -> (Vec<String>, Vec<Cmd>) {
+        (vec!["k".to_owned()], vec![redis::cmd("PING")])
+    }
+
+    #[test]
+    fn a_rider_whose_carrier_is_dropped_is_told_so() {
+        let riders = Riders::new(Duration::from_secs(30));
+        let counts = Arc::new(<[AtomicUsize; 3]>::default());
+        let (keys, commands) = one_command();
+        riders.queue(keys, commands, counting(&counts));
+        let boarded = riders.board();
+        assert_eq!(boarded.len(), 1);
+        drop(boarded);
+        assert_eq!(counts[2].load(Ordering::SeqCst), 1, "told it was dropped");
+        assert_eq!(riders.board().len(), 0, "and it left the queue");
+    }
+
+    #[test]
+    fn a_flusher_dropped_before_it_ran_lets_the_next_rider_start_another() {
+        let riders = Arc::new(Riders::new(Duration::from_secs(30)));
+        let counts = Arc::new(<[AtomicUsize; 3]>::default());
+        let (keys, commands) = one_command();
+        assert!(riders.queue(keys, commands, counting(&counts)), "none ran");
+        let flusher = flush(Arc::downgrade(&riders), |_| async {});
+        let (keys, commands) = one_command();
+        assert!(!riders.queue(keys, commands, counting(&counts)), "one runs");
+        drop(flusher);
+        let (keys, commands) = one_command();
+        assert!(
+            riders.queue(keys, commands, counting(&counts)),
+            "it is gone"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_flusher_sends_what_waited_the_linger_and_sleeps_when_idle() {
+        let linger = Duration::from_millis(5);
+        let riders = Arc::new(Riders::new(linger));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(<[AtomicUsize; 3]>::default());
+        let (keys, commands) = one_command();
+        assert!(riders.queue(keys, commands, counting(&counts)));
+        let flusher = tokio::spawn(flush(Arc::downgrade(&riders), {
+            let sent = Arc::clone(&sent);
+            move |mut boarded: Boarded| {
+                sent.fetch_add(boarded.commands().len(), Ordering::SeqCst);
+                let answers = vec![Ok(Value::Okay); boarded.len()];
+                let _ = boarded.answer(Ok(Sent {
+                    answers,
+                    round_trips: 1,
+                    replicas_acked: None,
+                }));
+                async {}
+            }
+        }));
+        tokio::time::sleep(linger / 2).await;
+        assert_eq!(sent.load(Ordering::SeqCst), 0, "within the linger it waits");
+        tokio::time::sleep(linger).await;
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "after it, the flusher sent it"
+        );
+        assert_eq!(counts[0].load(Ordering::SeqCst), 1, "and answered it");
+        // Idle past PARK_AFTER, it parks; a new rider wakes it.
+        tokio::time::sleep(PARK_AFTER * 2).await;
+        assert!(riders.flusher.parked.load(Ordering::SeqCst), "parked");
+        let (keys, commands) = one_command();
+        assert!(!riders.queue(keys, commands, counting(&counts)));
+        tokio::time::sleep(linger * 2).await;
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "woken, it sent the new one");
+        drop(riders);
+        tokio::time::timeout(Duration::from_secs(1), flusher)
+            .await
+            .expect("the flusher ends with its queue")
+            .unwrap();
     }
 }
