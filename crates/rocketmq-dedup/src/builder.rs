@@ -233,7 +233,10 @@ impl<L, P> DedupListenerBuilder<L, P> {
 
     /// Acks a batch as soon as its handlers succeeded, and writes its commit in the background
     /// (tracked, drained by `shutdown`) instead of on the consume thread: one store round trip
-    /// less on the ack path. Default on; `false` answers only once the commit is written.
+    /// less on the ack path. The commit goes to the store detached
+    /// ([`DedupStore::commit_detached`](crate::DedupStore::commit_detached)), so a store that
+    /// can finish it without a task of its own does (the memory and Redis stores). Default
+    /// on; `false` answers only once the commit is written.
     ///
     /// The claim is the listener's by its token, so a late commit is correct, and a copy in
     /// this consumer is a duplicate from the ack on (through the near-cache; with

@@ -1020,17 +1020,22 @@ async fn a_detached_commit_the_store_drops_is_retried() {
     assert_eq!((report.pending_commits, report.failed_commits), (1, 0));
     assert_eq!(recorder.committed.load(Ordering::SeqCst), 1);
     assert_eq!(
-        store
-            .inner
-            .claim(
-                &[record_key("A")],
-                OwnerToken::random(),
-                Duration::from_secs(60)
-            )
-            .await
-            .unwrap(),
-        [ClaimOutcome::Consumed]
+        claim_by_another(&store.inner, "A").await,
+        ClaimOutcome::Consumed
     );
+}
+
+/// What a claim of `uniq`'s record by a new owner finds.
+async fn claim_by_another(store: &impl DedupStore, uniq: &str) -> ClaimOutcome {
+    let claimed = store
+        .claim(
+            &[record_key(uniq)],
+            OwnerToken::random(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    claimed[0]
 }
 
 /// A handler whose `on_settled` panics.
@@ -1062,15 +1067,8 @@ async fn a_panic_in_on_settled_after_a_detached_commit_does_not_reach_the_batch(
         .unwrap();
     assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
     assert_eq!(
-        store
-            .claim(
-                &[record_key("A")],
-                OwnerToken::random(),
-                Duration::from_secs(60)
-            )
-            .await
-            .unwrap(),
-        [ClaimOutcome::Consumed],
+        claim_by_another(&*store, "A").await,
+        ClaimOutcome::Consumed,
         "the commit was written before the hook ran"
     );
     let report = listener.shutdown(Duration::from_secs(5)).await;

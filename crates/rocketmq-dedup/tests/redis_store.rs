@@ -823,20 +823,8 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
 #[tokio::test]
 async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     let mut server = local(RedisOptions::default());
-    let store = RedisStore::builder(server.url())
-        .commit_linger(Duration::from_secs(30))
-        .response_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap();
-    let token = OwnerToken::random();
-    let keys = fresh_keys(2);
-    store.claim(&keys[..1], token, LONG).await.unwrap();
-    let committing = tokio::spawn({
-        let (store, key) = (store.clone(), keys[0].clone());
-        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (store, keys, token, committing) =
+        a_commit_waiting_for_a_carrier(&server, Duration::from_millis(500)).await;
     server.kill();
     assert!(store.claim(&keys[1..], token, LONG).await.is_err());
     let carried = tokio::time::timeout(Duration::from_secs(10), committing)
@@ -857,20 +845,8 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
 #[tokio::test]
 async fn a_commit_whose_carrier_is_dropped_is_sent_again() {
     let server = local(RedisOptions::default());
-    let store = RedisStore::builder(server.url())
-        .commit_linger(Duration::from_secs(30))
-        .response_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap();
-    let token = OwnerToken::random();
-    let keys = fresh_keys(2);
-    store.claim(&keys[..1], token, LONG).await.unwrap();
-    let committing = tokio::spawn({
-        let (store, key) = (store.clone(), keys[0].clone());
-        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (store, keys, token, committing) =
+        a_commit_waiting_for_a_carrier(&server, Duration::from_secs(10)).await;
     // The server holds every command for a second: the carrying claim is cancelled meanwhile.
     server.command(&["CLIENT", "PAUSE", "1000", "ALL"]).unwrap();
     let carrier = store.claim(&keys[1..], token, LONG);
@@ -919,6 +895,34 @@ async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
         "it did not wait for a carrier: {:?}",
         started.elapsed()
     );
+}
+
+/// A store with a 30 s linger and `response_timeout`, two fresh keys, a token that claimed
+/// the first, and the detached commit of it, waiting for a carrier (100 ms in).
+async fn a_commit_waiting_for_a_carrier(
+    server: &RedisServer,
+    response_timeout: Duration,
+) -> (
+    RedisStore,
+    Vec<RecordKey>,
+    OwnerToken,
+    tokio::task::JoinHandle<Result<Vec<CommitOutcome>, StoreError>>,
+) {
+    let store = RedisStore::builder(server.url())
+        .commit_linger(Duration::from_secs(30))
+        .response_timeout(response_timeout)
+        .connect()
+        .await
+        .unwrap();
+    let token = OwnerToken::random();
+    let keys = fresh_keys(2);
+    store.claim(&keys[..1], token, LONG).await.unwrap();
+    let committing = tokio::spawn({
+        let (store, key) = (store.clone(), keys[0].clone());
+        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (store, keys, token, committing)
 }
 
 /// A store whose background commits linger `linger`, and a fresh key it claimed for a token.

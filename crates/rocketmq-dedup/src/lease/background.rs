@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::shutdown::ShutdownReport;
 
-/// Tracks background tasks and the keys they carry.
+/// Tracks background tasks, and the background commits with the keys they carry.
 #[derive(Debug)]
 pub(crate) struct Background {
     tracker: TaskTracker,
