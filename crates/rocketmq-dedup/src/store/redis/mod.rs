@@ -285,15 +285,22 @@ impl RedisStore {
         carried: Option<Vec<RedisResult<Value>>>,
     ) -> Result<Vec<CommitOutcome>, StoreError> {
         let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
-        let call = ScriptCall {
+        let args = [owner.as_bytes(), ttl.as_bytes()];
+        let call = self.commit_call(keys, &args);
+        let answers = self.run(&call, carried).await?;
+        Ok(answers.into_iter().map(commit_outcome).collect())
+    }
+
+    /// The commit script over `keys` with `args` (the owner and the record TTL in
+    /// milliseconds), and the store's `WAIT` after it.
+    fn commit_call<'a>(&'a self, keys: &'a [RecordKey], args: &'a [&'a [u8]]) -> ScriptCall<'a> {
+        ScriptCall {
             operation: StoreOperation::Commit,
             script: &self.scripts.commit,
             keys,
-            args: &[owner.as_bytes(), ttl.as_bytes()],
+            args,
             wait: self.wait.as_ref(),
-        };
-        let answers = self.run(&call, carried).await?;
-        Ok(answers.into_iter().map(commit_outcome).collect())
+        }
     }
 
     /// Finishes a detached commit with what became of its commands, on the thread that
@@ -450,13 +457,10 @@ impl DedupStore for RedisStore {
             return Some(commit);
         };
         let (owner, ttl) = (owner_value(commit.token()), ttl_ms(commit.ttl()));
-        let call = ScriptCall {
-            operation: StoreOperation::Commit,
-            script: &self.scripts.commit,
-            keys: commit.keys(),
-            args: &[owner.as_bytes(), ttl.as_bytes()],
-            wait: None,
-        };
+        // A store with riders has no `WAIT` (see `commit_linger`), and the riders' commands
+        // are the script calls alone.
+        let args = [owner.as_bytes(), ttl.as_bytes()];
+        let call = self.commit_call(commit.keys(), &args);
         let keys = commit
             .keys()
             .iter()

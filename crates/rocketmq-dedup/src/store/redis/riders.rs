@@ -35,7 +35,7 @@ const MAX_CARRIED: usize = 512;
 
 /// How long the flusher keeps waking once per linger after the queue emptied, before it
 /// sleeps until a commit comes.
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(100);
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What became of a rider's commands.
 pub(super) enum Carried {
@@ -75,7 +75,7 @@ pub(super) struct Riders {
 
 /// How the queue and its flusher task reach each other.
 #[derive(Default)]
-pub(super) struct FlusherSignal {
+struct FlusherSignal {
     /// A flusher task runs (or is being started).
     running: AtomicBool,
     /// The flusher sleeps until `wake`.
