@@ -27,8 +27,19 @@ pub(crate) struct InFlightRegistry {
 #[derive(Debug)]
 struct Holder {
     id: u64,
-    /// Sent `true` when the holder lets the key go.
-    done: watch::Sender<bool>,
+    /// Sent `true` when the holder lets the key go. Made when the first waiter comes: most
+    /// keys are never waited for, and a channel costs an allocation and, when dropped, a
+    /// wake-up pass over its notifiers.
+    done: Option<watch::Sender<bool>>,
+}
+
+impl Holder {
+    /// A receiver that sees `true` once this holder lets go.
+    fn subscribe(&mut self) -> watch::Receiver<bool> {
+        self.done
+            .get_or_insert_with(|| watch::Sender::new(false))
+            .subscribe()
+    }
 }
 
 /// What [`InFlightRegistry::register`] found.
@@ -55,12 +66,11 @@ impl InFlightRegistry {
             return Registered::Held(None);
         }
         let mut held = self.lock();
-        if let Some(holder) = held.get(key) {
-            return Registered::Busy(holder.done.subscribe());
+        if let Some(holder) = held.get_mut(key) {
+            return Registered::Busy(holder.subscribe());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let done = watch::Sender::new(false);
-        held.insert(key.clone(), Holder { id, done });
+        held.insert(key.clone(), Holder { id, done: None });
         Registered::Held(Some(Registration {
             registry: Arc::clone(self),
             key: key.clone(),
@@ -73,14 +83,14 @@ impl InFlightRegistry {
         if !self.enabled {
             return None;
         }
-        self.lock().get(key).map(|holder| holder.done.subscribe())
+        self.lock().get_mut(key).map(Holder::subscribe)
     }
 
     fn let_go(&self, key: &RecordKey, id: u64) {
         let mut held = self.lock();
         if held.get(key).is_some_and(|holder| holder.id == id) {
-            if let Some(holder) = held.remove(key) {
-                holder.done.send_replace(true);
+            if let Some(done) = held.remove(key).and_then(|holder| holder.done) {
+                done.send_replace(true);
             }
         }
     }
@@ -142,6 +152,30 @@ mod tests {
         drop(guard);
         assert!(all_let_go(vec![done]).await);
         assert!(registry.holder_of(&key("a")).is_none());
+    }
+
+    #[tokio::test]
+    async fn every_waiter_of_a_key_is_woken_once_its_holder_lets_go() {
+        let registry = Arc::new(InFlightRegistry::new(true));
+        let Registered::Held(Some(guard)) = registry.register(&key("a")) else {
+            panic!("first registration holds the key");
+        };
+        let first = registry.holder_of(&key("a")).expect("held");
+        let Registered::Busy(second) = registry.register(&key("a")) else {
+            panic!("a second registration finds it busy");
+        };
+        let waiting = tokio::spawn(all_let_go(vec![first, second]));
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "nobody is woken while the key is held"
+        );
+        drop(guard);
+        assert!(waiting.await.expect("the waiter ran"));
+        assert!(matches!(
+            registry.register(&key("a")),
+            Registered::Held(Some(_))
+        ));
     }
 
     #[test]
