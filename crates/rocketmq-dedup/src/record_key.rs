@@ -66,6 +66,7 @@
 //! compact key with probability 2^-128 per pair.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -99,8 +100,56 @@ pub enum KeyLayout {
 }
 
 /// A store key, built by [`RecordKey::new`] as the module docs describe.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordKey(String);
+#[derive(Clone)]
+pub struct RecordKey {
+    /// Shared, not copied, by clones: a listener clones each key for its in-flight registry,
+    /// the claim, the commit and the near cache.
+    text: Arc<str>,
+    /// [`RecordKey::fingerprint`], worked out once when the key is made: a listener looks each
+    /// key up in its near cache and remembers it there, and the memory store claims and
+    /// commits by it. Worked out eagerly, as a plain value, so the key has no interior
+    /// mutability and stays a clean map key.
+    fingerprint: u128,
+}
+
+impl RecordKey {
+    fn from_text(text: String) -> Self {
+        let digest = Sha256::digest(text.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        RecordKey {
+            text: Arc::from(text),
+            fingerprint: u128::from_le_bytes(bytes),
+        }
+    }
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for RecordKey {}
+
+impl std::hash::Hash for RecordKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal texts have equal fingerprints, and 16 bytes hash faster than the text.
+        state.write_u128(self.fingerprint);
+    }
+}
+
+impl PartialOrd for RecordKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RecordKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
 
 impl RecordKey {
     /// Builds the record key of `key` under `prefix`, `namespace`, `topic` and `tag`.
@@ -115,7 +164,7 @@ impl RecordKey {
             }
             push_part(&mut out, part);
         }
-        RecordKey(out)
+        RecordKey::from_text(out)
     }
 
     /// Builds the record key in `layout`.
@@ -132,25 +181,25 @@ impl RecordKey {
             KeyLayout::Scoped => {
                 let mut out = scope_start(prefix, namespace, topic, tag);
                 push_part(&mut out, key);
-                RecordKey(out)
+                RecordKey::from_text(out)
             }
             KeyLayout::Compact => {
                 let readable = RecordKey::new(prefix, namespace, topic, tag, key);
                 use base64::Engine;
-                let digest = Sha256::digest(readable.0.as_bytes());
+                let digest = Sha256::digest(readable.text.as_bytes());
                 let mut out = String::with_capacity(prefix.len() * 3 + 23);
                 escape_into(&mut out, prefix);
                 out.push(':');
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .encode_string(&digest[..16], &mut out);
-                RecordKey(out)
+                RecordKey::from_text(out)
             }
         }
     }
 
     /// The key as stored.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The key's parts as written, escapes undone (`None` for a [`KeyLayout::Scoped`] or
@@ -165,7 +214,7 @@ impl RecordKey {
     /// assert_eq!((parts.topic.as_ref(), parts.tag.as_ref(), parts.key.as_ref()), ("Orders", "paid", "o:42"));
     /// ```
     pub fn parts(&self) -> Option<RecordParts> {
-        let mut split = self.0.split(':');
+        let mut split = self.text.split(':');
         let mut next = || split.next().map(unescape);
         let parts = RecordParts {
             prefix: next()?,
@@ -179,10 +228,7 @@ impl RecordKey {
 
     /// A 128-bit fingerprint of the key, for stores that keep fixed-size keys.
     pub fn fingerprint(&self) -> u128 {
-        let digest = Sha256::digest(self.0.as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        u128::from_le_bytes(bytes)
+        self.fingerprint
     }
 }
 
@@ -241,9 +287,11 @@ impl RecordScope<'_> {
                 Some(out)
             }
             // The key of an empty dedup key ends with the separator before it.
-            (KeyLayout::Readable, Some(topic)) => {
-                Some(RecordKey::new(self.prefix, self.namespace, topic, self.tag, "").0)
-            }
+            (KeyLayout::Readable, Some(topic)) => Some(
+                RecordKey::new(self.prefix, self.namespace, topic, self.tag, "")
+                    .text
+                    .to_string(),
+            ),
             (KeyLayout::Scoped, Some(topic)) => {
                 Some(scope_start(self.prefix, self.namespace, topic, self.tag))
             }
@@ -256,7 +304,7 @@ impl RecordScope<'_> {
 fn scope_start(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>) -> String {
     use base64::Engine;
     let readable = RecordKey::new(prefix, namespace, topic, tag, "");
-    let digest = Sha256::digest(readable.0.as_bytes());
+    let digest = Sha256::digest(readable.text.as_bytes());
     let mut out = String::with_capacity(prefix.len() + 13 + 32);
     push_part(&mut out, prefix);
     out.push(':');
@@ -267,7 +315,7 @@ fn scope_start(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>) ->
 
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RecordKey").field(&self.0.len()).finish()
+        f.debug_tuple("RecordKey").field(&self.text.len()).finish()
     }
 }
 
@@ -322,7 +370,23 @@ mod tests {
     use super::*;
 
     fn key(topic: &str, tag: Option<&str>, k: &str) -> String {
-        RecordKey::new(DEFAULT_PREFIX, "g", topic, tag, k).0
+        RecordKey::new(DEFAULT_PREFIX, "g", topic, tag, k)
+            .text
+            .to_string()
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_first_128_bits_of_the_sha256() {
+        // The SQL tables keep part of it: it must never change between versions.
+        let key = RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "k");
+        let expected = 160_558_044_611_421_284_538_152_943_924_780_289_560u128;
+        assert_eq!(key.fingerprint(), expected);
+        assert_eq!(key.clone().fingerprint(), expected, "a clone keeps it");
+        assert_eq!(RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "k"), key);
+        assert_ne!(
+            RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "l").fingerprint(),
+            expected
+        );
     }
 
     #[test]
@@ -385,7 +449,9 @@ mod tests {
     #[test]
     fn compact_keys_are_short_and_follow_the_readable_key() {
         let compact = |topic: &str, key: &str| {
-            RecordKey::with_layout(KeyLayout::Compact, "dedup", "g", topic, None, key).0
+            RecordKey::with_layout(KeyLayout::Compact, "dedup", "g", topic, None, key)
+                .text
+                .to_string()
         };
         assert_eq!(compact("T", "k").len(), 28);
         assert_eq!(compact("T", "k"), compact("T", "k"));
@@ -397,7 +463,9 @@ mod tests {
     #[test]
     fn scoped_keys_keep_the_key_and_hash_the_scope() {
         let scoped = |ns: &str, topic: &str, tag: Option<&str>, key: &str| {
-            RecordKey::with_layout(KeyLayout::Scoped, "dedup", ns, topic, tag, key).0
+            RecordKey::with_layout(KeyLayout::Scoped, "dedup", ns, topic, tag, key)
+                .text
+                .to_string()
         };
         // The stored format, pinned (the README shows these keys): records written by one
         // version must be found by the next.
@@ -414,7 +482,8 @@ mod tests {
                 None,
                 "o-42"
             )
-            .0,
+            .text
+            .to_string(),
             "dedup:mfkrl9N-X5oil8aFJecMBA"
         );
         let uniq = "7F0000011B4C18B4AAC26D4E2F7A0001";
@@ -436,7 +505,10 @@ mod tests {
         assert!(scoped("g", "T", None, "a:b").ends_with(":a%3Ab"));
         let long = scoped("g", "T", None, &"x".repeat(10_000));
         assert_eq!(long.len(), "dedup:".len() + 11 + 1 + 33, "{long}");
-        assert_eq!(RecordKey(scoped("g", "T", None, "k")).parts(), None);
+        assert_eq!(
+            RecordKey::from_text(scoped("g", "T", None, "k")).parts(),
+            None
+        );
     }
 
     #[test]
@@ -449,7 +521,9 @@ mod tests {
             tag,
         };
         let key = |layout, ns: &str, topic: &str, tag| {
-            RecordKey::with_layout(layout, "dedup", ns, topic, tag, "k").0
+            RecordKey::with_layout(layout, "dedup", ns, topic, tag, "k")
+                .text
+                .to_string()
         };
         for layout in [KeyLayout::Readable, KeyLayout::Scoped] {
             let start = scope(layout, Some("T"), None).key_start().unwrap();

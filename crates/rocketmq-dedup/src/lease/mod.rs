@@ -144,10 +144,7 @@ impl<H: DedupHandler> Shared<H> {
     /// decides, and answers each task's step.
     async fn claim(&self, tasks: &mut [Task<'_>], token: OwnerToken) -> Vec<Step> {
         // Copies of keys this listener committed are duplicates without asking the store.
-        let near: Vec<bool> = tasks
-            .iter()
-            .map(|t| t.key().is_some_and(|k| self.near.contains(k)))
-            .collect();
+        let near = self.near.hits(tasks.iter().map(Task::key));
         let keys: Vec<RecordKey> = tasks
             .iter()
             .zip(&near)

@@ -44,14 +44,28 @@ impl NearCache {
     }
 
     /// Whether `key` was committed by this listener and its record still lives.
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: &RecordKey) -> bool {
+        self.hits([Some(key)])[0]
+    }
+
+    /// For each of `keys`, whether it was committed by this listener and its record still
+    /// lives (`None`, a message with no key: never). One lock and one clock read for all.
+    pub(crate) fn hits<'k>(
+        &self,
+        keys: impl IntoIterator<Item = Option<&'k RecordKey>>,
+    ) -> Vec<bool> {
+        let keys = keys.into_iter();
         if self.capacity == 0 {
-            return false;
+            return keys.map(|_| false).collect();
         }
         let now = Instant::now();
-        self.lock()
-            .get(&key.fingerprint())
-            .is_some_and(|expires| *expires > now)
+        let entries = self.lock();
+        keys.map(|key| {
+            key.and_then(|key| entries.get(&key.fingerprint()))
+                .is_some_and(|expires| *expires > now)
+        })
+        .collect()
     }
 
     /// Remembers `keys` as CONSUMED until `expires`.
@@ -108,6 +122,15 @@ mod tests {
         cache.insert([&key("a")], until);
         assert!(cache.contains(&key("a")));
         assert!(!cache.contains(&key("b")));
+        assert_eq!(
+            cache.hits([Some(&key("b")), None, Some(&key("a"))]),
+            [false, false, true],
+            "one answer per message, in order"
+        );
+        assert_eq!(
+            NearCache::new(0).hits([Some(&key("a")), None]),
+            [false, false]
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(!cache.contains(&key("a")), "not past the record's TTL");
         let later = Instant::now() + Duration::from_secs(60);
