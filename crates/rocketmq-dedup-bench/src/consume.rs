@@ -27,22 +27,46 @@ struct Timed {
     expect: u64,
     /// When the last message was acked.
     done_at: OnceLock<Mark>,
+    /// Asks the standalone Redis server for its CPU time at the two marks.
+    redis_info: Mutex<Option<redis::Connection>>,
 }
 
-/// A moment of the run: its time, and the CPU time the process had used by then.
+/// A moment of the run: its time, the CPU time the process had used by then, the CPU time
+/// the whole machine had been busy by then (every process: broker, Redis, consumer), and the
+/// Redis server's own.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     at: Instant,
     cpu: Duration,
+    machine: crate::MachineCpu,
+    redis_server: Option<Duration>,
 }
 
 impl Mark {
-    fn at(at: Instant) -> Self {
+    fn at(at: Instant, redis_info: &Mutex<Option<redis::Connection>>) -> Self {
+        let cpu = crate::cpu_time();
+        let machine = crate::MachineCpu::now();
+        let mut redis = redis_info.lock().unwrap_or_else(|p| p.into_inner());
         Mark {
             at,
-            cpu: crate::cpu_time(),
+            cpu,
+            machine,
+            redis_server: redis.as_mut().and_then(redis_server_cpu),
         }
     }
+}
+
+/// The CPU time the Redis server reports it has used (`INFO cpu`), user and system.
+fn redis_server_cpu(conn: &mut redis::Connection) -> Option<Duration> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(Duration::from_secs_f64(
+        field("used_cpu_sys:")? + field("used_cpu_user:")?,
+    ))
 }
 
 impl MessageListenerConcurrently for Timed {
@@ -53,7 +77,7 @@ impl MessageListenerConcurrently for Timed {
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let started = Instant::now();
         if self.first_call.get().is_none() {
-            let _ = self.first_call.set(Mark::at(started));
+            let _ = self.first_call.set(Mark::at(started, &self.redis_info));
         }
         let status = self.inner.consume_message(msgs, context)?;
         let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
@@ -62,7 +86,7 @@ impl MessageListenerConcurrently for Timed {
             let acked =
                 self.acked.fetch_add(msgs.len() as u64, Ordering::SeqCst) + msgs.len() as u64;
             if acked >= self.expect && self.done_at.get().is_none() {
-                let _ = self.done_at.set(Mark::at(Instant::now()));
+                let _ = self.done_at.set(Mark::at(Instant::now(), &self.redis_info));
             }
         }
         Ok(status)
@@ -219,6 +243,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         acked: AtomicU64::new(0),
         expect: s.expect,
         done_at: OnceLock::new(),
+        redis_info: Mutex::new(
+            redis::Client::open(s.redis.as_str())
+                .and_then(|c| c.get_connection())
+                .ok(),
+        ),
     });
     let mut consumer = client
         .consumer(&spec, SharedListener(timed.clone()))
@@ -256,6 +285,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     // a shared machine than wall time.
     let cpu = done.cpu.saturating_sub(first.cpu);
     let cpu_us_per_msg = cpu.as_secs_f64() * 1e6 / s.expect as f64;
+    // The machine's: what bounds throughput when the cores are the bottleneck.
+    let machine = done.machine.since(first.machine);
     let trips =
         redis_store.map(|r| r.round_trips()).unwrap_or(0) + round_trips.load(Ordering::Relaxed);
     Ok(serde_json::json!({
@@ -265,6 +296,12 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
         "cpu_us_per_msg": cpu_us_per_msg,
+        "machine_cpu_us_per_msg": machine.busy.as_secs_f64() * 1e6 / s.expect as f64,
+        "machine_busy_share": done.machine.busy_share(first.machine),
+        "redis_server_cpu_us_per_msg": match (first.redis_server, done.redis_server) {
+            (Some(before), Some(after)) => after.saturating_sub(before).as_secs_f64() * 1e6 / s.expect as f64,
+            _ => f64::NAN,
+        },
         "peak_rss_kb": crate::peak_rss_kb(),
         // What is resident at the end: heap and stacks, and mapped files (the binary's code).
         "rss_anon_kb": crate::proc_status("RssAnon:"),

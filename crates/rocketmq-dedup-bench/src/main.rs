@@ -8,7 +8,9 @@
 //!
 //! each with a trivial handler and one that takes 1 ms, at batch sizes 1 and 32, over a backlog
 //! with 0% and 50% duplicates; then Redis round trips per batch, Redis bytes per CONSUMED record
-//! (ours and the reference's layout), the memory store's bytes per record, and consumer RSS.
+//! (ours and the reference's layout), the memory store's bytes per record, and consumer RSS;
+//! the machine's CPU per message in each scenario (every process: broker, Redis, consumer),
+//! and the listener's own CPU per message without a broker (`engine`, memory store).
 //! It prints a table, then one `ratio <name> = <x> (target <op> <y>) PASS|FAIL` line per
 //! target, and writes the same as JSON (`--json`). Every scenario runs in a fresh process.
 //!
@@ -22,6 +24,7 @@
 
 mod chart;
 mod consume;
+mod engine;
 mod measure;
 mod reference;
 
@@ -71,6 +74,13 @@ enum Role {
     MemoryStore {
         #[arg(long)]
         records: usize,
+    },
+    /// The listener's own CPU per message without a broker (memory store, trivial handler,
+    /// one thread), at batch 1 and 32.
+    Engine {
+        /// Messages per batch size.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
     },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
@@ -165,6 +175,69 @@ pub fn cpu_time() -> Duration {
     Duration::from_micros(us(usage.ru_utime) + us(usage.ru_stime))
 }
 
+/// The whole machine's CPU time: the time every thread of every process (kernel threads
+/// included) has run, summed from `/proc/<pid>/task/<tid>/schedstat` (nanoseconds, where
+/// `/proc/stat` counts 10 ms ticks, too coarse for a scenario of a tenth of a second).
+/// Threads that end between two readings drop out; in a scenario no thread that matters does.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    /// Time the threads ran.
+    pub busy: Duration,
+    /// When it was read.
+    pub at: std::time::Instant,
+}
+
+impl MachineCpu {
+    /// The sum now.
+    pub fn now() -> Self {
+        let mut ns: u64 = 0;
+        let tasks = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .flat_map(|process| {
+                std::fs::read_dir(process.path().join("task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            });
+        for task in tasks {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                ns += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        MachineCpu {
+            busy: Duration::from_nanos(ns),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// What ran between `earlier` and `self`.
+    pub fn since(self, earlier: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy.saturating_sub(earlier.busy),
+            at: self.at,
+        }
+    }
+
+    /// The share of the cores' time that was busy between `earlier` and `self` (0 to 1).
+    pub fn busy_share(self, earlier: MachineCpu) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let wall = self.at.duration_since(earlier.at).as_secs_f64();
+        self.busy.saturating_sub(earlier.busy).as_secs_f64() / (wall * cores).max(1e-9)
+    }
+}
+
 /// Resident set size of this process now, in KiB.
 pub fn rss_kb() -> u64 {
     proc_status("VmRSS:")
@@ -197,6 +270,13 @@ fn main() -> anyhow::Result<()> {
             let chart = json.with_extension("svg");
             std::fs::write(&chart, chart::from_report(&report))?;
             println!("wrote {}", chart.display());
+        }
+        Some(Role::Engine { messages }) => {
+            let us = engine::cpu_us_per_message(messages, &[1, 32])?;
+            println!(
+                "RESULT {}",
+                serde_json::json!({ "batch_1_us": us[0], "batch_32_us": us[1] })
+            );
         }
         Some(Role::MemoryStore { records }) => {
             let bytes = runtime.block_on(measure::memory_store_bytes_per_record(records));
@@ -385,6 +465,11 @@ async fn drive(
         "--records".into(),
         (if full { 1_000_000 } else { 300_000 }).to_string(),
     ])?;
+    let engine = child(&[
+        "engine".into(),
+        "--messages".into(),
+        (if full { 200_000 } else { 50_000 }).to_string(),
+    ])?;
     let trips = measure::round_trips_per_batch(redis.url()).await?;
     let cluster_trips = measure::round_trips_per_batch(cluster.url()).await?;
     let bytes = measure::redis_bytes_per_record(&redis, 2_000).await?;
@@ -392,6 +477,10 @@ async fn drive(
         backlog,
         reps,
         scenarios: results,
+        engine_us: (
+            engine["batch_1_us"].as_f64().unwrap_or(f64::NAN),
+            engine["batch_32_us"].as_f64().unwrap_or(f64::NAN),
+        ),
         memory_store_bytes_per_record: memory_store["bytes_per_record"]
             .as_f64()
             .unwrap_or(f64::NAN),

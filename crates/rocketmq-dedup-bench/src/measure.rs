@@ -176,6 +176,8 @@ pub struct Report {
     pub reps: usize,
     pub scenarios: BTreeMap<Key, Vec<serde_json::Value>>,
     pub memory_store_bytes_per_record: f64,
+    /// The listener's own CPU per message without a broker (memory store), at batch 1 and 32.
+    pub engine_us: (f64, f64),
     pub round_trips: (u64, u64),
     /// The same on a Redis Cluster of 3 masters.
     pub cluster_round_trips: (u64, u64),
@@ -271,6 +273,36 @@ impl Report {
             "consumer CPU us per message at batch 1 (fresh, trivial; + over plain): {}",
             cpu.join(", ")
         );
+        println!(
+            "engine CPU us per message (the listener with the memory store, no broker, one thread): batch 1 {:.2}, batch 32 {:.2}",
+            self.engine_us.0, self.engine_us.1
+        );
+        // Where the machine's CPU goes per message, every process counted: when the cores are
+        // busy all the time, throughput is at most the cores' time over this.
+        for batch in [1u32, 32] {
+            let parts: Vec<String> = self
+                .scenarios
+                .keys()
+                .filter(|(dup, b, work, _)| (*dup, *b, *work) == (0, batch, Work::Trivial))
+                .map(|&key| {
+                    let machine = self.metric(key, "machine_cpu_us_per_msg");
+                    let consumer = self.metric(key, "cpu_us_per_msg");
+                    let redis = self.metric(key, "redis_server_cpu_us_per_msg");
+                    format!(
+                        "{} {machine:.1} (consumer {consumer:.1}, redis-server {redis:.1}, the rest {:.1}; cores busy {:.0}%)",
+                        name(key.3),
+                        machine - consumer - redis,
+                        100.0 * self.metric(key, "machine_busy_share")
+                    )
+                })
+                .collect();
+            if !parts.is_empty() {
+                println!(
+                    "machine CPU us per message at batch {batch} (fresh, trivial): {}",
+                    parts.join(", ")
+                );
+            }
+        }
         for kind in [Kind::Plain, Kind::Memory, Kind::Redis] {
             let key = (0, 32, Work::Trivial, kind);
             let (peak, anon, file, threads) = (
@@ -425,6 +457,19 @@ impl Report {
                 json_figures.push(serde_json::json!({"name": figure, "value": value}));
             }
         }
+        // The Redis/plain throughput ratio the machine's CPU allows, trivial handler: plain's
+        // machine CPU per message over Redis's. Where plain keeps the cores busy, no Redis
+        // listener on these cores can do better than this, whatever the listener itself costs.
+        for batch in [1u32, 32] {
+            let machine =
+                |kind| self.metric((0, batch, Work::Trivial, kind), "machine_cpu_us_per_msg");
+            let value = machine(Kind::Plain) / machine(Kind::Redis);
+            if !value.is_nan() {
+                let figure = format!("redis_vs_plain_trivial_batch{batch}_machine_cpu");
+                println!("figure {figure} = {value:.3}");
+                json_figures.push(serde_json::json!({"name": figure, "value": value}));
+            }
+        }
         let mut json_ratios = Vec::new();
         for (ratio, value, op, target) in ratios {
             let pass = match op {
@@ -448,6 +493,7 @@ impl Report {
             "cluster_round_trips": {"fresh_batch_32": self.cluster_round_trips.0, "duplicate_batch_32": self.cluster_round_trips.1},
             "redis_bytes_per_record": {"scoped": bytes.scoped, "compact": bytes.compact, "readable": bytes.readable, "reference_layout": bytes.reference},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
+            "engine_cpu_us_per_message": {"batch_1": self.engine_us.0, "batch_32": self.engine_us.1},
             "ratios": json_ratios,
             "figures": json_figures,
         })
