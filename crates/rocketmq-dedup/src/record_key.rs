@@ -154,17 +154,7 @@ impl Ord for RecordKey {
 impl RecordKey {
     /// Builds the record key of `key` under `prefix`, `namespace`, `topic` and `tag`.
     pub fn new(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>, key: &str) -> Self {
-        let mut out = String::with_capacity(
-            prefix.len() + namespace.len() + topic.len() + key.len().min(64) + 8,
-        );
-        let parts = [prefix, namespace, topic, tag.unwrap_or(""), key];
-        for (i, part) in parts.into_iter().enumerate() {
-            if i > 0 {
-                out.push(':');
-            }
-            push_part(&mut out, part);
-        }
-        RecordKey::from_text(out)
+        RecordKey::from_text(readable_text(prefix, namespace, topic, tag, key))
     }
 
     /// Builds the record key in `layout`.
@@ -184,9 +174,9 @@ impl RecordKey {
                 RecordKey::from_text(out)
             }
             KeyLayout::Compact => {
-                let readable = RecordKey::new(prefix, namespace, topic, tag, key);
+                let readable = readable_text(prefix, namespace, topic, tag, key);
                 use base64::Engine;
-                let digest = Sha256::digest(readable.text.as_bytes());
+                let digest = Sha256::digest(readable.as_bytes());
                 let mut out = String::with_capacity(prefix.len() * 3 + 23);
                 escape_into(&mut out, prefix);
                 out.push(':');
@@ -287,11 +277,13 @@ impl RecordScope<'_> {
                 Some(out)
             }
             // The key of an empty dedup key ends with the separator before it.
-            (KeyLayout::Readable, Some(topic)) => Some(
-                RecordKey::new(self.prefix, self.namespace, topic, self.tag, "")
-                    .text
-                    .to_string(),
-            ),
+            (KeyLayout::Readable, Some(topic)) => Some(readable_text(
+                self.prefix,
+                self.namespace,
+                topic,
+                self.tag,
+                "",
+            )),
             (KeyLayout::Scoped, Some(topic)) => {
                 Some(scope_start(self.prefix, self.namespace, topic, self.tag))
             }
@@ -301,10 +293,31 @@ impl RecordScope<'_> {
 }
 
 /// `<prefix>:<scope>:` of the scoped layout.
+/// The text of a [`KeyLayout::Readable`] key, without the key's fingerprint: what the other
+/// layouts hash, and what an operator's scan of a topic starts with.
+fn readable_text(
+    prefix: &str,
+    namespace: &str,
+    topic: &str,
+    tag: Option<&str>,
+    key: &str,
+) -> String {
+    let mut out =
+        String::with_capacity(prefix.len() + namespace.len() + topic.len() + key.len().min(64) + 8);
+    let parts = [prefix, namespace, topic, tag.unwrap_or(""), key];
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        push_part(&mut out, part);
+    }
+    out
+}
+
 fn scope_start(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>) -> String {
     use base64::Engine;
-    let readable = RecordKey::new(prefix, namespace, topic, tag, "");
-    let digest = Sha256::digest(readable.text.as_bytes());
+    let readable = readable_text(prefix, namespace, topic, tag, "");
+    let digest = Sha256::digest(readable.as_bytes());
     let mut out = String::with_capacity(prefix.len() + 13 + 32);
     push_part(&mut out, prefix);
     out.push(':');
