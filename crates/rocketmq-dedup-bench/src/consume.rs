@@ -43,22 +43,37 @@ struct Mark {
 }
 
 impl Mark {
-    fn at(at: Instant, redis_info: &Mutex<Option<redis::Connection>>) -> Self {
-        let cpu = crate::cpu_time();
+    /// The start of the span. The slow readings (every thread's schedstat, a Redis round
+    /// trip) are taken first, so the consumer's time and CPU start after them.
+    fn start(redis_info: &Mutex<Option<redis::Connection>>) -> Self {
+        let redis_server = redis_server_cpu(redis_info);
         let machine = crate::MachineCpu::now();
-        let mut redis = redis_info.lock().unwrap_or_else(|p| p.into_inner());
+        let cpu = crate::cpu_time();
+        Mark {
+            at: Instant::now(),
+            cpu,
+            machine,
+            redis_server,
+        }
+    }
+
+    /// The end of the span: its time and CPU first, then the slow readings.
+    fn end(redis_info: &Mutex<Option<redis::Connection>>) -> Self {
+        let at = Instant::now();
+        let cpu = crate::cpu_time();
         Mark {
             at,
             cpu,
-            machine,
-            redis_server: redis.as_mut().and_then(redis_server_cpu),
+            machine: crate::MachineCpu::now(),
+            redis_server: redis_server_cpu(redis_info),
         }
     }
 }
 
 /// The CPU time the Redis server reports it has used (`INFO cpu`), user and system.
-fn redis_server_cpu(conn: &mut redis::Connection) -> Option<Duration> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(conn).ok()?;
+fn redis_server_cpu(redis_info: &Mutex<Option<redis::Connection>>) -> Option<Duration> {
+    let mut conn = redis_info.lock().unwrap_or_else(|p| p.into_inner());
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn.as_mut()?).ok()?;
     let field = |name: &str| -> Option<f64> {
         info.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -75,10 +90,10 @@ impl MessageListenerConcurrently for Timed {
         msgs: &[&MessageExt],
         context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        // The other consume threads wait for the first mark, so no message goes before it.
+        self.first_call
+            .get_or_init(|| Mark::start(&self.redis_info));
         let started = Instant::now();
-        if self.first_call.get().is_none() {
-            let _ = self.first_call.set(Mark::at(started, &self.redis_info));
-        }
         let status = self.inner.consume_message(msgs, context)?;
         let took = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         self.calls_us.lock().unwrap().push(took);
@@ -86,7 +101,7 @@ impl MessageListenerConcurrently for Timed {
             let acked =
                 self.acked.fetch_add(msgs.len() as u64, Ordering::SeqCst) + msgs.len() as u64;
             if acked >= self.expect && self.done_at.get().is_none() {
-                let _ = self.done_at.set(Mark::at(Instant::now(), &self.redis_info));
+                let _ = self.done_at.set(Mark::end(&self.redis_info));
             }
         }
         Ok(status)
