@@ -11,11 +11,11 @@ use rocketmq_client_rust::{
 };
 use rocketmq_dedup::sql::mysql::{MySqlInbox, MySqlStore};
 use rocketmq_dedup::store::{MemoryStore, RedisStore, RedisStoreBuilder};
-use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, HandlerError};
+use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
 use rocketmq_model::common::message::message_ext::MessageExt;
 
-use crate::reference::ReferenceListener;
+use crate::reference::{FloorListener, ReferenceListener};
 use crate::{Kind, Work};
 
 /// Times each listener call and counts acked messages.
@@ -108,12 +108,13 @@ impl MessageListenerConcurrently for Timed {
     }
 }
 
-/// The handler of the dedup listeners: the same work as the plain listener's.
-struct WorkHandler(Work);
+/// The async handler of the dedup listeners: the same work as the plain listener's, awaited
+/// where it waits.
+struct AsyncWork(Work);
 
-impl DedupHandler for WorkHandler {
+impl DedupHandler for AsyncWork {
     async fn handle(&self, _msg: &MessageExt) -> Result<(), HandlerError> {
-        self.0.run();
+        self.0.run_async().await;
         Ok(())
     }
 }
@@ -128,7 +129,10 @@ impl rocketmq_dedup::inbox::InboxHandler<sqlx::MySql> for WorkInbox {
         _msg: &MessageExt,
         _tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
     ) -> Result<(), HandlerError> {
-        self.0.run();
+        match self.0.is_blocking() {
+            true => self.0.run_blocking(),
+            false => self.0.run_async().await,
+        }
         Ok(())
     }
 }
@@ -143,7 +147,7 @@ impl MessageListenerConcurrently for Plain {
         _: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         for _ in msgs {
-            self.0.run();
+            self.0.run_blocking();
         }
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
     }
@@ -182,12 +186,10 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let redis_store = match s.kind {
         Kind::Redis
         | Kind::RedisSyncCommit
-        | Kind::RedisCoalesce
         | Kind::RedisNoNearCache
         | Kind::RedisMultiplexed
         | Kind::RedisNoLinger => Some(
             RedisStore::builder(s.redis.as_str())
-                .coalesce(s.kind == Kind::RedisCoalesce)
                 .consume_thread_connections(match s.kind {
                     Kind::RedisMultiplexed => 0,
                     _ => RedisStoreBuilder::DEFAULT_CONSUME_THREAD_CONNECTIONS,
@@ -202,34 +204,51 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         Kind::Cluster => Some(RedisStore::builder(s.cluster.as_str()).connect().await?),
         _ => None,
     };
+    let near_cache = match s.kind {
+        Kind::RedisNoNearCache => 0,
+        _ => rocketmq_dedup::DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
+    };
     let dedup = |store: Arc<dyn rocketmq_dedup::DedupStore>| {
-        DedupConcurrentListener::builder(WorkHandler(s.work))
-            .namespace(s.group.as_str())
-            .shared_store(store)
-            .ack_before_commit(s.kind != Kind::RedisSyncCommit)
-            .near_cache(match s.kind {
-                Kind::RedisNoNearCache => 0,
-                _ => rocketmq_dedup::DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
-            })
-            .build()
+        let listener: Box<dyn MessageListenerConcurrently> = match s.work.is_blocking() {
+            true => {
+                let work = s.work;
+                Box::new(
+                    DedupConcurrentListener::builder(handler_fn(move |_msg: &MessageExt| {
+                        work.run_blocking();
+                        Ok(())
+                    }))
+                    .namespace(s.group.as_str())
+                    .shared_store(store)
+                    .ack_before_commit(s.kind != Kind::RedisSyncCommit)
+                    .near_cache(near_cache)
+                    .build()?,
+                )
+            }
+            false => Box::new(
+                DedupConcurrentListener::builder(AsyncWork(s.work))
+                    .namespace(s.group.as_str())
+                    .shared_store(store)
+                    .ack_before_commit(s.kind != Kind::RedisSyncCommit)
+                    .near_cache(near_cache)
+                    .build()?,
+            ),
+        };
+        Ok::<_, rocketmq_dedup::ConfigError>(listener)
     };
     let client = ClientEnv::new("bench")?;
     let spec = ConsumerSpec::new(&s.namesrv, &s.group, &s.topic).batch(s.batch);
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
         Kind::Plain => Box::new(Plain(s.work)),
-        Kind::Memory => Box::new(dedup(Arc::new(MemoryStore::new()))?),
+        Kind::Memory => dedup(Arc::new(MemoryStore::new()))?,
         Kind::Redis
         | Kind::Cluster
         | Kind::RedisSyncCommit
-        | Kind::RedisCoalesce
         | Kind::RedisNoNearCache
         | Kind::RedisMultiplexed
-        | Kind::RedisNoLinger => {
-            Box::new(dedup(Arc::new(redis_store.clone().expect("redis store")))?)
-        }
+        | Kind::RedisNoLinger => dedup(Arc::new(redis_store.clone().expect("redis store")))?,
         Kind::Mysql => {
             let store = MySqlStore::builder(s.mysql.as_str()).connect().await?;
-            Box::new(dedup(Arc::new(store))?)
+            dedup(Arc::new(store))?
         }
         Kind::Inbox => {
             let pool = sqlx::MySqlPool::connect(&s.mysql).await?;
@@ -240,16 +259,22 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
                     .build()?,
             )
         }
-        Kind::Reference => {
-            let client = redis::Client::open(s.redis.as_str())?;
-            Box::new(ReferenceListener {
-                conn: redis::aio::ConnectionManager::new(client).await?,
-                handle: tokio::runtime::Handle::current(),
-                app: s.group.clone(),
-                work: s.work,
-                round_trips: round_trips.clone(),
-            })
-        }
+        Kind::Reference => Box::new(ReferenceListener {
+            client: redis::Client::open(s.redis.as_str())?,
+            app: s.group.clone(),
+            work: s.work,
+            round_trips: round_trips.clone(),
+        }),
+        Kind::FloorWithCommit => Box::new(crate::reference::FloorWithCommit {
+            client: redis::Client::open(s.redis.as_str())?,
+            work: s.work,
+            round_trips: round_trips.clone(),
+        }),
+        Kind::Floor => Box::new(FloorListener {
+            client: redis::Client::open(s.redis.as_str())?,
+            work: s.work,
+            round_trips: round_trips.clone(),
+        }),
     };
     let timed = Arc::new(Timed {
         inner: listener,

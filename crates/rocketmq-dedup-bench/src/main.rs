@@ -25,6 +25,7 @@
 mod chart;
 mod consume;
 mod engine;
+mod hot_path;
 mod measure;
 mod reference;
 
@@ -82,6 +83,23 @@ enum Role {
         #[arg(long, default_value_t = 200_000)]
         messages: usize,
     },
+    /// The batch-1 hot path without a broker: our threads call each listener with one fresh
+    /// message at a time against a local Redis server; interleaved rounds, the median and
+    /// range of each listener's throughput over the floor's in the same round.
+    HotPath {
+        /// Listeners to measure (floor, reference and the redis kinds).
+        #[arg(long, value_delimiter = ',', default_value = "floor,redis,reference")]
+        kinds: Vec<Kind>,
+        #[arg(long, default_value = "trivial")]
+        work: Work,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Messages per listener and round.
+        #[arg(long, default_value_t = 40_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
         /// The JSON report.
@@ -93,8 +111,16 @@ enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Kind {
     Plain,
+    /// One blocking `SET NX PX` per message on the consume thread's own connection: the least
+    /// a dedup with one round trip per message costs ([`reference::FloorListener`]).
+    Floor,
+    /// The floor plus the previous message's commit script in the same pipeline: the least a
+    /// correct one-round-trip dedup costs (hot-path only; [`reference::FloorWithCommit`]).
+    #[value(name = "floor-commit")]
+    FloorWithCommit,
     Memory,
     Redis,
+    /// The Java library's algorithm as Java runs it ([`reference::ReferenceListener`]).
     Reference,
     /// The MySQL store (MariaDB here).
     Mysql,
@@ -106,10 +132,6 @@ pub enum Kind {
     /// default before it moved off it), for the ablation.
     #[value(name = "redis-sync")]
     RedisSyncCommit,
-    /// The Redis store with `coalesce(true)`: concurrent calls share pipelines, for the
-    /// ablation.
-    #[value(name = "redis-coal")]
-    RedisCoalesce,
     /// The Redis store with `near_cache(0)`: every copy asks Redis, for the ablation.
     #[value(name = "redis-nonc")]
     RedisNoNearCache,
@@ -127,6 +149,7 @@ impl Kind {
     /// Every listener, in the order the run measures them.
     pub const ALL: [Kind; 12] = [
         Kind::Plain,
+        Kind::Floor,
         Kind::Memory,
         Kind::Redis,
         Kind::Reference,
@@ -134,28 +157,81 @@ impl Kind {
         Kind::Inbox,
         Kind::Cluster,
         Kind::RedisSyncCommit,
-        Kind::RedisCoalesce,
         Kind::RedisNoNearCache,
         Kind::RedisMultiplexed,
         Kind::RedisNoLinger,
     ];
+
+    /// Whether this is a dedup listener of this library (its handler is async or blocking);
+    /// the others run every work in its blocking form.
+    pub fn is_dedup_listener(self) -> bool {
+        !matches!(
+            self,
+            Kind::Plain | Kind::Floor | Kind::FloorWithCommit | Kind::Reference
+        )
+    }
 }
 
-/// What the handler does per message.
+/// What the handler does per message, and how the dedup listeners' handler is written: an
+/// async handler (`impl DedupHandler`) or a blocking closure (`handler_fn(|msg| …)`). The
+/// listeners without a handler trait (plain, floor, reference) run the blocking form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Work {
-    /// Nothing.
+    /// Nothing, in an async handler.
     Trivial,
-    /// Blocks its thread for 1 ms (as a synchronous database call would).
+    /// Nothing, in a blocking closure.
+    #[value(name = "trivial-blocking")]
+    TrivialBlocking,
+    /// Blocks its thread for 1 ms (a synchronous database call), in a blocking closure.
     Sleep1ms,
+    /// Awaits a 1 ms timer (an async database call), in an async handler.
+    #[value(name = "async1ms")]
+    Async1ms,
+    /// About 20 us of CPU work (a loop), in a blocking closure.
+    Cpu,
 }
 
 impl Work {
-    pub fn run(self) {
-        if self == Work::Sleep1ms {
-            std::thread::sleep(Duration::from_millis(1));
+    /// The same work written blocking: what the listeners without a handler trait run.
+    pub fn blocking_form(self) -> Work {
+        match self {
+            Work::Trivial | Work::TrivialBlocking => Work::Trivial,
+            Work::Sleep1ms | Work::Async1ms => Work::Sleep1ms,
+            Work::Cpu => Work::Cpu,
         }
     }
+
+    /// Whether a dedup listener's handler is a blocking closure.
+    pub fn is_blocking(self) -> bool {
+        matches!(self, Work::TrivialBlocking | Work::Sleep1ms | Work::Cpu)
+    }
+
+    /// The work, blocking the calling thread.
+    pub fn run_blocking(self) {
+        match self.blocking_form() {
+            Work::Sleep1ms => std::thread::sleep(Duration::from_millis(1)),
+            Work::Cpu => cpu_loop(),
+            _ => {}
+        }
+    }
+
+    /// The work, awaiting a timer where it waits.
+    pub async fn run_async(self) {
+        match self {
+            Work::Async1ms | Work::Sleep1ms => tokio::time::sleep(Duration::from_millis(1)).await,
+            Work::Cpu => cpu_loop(),
+            _ => {}
+        }
+    }
+}
+
+/// About 20 us of arithmetic on this machine (a fixed count of steps, not a clock).
+fn cpu_loop() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..20_000u64 {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    std::hint::black_box(x);
 }
 
 /// Peak resident set size of this process, in KiB.
@@ -265,6 +341,13 @@ fn main() -> anyhow::Result<()> {
             let result = runtime.block_on(consume::run(scenario))?;
             println!("RESULT {result}");
         }
+        Some(Role::HotPath {
+            kinds,
+            work,
+            threads,
+            messages,
+            rounds,
+        }) => runtime.block_on(hot_path_report(&kinds, work, threads, messages, rounds))?,
         Some(Role::Chart { json }) => {
             let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
             let chart = json.with_extension("svg");
@@ -294,6 +377,53 @@ fn main() -> anyhow::Result<()> {
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Runs [`hot_path::measure`] on a local Redis server and prints each listener's rounds.
+async fn hot_path_report(
+    kinds: &[Kind],
+    work: Work,
+    threads: usize,
+    messages: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let redis = RedisServer::start_local(RedisOptions::default())?;
+    let results = hot_path::measure(redis.url(), kinds, work, threads, messages, rounds).await?;
+    let floor = results
+        .iter()
+        .find(|(k, _)| *k == Kind::Floor)
+        .map(|(_, r)| r.clone());
+    for (kind, rounds) in &results {
+        let mut tput: Vec<f64> = rounds.iter().map(|r| r.msgs_per_s).collect();
+        let mut cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_us_per_msg).collect();
+        tput.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let mut line = format!(
+            "hot-path {:<15} {} msg/s median {:>8.0} ({:.0}..{:.0}), consumer cpu us/msg {:.1}",
+            name(*kind),
+            work_name(work),
+            tput[tput.len() / 2],
+            tput[0],
+            tput[tput.len() - 1],
+            cpu[cpu.len() / 2]
+        );
+        if let Some(floor) = &floor {
+            let mut ratios: Vec<f64> = rounds
+                .iter()
+                .zip(floor)
+                .map(|(r, f)| r.msgs_per_s / f.msgs_per_s)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            line += &format!(
+                ", vs floor {:.3} ({:.3}..{:.3})",
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -373,6 +503,24 @@ fn message(topic: &str, i: usize) -> Message {
 
 type Key = (u8, u32, Work, Kind); // (duplicates %, batch, work, kind)
 
+/// The handlers measured at each duplicate share and batch size: every form at the default
+/// batch size 1; at 32 an async 1 ms handler would run the batch's handlers concurrently (a
+/// different workload from plain's), so only the blocking one; duplicates with the trivial
+/// handler only.
+fn works(dup: u8, batch: u32) -> &'static [Work] {
+    match (dup, batch) {
+        (0, 1) => &[
+            Work::Trivial,
+            Work::TrivialBlocking,
+            Work::Sleep1ms,
+            Work::Async1ms,
+            Work::Cpu,
+        ],
+        (0, _) => &[Work::Trivial, Work::TrivialBlocking, Work::Sleep1ms],
+        _ => &[Work::Trivial],
+    }
+}
+
 async fn drive(
     full: bool,
     backlog: Option<usize>,
@@ -406,8 +554,11 @@ async fn drive(
     for rep in 0..reps {
         for dup in [0u8, 50] {
             for batch in [1u32, 32] {
-                for work in [Work::Trivial, Work::Sleep1ms] {
+                for &work in works(dup, batch) {
                     for &kind in listeners {
+                        if !kind.is_dedup_listener() && work != work.blocking_form() {
+                            continue; // the same run as its blocking form's
+                        }
                         let _ = redis.command(&["FLUSHALL"]);
                         for port in cluster.running_ports() {
                             let _ = cluster.command(port, &["FLUSHALL"]);
@@ -502,6 +653,8 @@ async fn drive(
 pub fn name(kind: Kind) -> &'static str {
     match kind {
         Kind::Plain => "plain",
+        Kind::Floor => "floor",
+        Kind::FloorWithCommit => "floor-commit",
         Kind::Memory => "memory",
         Kind::Redis => "redis",
         Kind::Reference => "reference",
@@ -509,7 +662,6 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::Inbox => "inbox",
         Kind::Cluster => "cluster",
         Kind::RedisSyncCommit => "redis-sync",
-        Kind::RedisCoalesce => "redis-coal",
         Kind::RedisNoNearCache => "redis-nonc",
         Kind::RedisMultiplexed => "redis-mux",
         Kind::RedisNoLinger => "redis-nolinger",
@@ -519,6 +671,9 @@ pub fn name(kind: Kind) -> &'static str {
 pub fn work_name(work: Work) -> &'static str {
     match work {
         Work::Trivial => "trivial",
+        Work::TrivialBlocking => "trivial-blocking",
         Work::Sleep1ms => "sleep1ms",
+        Work::Async1ms => "async1ms",
+        Work::Cpu => "cpu",
     }
 }

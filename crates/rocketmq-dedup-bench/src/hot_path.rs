@@ -1,0 +1,169 @@
+//! The batch-1 hot path without a broker: consume threads of our own call each listener's
+//! `consume_message` with one fresh message at a time against a real Redis server, as the
+//! client's consume threads would. With no broker and no client sharing the cores, what is
+//! left is the listener's own path to Redis (ours, the floor's, the Java algorithm's), so a
+//! change to the store's hot path shows here within seconds. Rounds interleave the listeners.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rocketmq_client_rust::{ConsumeConcurrentlyContext, MessageListenerConcurrently};
+use rocketmq_dedup::store::{RedisStore, RedisStoreBuilder};
+use rocketmq_dedup::testing::message;
+use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, HandlerError};
+use rocketmq_model::common::message::message_ext::MessageExt;
+
+use crate::reference::{FloorListener, ReferenceListener};
+use crate::{Kind, Work};
+
+struct AsyncTrivial;
+
+impl DedupHandler for AsyncTrivial {
+    async fn handle(&self, _msg: &MessageExt) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// One listener's round: messages per second over all threads, and the process's CPU per
+/// message.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub msgs_per_s: f64,
+    pub cpu_us_per_msg: f64,
+}
+
+/// Builds `kind`'s listener over the Redis server at `url`.
+async fn listener(
+    kind: Kind,
+    work: Work,
+    url: &str,
+) -> anyhow::Result<Box<dyn MessageListenerConcurrently>> {
+    let trips = Arc::new(AtomicU64::new(0));
+    let store = |builder: RedisStoreBuilder| async move {
+        let store: RedisStore = builder.connect().await?;
+        Ok::<_, anyhow::Error>(Arc::new(store) as Arc<dyn rocketmq_dedup::DedupStore>)
+    };
+    Ok(match kind {
+        Kind::Floor => Box::new(FloorListener {
+            client: redis::Client::open(url)?,
+            work,
+            round_trips: trips,
+        }),
+        Kind::FloorWithCommit => Box::new(crate::reference::FloorWithCommit {
+            client: redis::Client::open(url)?,
+            work,
+            round_trips: trips,
+        }),
+        Kind::Reference => Box::new(ReferenceListener {
+            client: redis::Client::open(url)?,
+            app: "hot-path".into(),
+            work,
+            round_trips: trips,
+        }),
+        Kind::Redis | Kind::RedisNoLinger | Kind::RedisMultiplexed | Kind::RedisSyncCommit => {
+            let mut builder = RedisStore::builder(url);
+            if kind == Kind::RedisNoLinger {
+                builder = builder.commit_linger(Duration::ZERO);
+            }
+            if let Some(us) = std::env::var("HOT_PATH_LINGER_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                builder = builder.commit_linger(Duration::from_micros(us));
+            }
+            if kind == Kind::RedisMultiplexed {
+                builder = builder.consume_thread_connections(0);
+            }
+            let store = store(builder).await?;
+            let sync = kind == Kind::RedisSyncCommit;
+            match work.is_blocking() {
+                true => Box::new(
+                    DedupConcurrentListener::builder(handler_fn(move |_: &MessageExt| {
+                        work.run_blocking();
+                        Ok(())
+                    }))
+                    .namespace("hot-path")
+                    .shared_store(store)
+                    .ack_before_commit(!sync)
+                    .build()?,
+                ),
+                false => Box::new(
+                    DedupConcurrentListener::builder(AsyncTrivial)
+                        .namespace("hot-path")
+                        .shared_store(store)
+                        .ack_before_commit(!sync)
+                        .build()?,
+                ),
+            }
+        }
+        other => anyhow::bail!(
+            "the hot path measures floor, reference and the redis kinds, not {other:?}"
+        ),
+    })
+}
+
+/// Each of `threads` threads consumes `per_thread` fresh messages one at a time.
+fn round(
+    listener: &dyn MessageListenerConcurrently,
+    threads: usize,
+    per_thread: usize,
+    tag: &str,
+) -> Round {
+    let msgs: Vec<Vec<MessageExt>> = (0..threads)
+        .map(|t| {
+            (0..per_thread)
+                .map(|i| {
+                    message("HotPath")
+                        .uniq_key(&format!("{tag}{t:04X}{i:016X}"))
+                        .build()
+                })
+                .collect()
+        })
+        .collect();
+    let context = ConsumeConcurrentlyContext::new(Default::default());
+    let before = crate::cpu_time();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in &msgs {
+            let context = &context;
+            scope.spawn(move || {
+                for msg in chunk {
+                    let _ = listener.consume_message(&[msg], context);
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let n = (threads * per_thread) as f64;
+    Round {
+        msgs_per_s: n / secs,
+        cpu_us_per_msg: crate::cpu_time().saturating_sub(before).as_secs_f64() * 1e6 / n,
+    }
+}
+
+/// `rounds` interleaved rounds of every kind in `kinds`; one `Round` per kind and round.
+pub async fn measure(
+    url: &str,
+    kinds: &[Kind],
+    work: Work,
+    threads: usize,
+    messages: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<(Kind, Vec<Round>)>> {
+    let mut listeners = Vec::new();
+    for &kind in kinds {
+        listeners.push((kind, listener(kind, work, url).await?));
+    }
+    let mut results: Vec<(Kind, Vec<Round>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
+    let per_thread = messages / threads.max(1);
+    for r in 0..rounds {
+        for (i, (kind, listener)) in listeners.iter().enumerate() {
+            let tag = format!("{:02X}{r:04X}", *kind as u8);
+            let listener = listener.as_ref();
+            let result = tokio::task::block_in_place(|| round(listener, threads, per_thread, &tag));
+            results[i].1.push(result);
+        }
+    }
+    Ok(results)
+}
