@@ -1,6 +1,5 @@
 //! Bridging the client's synchronous listener call to async store and handler code.
 
-use std::cell::Cell;
 use std::future::Future;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
@@ -52,59 +51,15 @@ impl ListenerRuntime {
     {
         let handle = self.handle();
         match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Err(_) => on_this_thread(handle, fut),
+            Err(_) => handle.block_on(fut),
             Ok(RuntimeFlavor::CurrentThread) => std::thread::scope(|scope| {
                 scope
-                    .spawn(|| on_this_thread(handle, fut))
+                    .spawn(|| handle.block_on(fut))
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             }),
-            Ok(_) => tokio::task::block_in_place(|| on_this_thread(handle, fut)),
+            Ok(_) => tokio::task::block_in_place(|| handle.block_on(fut)),
         }
-    }
-}
-
-thread_local! {
-    /// Set while this thread waits for a listener's future in [`ListenerRuntime::block_on`].
-    static CONSUME_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the caller runs inside [`ListenerRuntime::block_on`]: on a thread that does nothing
-/// but wait for one listener call, so a store may block it for a round trip instead of handing
-/// the call to a runtime task (the Redis store's blocking connections).
-pub(crate) fn on_consume_thread() -> bool {
-    CONSUME_THREAD.with(Cell::get)
-}
-
-/// `handle.block_on(fut)`, with [`on_consume_thread`] true meanwhile.
-fn on_this_thread<F: Future>(handle: &Handle, fut: F) -> F::Output {
-    let _restore = ConsumeThread::set(true);
-    handle.block_on(fut)
-}
-
-/// `fut`, polled with [`on_consume_thread`] false: the handlers' phase of a batch, where the
-/// handlers and the renewals beside them share the thread, so no store call may block it.
-pub(crate) async fn beside_handlers<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let _restore = ConsumeThread::set(false);
-        fut.as_mut().poll(cx)
-    })
-    .await
-}
-
-/// Sets [`on_consume_thread`]'s answer, and puts the old one back when dropped.
-struct ConsumeThread(bool);
-
-impl ConsumeThread {
-    fn set(value: bool) -> Self {
-        ConsumeThread(CONSUME_THREAD.with(|c| c.replace(value)))
-    }
-}
-
-impl Drop for ConsumeThread {
-    fn drop(&mut self) {
-        CONSUME_THREAD.with(|c| c.set(self.0));
     }
 }
 
@@ -116,23 +71,5 @@ impl Drop for ListenerRuntime {
                 runtime.shutdown_background();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_consume_thread_is_marked_inside_block_on_and_not_beside_the_handlers() {
-        let runtime = ListenerRuntime::current_or_new().unwrap();
-        assert!(!on_consume_thread());
-        let seen = runtime.block_on(async {
-            let inside = on_consume_thread();
-            let beside = beside_handlers(async { on_consume_thread() }).await;
-            (inside, beside, on_consume_thread())
-        });
-        assert_eq!(seen, (true, false, true));
-        assert!(!on_consume_thread(), "put back after the call");
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rocketmq_dedup::record_key::RecordKey;
 use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG};
-use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
+use rocketmq_dedup::store::{
+    ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken, RedisStore,
+};
 use rocketmq_dedup::StoreError;
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 
@@ -582,64 +584,6 @@ async fn wait_for_replicas_makes_commits_wait_and_fails_when_too_few_acknowledge
     );
 }
 
-/// Calls made at the same moment (several consume threads, background commits) share
-/// pipelines on one server; each still gets its own answers. With `coalesce(false)`, each
-/// call is its own round trip.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_calls_share_pipelines_on_one_server() {
-    let server = local(RedisOptions::default());
-    for coalesce in [true, false] {
-        let store = RedisStore::builder(server.url())
-            .coalesce(coalesce)
-            .connect()
-            .await
-            .unwrap();
-        let keys = fresh_keys(64);
-        let before = store.round_trips();
-        let calls: Vec<_> = keys
-            .iter()
-            .cloned()
-            .map(|key| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let token = OwnerToken::random();
-                    let claim = store.claim(std::slice::from_ref(&key), token, LONG).await;
-                    (token, claim)
-                })
-            })
-            .collect();
-        let mut tokens = Vec::new();
-        for call in calls {
-            let (token, claim) = call.await.unwrap();
-            assert_eq!(claim.unwrap(), [ClaimOutcome::Claimed]);
-            tokens.push(token);
-        }
-        let trips = store.round_trips() - before;
-        match coalesce {
-            true => assert!(trips < 32, "64 concurrent claims in {trips} round trips"),
-            false => assert_eq!(trips, 64),
-        }
-        // Every call got its own answer: each key is held by its own token.
-        for (key, token) in keys.iter().zip(tokens) {
-            let other = OwnerToken::random();
-            assert_eq!(
-                store
-                    .renew(std::slice::from_ref(key), other, LONG)
-                    .await
-                    .unwrap(),
-                [false]
-            );
-            assert_eq!(
-                store
-                    .renew(std::slice::from_ref(key), token, LONG)
-                    .await
-                    .unwrap(),
-                [true]
-            );
-        }
-    }
-}
-
 /// The client calls the listener on threads of its own. Calls made there use the store's
 /// blocking connections (one more client on the server, and the same round trips); a server
 /// that goes away fails them fast, and after a restart they work again.
@@ -734,54 +678,65 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
     rt.block_on(listener.shutdown(Duration::from_secs(5)));
 }
 
-/// A detached commit waits (up to the linger) for the next pipeline and goes in front of its
-/// commands: the claim that carries it costs the only round trip, and sees the key CONSUMED.
-#[tokio::test]
-async fn a_detached_commit_rides_the_next_claim() {
+/// A detached commit on a thread that may block waits in that thread's slot and goes in front
+/// of its next pipeline: the claim that carries it costs the only round trip, and sees the key
+/// CONSUMED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_commit_rides_its_threads_next_claim() {
     let server = local(RedisOptions::default());
-    let store = RedisStore::builder(server.url())
-        .commit_linger(Duration::from_secs(30))
-        .connect()
-        .await
-        .unwrap();
-    let (first, second) = (OwnerToken::random(), OwnerToken::random());
-    let keys = fresh_keys(2);
-    let (a, b) = (keys[0].clone(), keys[1].clone());
-    assert_eq!(
-        store
-            .claim(std::slice::from_ref(&a), first, LONG)
-            .await
-            .unwrap(),
-        [ClaimOutcome::Claimed]
-    );
-    let committing = tokio::spawn({
-        let (store, a) = (store.clone(), a.clone());
-        async move { commit_detached_awaited(&store, &[a], first, LONG).await }
-    });
+    let (store, keys, first) = one_claim_lingering(&server, Duration::from_secs(30)).await;
+    let (a, b) = (keys[0].clone(), fresh_keys(1).remove(0));
+    let (committed, answer) = detached(&store, &keys, first);
+    assert!(committed.is_none(), "carried, not given back");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!committing.is_finished(), "the commit waits for a pipeline");
     let value = server.command(&["GET", a.as_str()]).unwrap();
     assert!(value.contains("\r\nc"), "still CONSUMING: {value:?}");
 
     let before = store.round_trips();
     assert_eq!(
-        store.claim(&[b, a.clone()], second, LONG).await.unwrap(),
+        store
+            .claim(&[b, a.clone()], OwnerToken::random(), LONG)
+            .await
+            .unwrap(),
         [ClaimOutcome::Claimed, ClaimOutcome::Consumed],
         "the carried commit ran before the claim of the same key"
     );
-    let committed = tokio::time::timeout(Duration::from_secs(5), committing)
+    assert_eq!(store.round_trips() - before, 1, "one pipeline carried both");
+    let committed = tokio::time::timeout(Duration::from_secs(5), answer)
         .await
         .expect("the claim's answer finished the commit")
         .unwrap();
     assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
-    assert_eq!(store.round_trips() - before, 1, "one pipeline carried both");
     assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\n1\r\n");
 }
 
-/// With no other call to carry it, a detached commit leaves by itself after the linger (the
-/// store's flusher sends it); with a zero linger, at once. A commit awaited through `commit`
-/// never waits.
-#[tokio::test]
+/// Only the thread that left a commit carries it: another thread's claim does not (no queue
+/// is shared between threads), and the sweeper sends it after the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_threads_claim_does_not_carry_a_commit() {
+    let server = local(RedisOptions::default());
+    let linger = Duration::from_millis(500);
+    let (store, keys, token) = one_claim_lingering(&server, linger).await;
+    let started = std::time::Instant::now();
+    let (_, answer) = detached(&store, &keys, token);
+    let (other, runtime) = (store.clone(), tokio::runtime::Handle::current());
+    let claimed = std::thread::spawn(move || {
+        runtime.block_on(other.claim(&fresh_keys(1), OwnerToken::random(), LONG))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(claimed.unwrap(), [ClaimOutcome::Claimed]);
+    let value = server.command(&["GET", keys[0].as_str()]).unwrap();
+    assert!(value.contains("\r\nc"), "still CONSUMING: {value:?}");
+    let committed = answer.await.unwrap().unwrap();
+    assert_eq!(committed, [CommitOutcome::Committed]);
+    assert!(started.elapsed() >= linger, "sent by the sweeper");
+}
+
+/// With no call of its thread to carry it, a detached commit leaves by itself after the linger
+/// (the store's sweeper sends it); with a zero linger it is given back and sent at once. A
+/// commit awaited through `commit` never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_nothing_carries_leaves_after_the_linger() {
     let server = local(RedisOptions::default());
     for linger in [Duration::from_millis(300), Duration::ZERO] {
@@ -820,14 +775,14 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
 
 /// A detached commit carried by a pipeline that fails gets the failure at once (the listener
 /// retries it), not after its linger.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     let mut server = local(RedisOptions::default());
-    let (store, keys, token, committing) =
-        a_commit_waiting_for_a_carrier(&server, Duration::from_millis(500)).await;
+    let (store, keys, token) = one_claim_lingering(&server, Duration::from_secs(30)).await;
+    let (_, answer) = detached(&store, &keys, token);
     server.kill();
-    assert!(store.claim(&keys[1..], token, LONG).await.is_err());
-    let carried = tokio::time::timeout(Duration::from_secs(10), committing)
+    assert!(store.claim(&fresh_keys(1), token, LONG).await.is_err());
+    let carried = tokio::time::timeout(Duration::from_secs(10), answer)
         .await
         .expect("the commit got the carrier's failure")
         .unwrap();
@@ -840,89 +795,50 @@ async fn a_commit_carried_by_a_failed_pipeline_fails_with_it() {
     );
 }
 
-/// A detached commit whose carrier is dropped before its answer comes (the carrying call was
-/// cancelled) is sent again: it is written, and its outcome still comes.
-#[tokio::test]
-async fn a_commit_whose_carrier_is_dropped_is_sent_again() {
+/// A commit left by a thread that ends before anything carried it is sent anyway: it is
+/// written, and its outcome still comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_left_by_a_thread_that_ends_is_sent() {
     let server = local(RedisOptions::default());
-    let (store, keys, token, committing) =
-        a_commit_waiting_for_a_carrier(&server, Duration::from_secs(10)).await;
-    // The server holds every command for a second: the carrying claim is cancelled meanwhile.
-    server.command(&["CLIENT", "PAUSE", "1000", "ALL"]).unwrap();
-    let carrier = store.claim(&keys[1..], token, LONG);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), carrier)
-            .await
-            .is_err(),
-        "the carrier was still waiting"
-    );
-    let committed = tokio::time::timeout(Duration::from_secs(10), committing)
-        .await
-        .expect("the commit was sent again and answered")
+    let (store, keys, token) = one_claim_lingering(&server, Duration::from_secs(30)).await;
+    let runtime = tokio::runtime::Handle::current();
+    let (carried, answer) = {
+        let (store, keys) = (store.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let _entered = runtime.enter();
+            let (given_back, answer) = detached(&store, &keys, token);
+            (given_back.is_none(), answer)
+        })
+        .join()
         .unwrap()
+    };
+    assert!(carried, "the thread's slot took it");
+    let committed = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("sent when its thread ended")
         .unwrap();
-    // The dropped pipeline ran too (the server had it): the second run finds it CONSUMED.
-    assert!(
-        matches!(
-            committed[..],
-            [CommitOutcome::Committed] | [CommitOutcome::AlreadyConsumed]
-        ),
-        "{committed:?}"
-    );
+    assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
     assert_eq!(
         server.command(&["GET", keys[0].as_str()]).unwrap(),
         "$1\r\n1\r\n"
     );
 }
 
-/// A detached commit made while the store is quiet (no pipeline sent within the linger) does
-/// not wait for a carrier that is not coming.
-#[tokio::test]
-async fn a_commit_made_while_the_store_is_quiet_leaves_at_once() {
-    let server = local(RedisOptions::default());
-    let linger = Duration::from_secs(2);
-    let (store, keys, token) = one_claim_lingering(&server, linger).await;
-    tokio::time::sleep(linger + Duration::from_millis(200)).await;
-    let started = std::time::Instant::now();
-    assert_eq!(
-        commit_detached_awaited(&store, &keys, token, LONG)
-            .await
-            .unwrap(),
-        [CommitOutcome::Committed]
-    );
-    assert!(
-        started.elapsed() < linger,
-        "it did not wait for a carrier: {:?}",
-        started.elapsed()
-    );
-}
-
-/// A store with a 30 s linger and `response_timeout`, two fresh keys, a token that claimed
-/// the first, and the detached commit of it, waiting for a carrier (100 ms in).
-async fn a_commit_waiting_for_a_carrier(
-    server: &RedisServer,
-    response_timeout: Duration,
+/// Hands `store` the detached commit of `keys` for `token`: what the store gave back (`None`:
+/// it took it), and where its outcome comes.
+fn detached(
+    store: &RedisStore,
+    keys: &[RecordKey],
+    token: OwnerToken,
 ) -> (
-    RedisStore,
-    Vec<RecordKey>,
-    OwnerToken,
-    tokio::task::JoinHandle<Result<Vec<CommitOutcome>, StoreError>>,
+    Option<DetachedCommit>,
+    tokio::sync::oneshot::Receiver<Result<Vec<CommitOutcome>, StoreError>>,
 ) {
-    let store = RedisStore::builder(server.url())
-        .commit_linger(Duration::from_secs(30))
-        .response_timeout(response_timeout)
-        .connect()
-        .await
-        .unwrap();
-    let token = OwnerToken::random();
-    let keys = fresh_keys(2);
-    store.claim(&keys[..1], token, LONG).await.unwrap();
-    let committing = tokio::spawn({
-        let (store, key) = (store.clone(), keys[0].clone());
-        async move { commit_detached_awaited(&store, &[key], token, LONG).await }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let commit = DetachedCommit::new(keys.to_vec(), token, LONG, move |_, result| {
+        let _ = tx.send(result);
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    (store, keys, token, committing)
+    (store.commit_detached(commit), rx)
 }
 
 /// A store whose background commits linger `linger`, and a fresh key it claimed for a token.

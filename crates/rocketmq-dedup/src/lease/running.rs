@@ -10,7 +10,6 @@ use crate::engine::task::{Outcome, RunOrder};
 use crate::error::StoreOperation;
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
-use crate::runtime::beside_handlers;
 use crate::stats::Event;
 use crate::store::OwnerToken;
 
@@ -47,19 +46,15 @@ impl<H: DedupHandler> Shared<H> {
             results
         };
         if claimed.is_empty() {
-            return beside_handlers(run).await;
+            return run.await;
         }
         // Biased: the handlers are polled first, so a batch whose handlers finish at once
-        // never registers the renewal timer. Beside the handlers, a store call (the renewals)
-        // must never block the thread they are polled on.
-        beside_handlers(async {
-            tokio::select! {
-                biased;
-                results = run => results,
-                never = self.renew_forever(claimed, token) => match never {},
-            }
-        })
-        .await
+        // never registers the renewal timer.
+        tokio::select! {
+            biased;
+            results = run => results,
+            never = self.renew_forever(claimed, token) => match never {},
+        }
     }
 
     /// Renews `claimed` every renew interval, for as long as it is polled.

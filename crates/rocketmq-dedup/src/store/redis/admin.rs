@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
+use super::connection::Lane;
 use super::pipeline::KeyedCommand;
 use super::scripts::{is_consumed, UNREADABLE_VALUE};
 use super::RedisStore;
@@ -67,7 +68,11 @@ impl RecordAdmin for RedisStore {
                 KeyedCommand { key: k, cmd: get },
                 KeyedCommand { key: k, cmd: pttl },
             ];
-            let sent = self.conn.send(commands, None).await.map_err(failed)?;
+            let sent = self
+                .conn
+                .send(commands, None, Lane::Multiplexed)
+                .await
+                .map_err(failed)?;
             let mut answers = sent.answers.into_iter();
             let (Some(value), Some(pttl)) = (answers.next(), answers.next()) else {
                 return Err(corrupt("fewer answers than commands"));
@@ -88,7 +93,11 @@ impl RecordAdmin for RedisStore {
                 key: key.as_str(),
                 cmd: del,
             }];
-            let sent = self.conn.send(commands, None).await.map_err(failed)?;
+            let sent = self
+                .conn
+                .send(commands, None, Lane::Multiplexed)
+                .await
+                .map_err(failed)?;
             let deleted = sent.answers.into_iter().next().unwrap_or(Ok(Value::Int(0)));
             let deleted: i64 =
                 redis::from_redis_value(deleted.map_err(failed)?).map_err(|e| failed(e.into()))?;
@@ -130,7 +139,11 @@ impl RecordAdmin for RedisStore {
                         KeyedCommand { key: k, cmd: get }
                     })
                     .collect();
-                let sent = self.conn.send(commands, None).await.map_err(failed)?;
+                let sent = self
+                    .conn
+                    .send(commands, None, Lane::Multiplexed)
+                    .await
+                    .map_err(failed)?;
                 for answer in sent.answers {
                     let value: Option<Vec<u8>> = redis::from_redis_value(answer.map_err(failed)?)
                         .map_err(|e| failed(e.into()))?;

@@ -1,16 +1,17 @@
 //! Configuration of a [`RedisStore`], and the connection to the deployment its URL names.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
 
-use super::blocking::BlockingPool;
+use super::blocking::BlockingLane;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
-use super::riders::Riders;
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
 use super::url::Deployment;
@@ -43,7 +44,6 @@ pub struct RedisStoreBuilder {
     max_backoff: Duration,
     script_claims: bool,
     wait_for_replicas: Option<WaitForReplicas>,
-    coalesce: bool,
     consume_thread_connections: usize,
     commit_linger: Duration,
 }
@@ -81,7 +81,6 @@ impl RedisStoreBuilder {
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
             script_claims: false,
             wait_for_replicas: None,
-            coalesce: false,
             consume_thread_connections: Self::DEFAULT_CONSUME_THREAD_CONNECTIONS,
             commit_linger: Self::DEFAULT_COMMIT_LINGER,
         }
@@ -146,25 +145,14 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// On one server, sends the commands of every store call waiting at the moment (claims of
-    /// several consume threads, background commits) as one pipeline, from one writer task.
-    /// Default off: each call sends its own pipeline. Measured on the benchmark's 2 shared
-    /// cores, the writer's extra task hand-off costs more than the shared round trips save
-    /// (0.83× msg/s at batch 1 and 32; BENCHMARKS.md); it may pay where Redis is remote and
-    /// round trips dominate. Cluster and Sentinel connections always send their own.
-    pub fn coalesce(mut self, yes: bool) -> Self {
-        self.coalesce = yes;
-        self
-    }
-
-    /// On one server, the blocking connections at most (default
-    /// [`Self::DEFAULT_CONSUME_THREAD_CONNECTIONS`]) that calls made on a listener's consume
-    /// thread use instead of the multiplexed connection: the consume thread writes and reads
-    /// the socket itself, with no hand-off to a runtime task and back (the claims at batch
-    /// size 1; the benchmark's `redis-mux` line is the same store with 0). They are opened as
-    /// consume threads first need them; when all are in use, or for a second after one failed,
-    /// calls go the multiplexed way. `0`: every call goes the multiplexed way. Cluster and
-    /// Sentinel connections always do.
+    /// On one server, how many threads at most get a blocking connection of their own
+    /// (default [`Self::DEFAULT_CONSUME_THREAD_CONNECTIONS`]): claims, commits and releases
+    /// made where the thread may block (a listener's consume thread) write and read the socket
+    /// themselves, with no hand-off to a runtime task and back (the benchmark's `redis-mux`
+    /// line is the same store with 0). A thread's connection is opened at its first call;
+    /// calls from threads past the bound, and for a second after a connection failed, go the
+    /// multiplexed way. `0`: every call goes the multiplexed way. Cluster and Sentinel
+    /// connections always do.
     pub fn consume_thread_connections(mut self, max: usize) -> Self {
         self.consume_thread_connections = max;
         self
@@ -172,23 +160,21 @@ impl RedisStoreBuilder {
 
     /// How long a detached commit (one a listener hands over after acking,
     /// [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit) and
-    /// [`DedupStore::commit_detached`]) waits for the next pipeline another call sends, to go
-    /// in front of its commands instead of in a round trip of its own (default
-    /// [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the next claim, a few microseconds
-    /// later: at batch size 1 a message then costs one round trip, not two, and its commit no
-    /// task: the thread that sent the carrying pipeline finishes it. A commit no pipeline took
-    /// within the linger is sent by the store's flusher task (one per store, waking about once
-    /// per linger while commits come; add the timer's millisecond of granularity), and one made
-    /// while the store is quiet (no pipeline sent within the last linger) at once. The price: a
-    /// record may stay CONSUMING up to this much longer after its message was acked, the
-    /// window in which a crash lets a copy run again (BENCHMARKS.md measures it in the chaos
-    /// run).
+    /// [`DedupStore::commit_detached`]) may wait for its thread's next pipeline, to go in front
+    /// of its commands instead of in a round trip of its own (default
+    /// [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the claim of the thread's next
+    /// message, a round trip later: at batch size 1 a message then costs one round trip, not
+    /// two, and its commit no task and no thread hand-off. A commit whose thread went idle is
+    /// sent after the linger by the store's sweeper task, which runs only while commits wait.
+    /// The price: a record may stay CONSUMING up to this much longer after its message was
+    /// acked, the window in which a crash lets a copy run again (BENCHMARKS.md measures it in
+    /// the chaos run).
     ///
-    /// Only detached commits linger (one awaited through [`DedupStore::commit`], as on the ack
-    /// path with `ack_before_commit(false)`, leaves at once), and only on one server or
-    /// through Sentinel: on a Cluster a carrier could reach masters its own keys do not touch,
-    /// and with [`Self::wait_for_replicas`] each commit needs its `WAIT`. `Duration::ZERO`:
-    /// every commit sends its own pipeline.
+    /// Only detached commits wait (one awaited through [`DedupStore::commit`], as on the ack
+    /// path with `ack_before_commit(false)`, leaves at once), and only on one server, from a
+    /// thread with a blocking connection ([`Self::consume_thread_connections`]): elsewhere, and
+    /// with [`Self::wait_for_replicas`] (each commit needs its `WAIT`), the listener awaits
+    /// each commit on a task. `Duration::ZERO`: every commit sends its own pipeline.
     ///
     /// [`DedupStore::commit_detached`]: crate::DedupStore::commit_detached
     /// [`DedupStore::commit`]: crate::DedupStore::commit
@@ -227,7 +213,9 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.response_timeout))
     }
 
-    async fn open(&self) -> Result<RedisConnection, StoreError> {
+    /// Connects; `round_trips` is the store's counter (its blocking lane's sweeper counts
+    /// into it).
+    async fn open(&self, round_trips: &Arc<AtomicU64>) -> Result<RedisConnection, StoreError> {
         let deployment = Deployment::parse(&self.url).map_err(|reason| StoreError::BadUrl {
             reason: format!("Redis store URL: {reason}"),
         })?;
@@ -241,18 +229,25 @@ impl RedisStoreBuilder {
                     .set_min_delay(self.min_backoff)
                     .set_max_delay(self.max_backoff)
                     .set_number_of_retries(2);
-                let blocking = (self.consume_thread_connections > 0).then(|| {
-                    BlockingPool::new(
-                        client.clone(),
-                        self.connect_timeout,
-                        self.response_timeout,
-                        self.consume_thread_connections,
-                    )
-                });
-                let conn = ConnectionManager::new_with_config(client, config)
+                let conn = ConnectionManager::new_with_config(client.clone(), config)
                     .await
                     .map_err(connect_err)?;
-                Ok(RedisConnection::standalone(conn, self.coalesce, blocking))
+                let blocking = (self.consume_thread_connections > 0).then(|| {
+                    // With `WAIT` after commits, each commit needs its own: none is carried.
+                    let linger = match self.wait_for_replicas {
+                        Some(_) => Duration::ZERO,
+                        None => self.commit_linger,
+                    };
+                    BlockingLane::new(
+                        client,
+                        (self.connect_timeout, self.response_timeout),
+                        self.consume_thread_connections,
+                        linger,
+                        conn.clone(),
+                        Arc::clone(round_trips),
+                    )
+                });
+                Ok(RedisConnection::standalone(conn, blocking))
             }
             Deployment::Cluster { nodes } => {
                 let builder = redis::cluster::ClusterClientBuilder::new(nodes)
@@ -324,7 +319,8 @@ impl RedisStoreBuilder {
     /// `TlsFailed`).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let connect_err = connect_error;
-        let conn = self.open().await?;
+        let round_trips = Arc::new(AtomicU64::new(0));
+        let conn = self.open(&round_trips).await?;
         // Load the scripts now (on every node of a Cluster), so that the first batches do not
         // pay for NOSCRIPT answers (a restarted server's empty cache is still handled).
         let all = scripts();
@@ -338,15 +334,10 @@ impl RedisStoreBuilder {
             .await
             .map_err(connect_err)?;
         let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
-        let riders = (!self.commit_linger.is_zero()
-            && self.wait_for_replicas.is_none()
-            && conn.deployment() != "cluster")
-            .then(|| std::sync::Arc::new(Riders::new(self.commit_linger)));
         Ok(RedisStore {
             conn,
-            riders,
             scripts: all,
-            round_trips: Default::default(),
+            round_trips,
             native_claim: !self.script_claims && server_major_version(&info) >= 7,
             wait: self.wait_for_replicas.map(|w| w.command()),
         })
@@ -437,7 +428,6 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("max_backoff", &self.max_backoff)
             .field("script_claims", &self.script_claims)
             .field("wait_for_replicas", &self.wait_for_replicas)
-            .field("coalesce", &self.coalesce)
             .field(
                 "consume_thread_connections",
                 &self.consume_thread_connections,

@@ -7,11 +7,20 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, RedisError, RedisResult, Value};
 
-use super::blocking::BlockingPool;
+use super::blocking::BlockingLane;
 use super::cluster::ClusterNodes;
-use super::coalesce::Coalescer;
 use super::pipeline::{one_pipeline, scan_to_end, KeyedCommand, Sent};
 use super::sentinel::SentinelMaster;
+
+/// Which connection a call takes on one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// The calling thread's blocking connection, where it may block
+    /// ([`BlockingLane::usable`]): the calls on the ack path (claims, commits, releases).
+    Blocking,
+    /// The multiplexed connection: calls beside a running handler (renewals) and from tools.
+    Multiplexed,
+}
 
 /// A connection to the deployment a store URL names. Cheap to clone; it implements redis-rs's
 /// [`ConnectionLike`], so tools can send their own commands with `query_async` (on a Cluster,
@@ -31,28 +40,17 @@ impl std::fmt::Debug for RedisConnection {
 
 #[derive(Clone)]
 enum Inner {
-    /// One server: the connection, the writer that coalesces concurrent calls (if on), and
-    /// the blocking connections for consume threads (if any).
-    Standalone(
-        ConnectionManager,
-        Option<Coalescer>,
-        Option<Arc<BlockingPool>>,
-    ),
+    /// One server: the multiplexed connection, and the blocking lane (if any).
+    Standalone(ConnectionManager, Option<Arc<BlockingLane>>),
     Cluster(ClusterNodes),
     Sentinel(SentinelMaster),
 }
 
 impl RedisConnection {
-    /// One server; with `coalesce`, concurrent calls share pipelines (see [`Coalescer`]);
-    /// with `blocking`, calls made on a consume thread use its connections.
-    pub(super) fn standalone(
-        conn: ConnectionManager,
-        coalesce: bool,
-        blocking: Option<BlockingPool>,
-    ) -> Self {
-        let writer = coalesce.then(|| Coalescer::start(conn.clone()));
+    /// One server; with `blocking`, calls that may block use its connections.
+    pub(super) fn standalone(conn: ConnectionManager, blocking: Option<BlockingLane>) -> Self {
         RedisConnection {
-            inner: Inner::Standalone(conn, writer, blocking.map(Arc::new)),
+            inner: Inner::Standalone(conn, blocking.map(Arc::new)),
         }
     }
 
@@ -68,6 +66,14 @@ impl RedisConnection {
         }
     }
 
+    /// One server's blocking lane, if it has one.
+    pub(super) fn blocking_lane(&self) -> Option<&Arc<BlockingLane>> {
+        match &self.inner {
+            Inner::Standalone(_, lane) => lane.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The deployment's short name: `standalone`, `cluster` or `sentinel`.
     pub fn deployment(&self) -> &'static str {
         match self.inner {
@@ -78,29 +84,25 @@ impl RedisConnection {
     }
 
     /// Sends `commands` (and `wait`, a `WAIT n timeout`, after them on every server touched)
-    /// as one pipeline per server.
+    /// as one pipeline per server, on one server through `lane`.
     pub(super) async fn send(
         &self,
         commands: Vec<KeyedCommand<'_>>,
         wait: Option<&Cmd>,
+        lane: Lane,
     ) -> Result<Sent, RedisError> {
         match &self.inner {
-            Inner::Standalone(conn, writer, blocking) => {
+            Inner::Standalone(conn, blocking) => {
                 let commands = match blocking {
-                    Some(pool) if pool.usable() => match pool.send_or_return(commands, wait) {
-                        Ok(sent) => return sent,
-                        Err(commands) => commands,
-                    },
+                    Some(pool) if lane == Lane::Blocking && pool.usable() => {
+                        match pool.send_or_return(commands, wait) {
+                            Ok(sent) => return sent,
+                            Err(commands) => commands,
+                        }
+                    }
                     _ => commands,
                 };
-                match writer {
-                    Some(writer) => {
-                        writer
-                            .send(commands.into_iter().map(|c| c.cmd).collect(), wait)
-                            .await
-                    }
-                    None => one_pipeline(&mut conn.clone(), commands, wait).await,
-                }
+                one_pipeline(&mut conn.clone(), commands, wait).await
             }
             Inner::Cluster(nodes) => nodes.send(commands, wait).await,
             Inner::Sentinel(master) => master.send(commands, wait).await,

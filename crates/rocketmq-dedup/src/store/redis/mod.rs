@@ -5,26 +5,25 @@ mod admin;
 mod blocking;
 mod builder;
 mod cluster;
-mod coalesce;
 mod connection;
 mod pipeline;
-mod riders;
 mod scripts;
 mod sentinel;
 mod url;
 
 use std::fmt;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use tokio::runtime::Handle;
 
+use blocking::{Carried, Rider};
 pub use builder::RedisStoreBuilder;
+use connection::Lane;
 pub use connection::RedisConnection;
 use pipeline::{KeyedCommand, Sent};
-use riders::{Boarded, Carried, Riders};
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
@@ -73,8 +72,6 @@ pub struct RedisStore {
     native_claim: bool,
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
-    /// Background commits waiting for the next pipeline ([`RedisStoreBuilder::commit_linger`]).
-    riders: Option<Arc<Riders>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -119,28 +116,14 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Sends `commands` (and `wait` after them) with the background commits waiting now in
-    /// front of them ([`riders`]); answers for `commands` only.
+    /// Sends `commands` (and `wait` after them) through `lane`.
     async fn send(
         &self,
         commands: Vec<KeyedCommand<'_>>,
         wait: Option<&Cmd>,
+        lane: Lane,
     ) -> Result<Sent, RedisError> {
-        // A store with riders never sends a `WAIT` (see `commit_linger`): none to check here.
-        let mut boarded = match &self.riders {
-            Some(riders) => {
-                riders.sending();
-                riders.board()
-            }
-            None => Boarded::none(),
-        };
-        if boarded.len() == 0 {
-            return self.conn.send(commands, wait).await;
-        }
-        let mut all = boarded.commands();
-        all.extend(commands);
-        let sent = self.conn.send(all, wait).await;
-        boarded.answer(sent)
+        self.conn.send(commands, wait, lane).await
     }
 
     /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
@@ -171,7 +154,10 @@ impl RedisStore {
                 }
             })
             .collect();
-        let sent = self.send(commands, None).await.map_err(backend)?;
+        let sent = self
+            .send(commands, None, Lane::Blocking)
+            .await
+            .map_err(backend)?;
         self.count_round_trips(sent.round_trips);
         sent.answers
             .into_iter()
@@ -195,7 +181,7 @@ impl RedisStore {
     /// Runs the call's script once per key (one pipeline per server) and returns the integer
     /// answers; its `wait` (commits with [`RedisStoreBuilder::wait_for_replicas`]) follows on
     /// each server. `carried`: the answers of a pipeline that already carried the commands
-    /// (a background commit's [`riders`]), read as the first attempt's.
+    /// (a carried commit's, see [`blocking`]), read as the first attempt's.
     ///
     /// A server whose script cache is empty (restarted, or a fresh replica after a failover)
     /// answers NOSCRIPT to the commands that met the empty cache; the others ran. So the
@@ -225,8 +211,13 @@ impl RedisStore {
                     }
                     let commands = todo.iter().map(|&k| call.command(k)).collect();
                     let wait = call.wait;
+                    // A renewal runs beside its handler: it never blocks the handler's thread.
+                    let lane = match call.operation {
+                        StoreOperation::Renew => Lane::Multiplexed,
+                        _ => Lane::Blocking,
+                    };
                     let sent = self
-                        .send(commands, wait.map(|(_, cmd)| cmd))
+                        .send(commands, wait.map(|(_, cmd)| cmd), lane)
                         .await
                         .map_err(backend)?;
                     self.count_round_trips(sent.round_trips);
@@ -276,7 +267,7 @@ impl RedisStore {
     }
 
     /// Commits `keys` with `token`; `carried`: what a pipeline that carried the commands
-    /// (a detached commit's [`riders`]) answered them, read as the first attempt's.
+    /// (a carried commit's, see [`blocking`]) answered them, read as the first attempt's.
     async fn commit_with(
         &self,
         keys: &[RecordKey],
@@ -304,8 +295,8 @@ impl RedisStore {
     }
 
     /// Finishes a detached commit with what became of its commands, on the thread that
-    /// learned it (the carrier's). What needs another round trip (a `NOSCRIPT` answer, or a
-    /// carrier dropped before it answered) goes on a task on `runtime`.
+    /// learned it (its own, or the sweeper's). What needs another round trip (a `NOSCRIPT`
+    /// answer, or a commit dropped unsent) goes on a task on `runtime`.
     fn finish_carried(self, commit: DetachedCommit, carried: Carried, runtime: &Handle) {
         let carried = match carried {
             Carried::Failed(e) => {
@@ -327,8 +318,7 @@ impl RedisStore {
                     _ => Some(answers),
                 }
             }
-            // Its fate is unknown: sent again, and the script answers "already consumed" if
-            // it had run.
+            // Never sent: sent now.
             Carried::Dropped => None,
         };
         runtime.spawn(async move {
@@ -336,26 +326,6 @@ impl RedisStore {
             let result = self.commit_with(keys, token, ttl, carried).await;
             commit.finish(result);
         });
-    }
-
-    /// The flusher of this store's riders: sends, on the multiplexed connection, the
-    /// commits no pipeline carried within the linger.
-    fn flusher(&self, riders: &Arc<Riders>) -> impl std::future::Future<Output = ()> + Send {
-        // Without riders of its own, so that the flusher does not keep the queue alive.
-        let store = RedisStore {
-            riders: None,
-            ..self.clone()
-        };
-        riders::flush(Arc::downgrade(riders), move |mut boarded| {
-            let store = store.clone();
-            async move {
-                let sent = store.conn.send(boarded.commands(), None).await;
-                if let Ok(sent) = &sent {
-                    store.count_round_trips(sent.round_trips);
-                }
-                let _ = boarded.answer(sent);
-            }
-        })
     }
 }
 
@@ -447,34 +417,34 @@ impl DedupStore for RedisStore {
         Box::pin(self.commit_with(keys, token, ttl, None))
     }
 
-    /// Queued for the next pipeline (see [`RedisStoreBuilder::commit_linger`]); given back
-    /// when the store has no linger or is quiet, or outside a Tokio runtime.
+    /// Left for the calling thread's next pipeline (see [`RedisStoreBuilder::commit_linger`]);
+    /// given back where a call could not carry it (a Cluster or Sentinel, `WAIT` after
+    /// commits, a zero linger, a thread that may not block, outside a Tokio runtime).
     fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
-        let Some(riders) = self.riders.as_ref().filter(|r| !r.quiet()) else {
+        let Some(lane) = self.conn.blocking_lane().filter(|_| self.wait.is_none()) else {
             return Some(commit);
         };
         let Ok(runtime) = Handle::try_current() else {
             return Some(commit);
         };
-        let (owner, ttl) = (owner_value(commit.token()), ttl_ms(commit.ttl()));
-        // A store with riders has no `WAIT` (see `commit_linger`), and the riders' commands
-        // are the script calls alone.
-        let args = [owner.as_bytes(), ttl.as_bytes()];
-        let call = self.commit_call(commit.keys(), &args);
-        let keys = commit
-            .keys()
-            .iter()
-            .map(|k| k.as_str().to_owned())
-            .collect();
-        let commands = (0..commit.keys().len())
-            .map(|k| call.command(k).cmd)
-            .collect();
-        let (store, spawn_on) = (self.clone(), runtime.clone());
-        let reply = Box::new(move |carried| store.finish_carried(commit, carried, &spawn_on));
-        if riders.queue(keys, commands, reply) {
-            runtime.spawn(self.flusher(riders));
+        let mut slot = Some(commit);
+        let carried = lane.carry(&runtime, || {
+            let commit = slot.take().expect("the rider is built once");
+            let (owner, ttl) = (owner_value(commit.token()), ttl_ms(commit.ttl()));
+            let args = [owner.as_bytes(), ttl.as_bytes()];
+            let call = self.commit_call(commit.keys(), &args);
+            let commands = (0..commit.keys().len())
+                .map(|k| call.command(k).cmd)
+                .collect();
+            let (store, spawn_on) = (self.clone(), runtime.clone());
+            Rider::new(commands, move |carried| {
+                store.finish_carried(commit, carried, &spawn_on)
+            })
+        });
+        match carried {
+            true => None,
+            false => slot,
         }
-        None
     }
 
     fn release<'a>(
