@@ -138,7 +138,7 @@ impl rocketmq_dedup::inbox::InboxHandler<sqlx::MySql> for WorkInbox {
 }
 
 /// The plain listener: the work, no dedup.
-struct Plain(Work);
+struct Plain(Work, tokio::runtime::Handle);
 
 impl MessageListenerConcurrently for Plain {
     fn consume_message(
@@ -147,7 +147,7 @@ impl MessageListenerConcurrently for Plain {
         _: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         for _ in msgs {
-            self.0.run_blocking();
+            self.0.run_on_thread(&self.1);
         }
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
     }
@@ -238,7 +238,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     let client = ClientEnv::new("bench")?;
     let spec = ConsumerSpec::new(&s.namesrv, &s.group, &s.topic).batch(s.batch);
     let listener: Box<dyn MessageListenerConcurrently> = match s.kind {
-        Kind::Plain => Box::new(Plain(s.work)),
+        Kind::Plain => Box::new(Plain(s.work, tokio::runtime::Handle::current())),
         Kind::Memory => dedup(Arc::new(MemoryStore::new()))?,
         Kind::Redis
         | Kind::Cluster
@@ -263,16 +263,19 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
             client: redis::Client::open(s.redis.as_str())?,
             app: s.group.clone(),
             work: s.work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: round_trips.clone(),
         }),
         Kind::FloorWithCommit => Box::new(crate::reference::FloorWithCommit {
             client: redis::Client::open(s.redis.as_str())?,
             work: s.work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: round_trips.clone(),
         }),
         Kind::Floor => Box::new(FloorListener {
             client: redis::Client::open(s.redis.as_str())?,
             work: s.work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: round_trips.clone(),
         }),
     };

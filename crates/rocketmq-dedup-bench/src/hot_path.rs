@@ -48,17 +48,20 @@ async fn listener(
         Kind::Floor => Box::new(FloorListener {
             client: redis::Client::open(url)?,
             work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: trips,
         }),
         Kind::FloorWithCommit => Box::new(crate::reference::FloorWithCommit {
             client: redis::Client::open(url)?,
             work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: trips,
         }),
         Kind::Reference => Box::new(ReferenceListener {
             client: redis::Client::open(url)?,
             app: "hot-path".into(),
             work,
+            runtime: tokio::runtime::Handle::current(),
             round_trips: trips,
         }),
         Kind::Redis | Kind::RedisNoLinger | Kind::RedisMultiplexed | Kind::RedisSyncCommit => {

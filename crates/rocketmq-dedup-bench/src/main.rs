@@ -61,6 +61,10 @@ struct Cli {
     /// to profile one scenario.
     #[arg(long)]
     backlog: Option<usize>,
+    /// Repetitions instead of the mode's (1 quick, 3 full); every scenario runs once per
+    /// repetition, the repetitions one after another (interleaved).
+    #[arg(long)]
+    reps: Option<usize>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -147,9 +151,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Plain,
         Kind::Floor,
+        Kind::FloorWithCommit,
         Kind::Memory,
         Kind::Redis,
         Kind::Reference,
@@ -172,9 +177,9 @@ impl Kind {
     }
 }
 
-/// What the handler does per message, and how the dedup listeners' handler is written: an
-/// async handler (`impl DedupHandler`) or a blocking closure (`handler_fn(|msg| …)`). The
-/// listeners without a handler trait (plain, floor, reference) run the blocking form.
+/// What the handler does per message, and how it is written: an async handler (for the dedup
+/// listeners `impl DedupHandler`; for the listeners without a handler trait, the same future
+/// driven to completion on the consume thread) or a blocking closure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Work {
     /// Nothing, in an async handler.
@@ -184,7 +189,7 @@ pub enum Work {
     TrivialBlocking,
     /// Blocks its thread for 1 ms (a synchronous database call), in a blocking closure.
     Sleep1ms,
-    /// Awaits a 1 ms timer (an async database call), in an async handler.
+    /// Awaits a 1 ms Tokio timer (an async database call), in an async handler.
     #[value(name = "async1ms")]
     Async1ms,
     /// About 20 us of CPU work (a loop), in a blocking closure.
@@ -192,12 +197,12 @@ pub enum Work {
 }
 
 impl Work {
-    /// The same work written blocking: what the listeners without a handler trait run.
+    /// The work a listener without a handler trait runs for this one: the same, but a
+    /// trivial handler is trivial however it is written.
     pub fn blocking_form(self) -> Work {
         match self {
-            Work::Trivial | Work::TrivialBlocking => Work::Trivial,
-            Work::Sleep1ms | Work::Async1ms => Work::Sleep1ms,
-            Work::Cpu => Work::Cpu,
+            Work::TrivialBlocking => Work::Trivial,
+            other => other,
         }
     }
 
@@ -206,21 +211,34 @@ impl Work {
         matches!(self, Work::TrivialBlocking | Work::Sleep1ms | Work::Cpu)
     }
 
-    /// The work, blocking the calling thread.
+    /// The work of a blocking closure, on the calling thread.
     pub fn run_blocking(self) {
-        match self.blocking_form() {
+        match self {
             Work::Sleep1ms => std::thread::sleep(Duration::from_millis(1)),
             Work::Cpu => cpu_loop(),
             _ => {}
         }
     }
 
-    /// The work, awaiting a timer where it waits.
+    /// The work of an async handler.
     pub async fn run_async(self) {
         match self {
             Work::Async1ms | Work::Sleep1ms => tokio::time::sleep(Duration::from_millis(1)).await,
             Work::Cpu => cpu_loop(),
             _ => {}
+        }
+    }
+
+    /// The work as a listener without a handler trait runs it on its consume thread: a
+    /// blocking closure called, an async handler's future driven on `runtime` (inside
+    /// `block_in_place` where the thread is in a runtime already, as the dedup listeners do).
+    pub fn run_on_thread(self, runtime: &tokio::runtime::Handle) {
+        match self {
+            Work::Async1ms => match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(|| runtime.block_on(self.run_async())),
+                Err(_) => runtime.block_on(self.run_async()),
+            },
+            other => other.run_blocking(),
         }
     }
 }
@@ -373,7 +391,7 @@ fn main() -> anyhow::Result<()> {
                 true => Kind::ALL.to_vec(),
                 false => cli.listeners,
             };
-            runtime.block_on(drive(cli.full, cli.backlog, &listeners, cli.json))?
+            runtime.block_on(drive(cli.full, cli.backlog, cli.reps, &listeners, cli.json))?
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -524,11 +542,12 @@ fn works(dup: u8, batch: u32) -> &'static [Work] {
 async fn drive(
     full: bool,
     backlog: Option<usize>,
+    reps: Option<usize>,
     listeners: &[Kind],
     json: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let (mode_backlog, reps) = if full { (20_000, 3) } else { (3_000, 1) };
-    let backlog = backlog.unwrap_or(mode_backlog);
+    let (mode_backlog, mode_reps) = if full { (20_000, 3) } else { (3_000, 1) };
+    let (backlog, reps) = (backlog.unwrap_or(mode_backlog), reps.unwrap_or(mode_reps));
     let exe = std::env::current_exe()?;
     std::env::remove_var("ROCKETMQ_NAMESRV_ADDR");
     std::env::remove_var("REDIS_URL");

@@ -57,6 +57,8 @@ pub struct ReferenceListener {
     pub client: redis::Client,
     pub app: String,
     pub work: crate::Work,
+    /// Where an async handler's future runs.
+    pub runtime: tokio::runtime::Handle,
     pub round_trips: Arc<AtomicU64>,
 }
 
@@ -85,7 +87,7 @@ impl ReferenceListener {
                 .arg(30_000)
                 .query(conn)?;
             if set.is_some() {
-                self.work.run_blocking();
+                self.work.run_on_thread(&self.runtime);
                 self.round_trips.fetch_add(1, Ordering::Relaxed);
                 let _: () = redis::cmd("SET")
                     .arg(&key)
@@ -120,6 +122,8 @@ impl MessageListenerConcurrently for ReferenceListener {
 pub struct FloorListener {
     pub client: redis::Client,
     pub work: crate::Work,
+    /// Where an async handler's future runs.
+    pub runtime: tokio::runtime::Handle,
     pub round_trips: Arc<AtomicU64>,
 }
 
@@ -139,7 +143,7 @@ impl MessageListenerConcurrently for FloorListener {
                     .arg("PX")
                     .arg(60_000)
                     .query(conn)?;
-                self.work.run_blocking();
+                self.work.run_on_thread(&self.runtime);
             }
             Ok(())
         });
@@ -171,6 +175,8 @@ return 0
 pub struct FloorWithCommit {
     pub client: redis::Client,
     pub work: crate::Work,
+    /// Where an async handler's future runs.
+    pub runtime: tokio::runtime::Handle,
     pub round_trips: Arc<AtomicU64>,
 }
 
@@ -180,7 +186,8 @@ impl MessageListenerConcurrently for FloorWithCommit {
         msgs: &[&MessageExt],
         _context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let script = redis::Script::new(COMMIT);
+        static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| redis::Script::new(COMMIT));
         let done = on_thread_connection(&self.client, |conn| {
             for msg in msgs {
                 self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +214,7 @@ impl MessageListenerConcurrently for FloorWithCommit {
                     let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(COMMIT).query(conn)?;
                     continue;
                 }
-                self.work.run_blocking();
+                self.work.run_on_thread(&self.runtime);
                 UNCOMMITTED.with(|u| *u.borrow_mut() = Some(key));
             }
             Ok(())
