@@ -22,7 +22,7 @@ use tracing::{debug, error, info_span, Instrument};
 
 use self::batch::{Batch, EntryState};
 use self::inflight::{InFlightRegistry, Registered};
-use self::task::{Processor, RunOrder, Task};
+use self::task::{Outcome, Processor, RunOrder, Task};
 use crate::config::DedupConfig;
 use crate::runtime::ListenerRuntime;
 use crate::shutdown::ShutdownReport;
@@ -37,6 +37,15 @@ pub const DECISION_TARGET: &str = "rocketmq_dedup::decision";
 pub(crate) struct Verdict {
     /// Whether the batch must be delivered again (any decision needs a retry).
     pub(crate) retry: bool,
+}
+
+/// What a pass does with an entry whose key another batch of this listener holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenHeld {
+    /// Leave it waiting for that batch.
+    Wait,
+    /// Process it anyway (the store decides), without holding the key here.
+    Proceed,
 }
 
 /// The listener-neutral core; see the module docs.
@@ -103,12 +112,12 @@ impl Engine {
             });
             match self.order {
                 RunOrder::Independent => {
-                    self.pass(&mut batch, true).await;
+                    self.pass(&mut batch, WhenHeld::Wait).await;
                     self.wait_then_pass(&mut batch).await;
                 }
                 RunOrder::InOrder => {
                     self.wait_for_holders(&batch).await;
-                    self.pass(&mut batch, false).await;
+                    self.pass(&mut batch, WhenHeld::Proceed).await;
                 }
             }
             self.record(&batch)
@@ -117,32 +126,32 @@ impl Engine {
         .await
     }
 
-    /// Processes the pending entries. With `wait_local`, an entry whose key another batch of
-    /// this listener holds is left waiting; without, it is processed anyway (the store
-    /// decides) but not held here.
-    async fn pass(&self, batch: &mut Batch<'_>, wait_local: bool) {
-        let mut holds = Vec::new();
+    /// Processes the pending entries; an entry whose key another batch of this listener holds
+    /// is left waiting or processed anyway, as `when_held` says.
+    async fn pass(&self, batch: &mut Batch<'_>, when_held: WhenHeld) {
+        let mut picked = Vec::new();
         for (e, entry) in batch.entries.iter_mut().enumerate() {
             if !matches!(entry.state, EntryState::Pending) {
                 continue;
             }
             let hold = match &entry.key {
                 None => None,
-                Some(key) => match self.registry.register(key) {
-                    Registered::Held(hold) => hold,
-                    Registered::Busy(done) if wait_local => {
+                Some(key) => match (self.registry.register(key), when_held) {
+                    (Registered::Held(hold), _) => hold,
+                    (Registered::Busy(done), WhenHeld::Wait) => {
                         entry.state = EntryState::Waiting(done);
                         continue;
                     }
-                    Registered::Busy(_) => None,
+                    (Registered::Busy(_), WhenHeld::Proceed) => None,
                 },
             };
-            holds.push((e, hold));
+            picked.push((e, hold));
         }
-        if holds.is_empty() {
+        if picked.is_empty() {
             return;
         }
-        let mut tasks: Vec<Task<'_>> = holds
+        let entries: Vec<usize> = picked.iter().map(|(e, _)| *e).collect();
+        let mut tasks: Vec<Task<'_>> = picked
             .into_iter()
             .map(|(e, hold)| {
                 let entry = &batch.entries[e];
@@ -150,15 +159,13 @@ impl Engine {
             })
             .collect();
         self.processor.process(&mut tasks, self.order).await;
-        let outcomes: Vec<_> = tasks.iter().map(Task::outcome).collect();
+        let outcomes: Vec<Outcome> = tasks
+            .iter()
+            .map(|task| task.outcome().expect("the processor completes every task"))
+            .collect();
         drop(tasks);
-        let pending = batch
-            .entries
-            .iter_mut()
-            .filter(|e| matches!(e.state, EntryState::Pending));
-        for (entry, outcome) in pending.zip(outcomes) {
-            let outcome = outcome.expect("the processor completes every task");
-            entry.state = EntryState::Done(outcome);
+        for (e, outcome) in entries.into_iter().zip(outcomes) {
+            batch.entries[e].state = EntryState::Done(outcome);
         }
     }
 
@@ -172,7 +179,7 @@ impl Engine {
         let all = inflight::all_let_go(signals);
         if let Ok(true) = tokio::time::timeout(self.config.in_flight_wait, all).await {
             batch.retry_waiting();
-            self.pass(batch, false).await;
+            self.pass(batch, WhenHeld::Proceed).await;
         }
     }
 

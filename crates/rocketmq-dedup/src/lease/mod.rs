@@ -49,15 +49,30 @@ pub(crate) struct Shared<H> {
     near: NearCache,
 }
 
-/// What the claim decided for one task.
+/// Where one task of a batch stands, from its claim to its settlement: one value per task,
+/// set by the claim, then by the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Run the handler; `recorded`: under a claim this batch holds.
-    Run { recorded: bool },
-    /// Not run (an in-order batch stopped before it); `recorded` as above.
-    Postpone { recorded: bool },
-    /// Its outcome is set.
-    Done,
+enum Lease {
+    /// Decided without a run: its outcome is set on the task.
+    Decided,
+    /// The handler is to run; `claimed`: under this batch's claim (else without a record).
+    ToRun { claimed: bool },
+    /// The handler ran, with this outcome.
+    Ran { claimed: bool, outcome: Outcome },
+    /// Not run: an in-order batch stopped before it.
+    Postponed { claimed: bool },
+}
+
+impl Lease {
+    /// Whether this batch holds the task's claim (to commit or release).
+    fn claimed(self) -> bool {
+        match self {
+            Lease::Decided => false,
+            Lease::ToRun { claimed }
+            | Lease::Ran { claimed, .. }
+            | Lease::Postponed { claimed } => claimed,
+        }
+    }
 }
 
 impl<H: DedupHandler> LeaseProcessor<H> {
@@ -112,37 +127,64 @@ impl<H: DedupHandler> Processor for LeaseProcessor<H> {
 impl<H: DedupHandler> Shared<H> {
     async fn process(self: &Arc<Self>, tasks: &mut [Task<'_>], order: RunOrder) {
         let token = OwnerToken::random();
-        let mut steps = self.claim(tasks, token).await;
+        let mut leases = self.claim(tasks, token).await;
         if order == RunOrder::InOrder {
-            postpone_after_first_blocked(tasks, &mut steps);
+            postpone_after_first_blocked(tasks, &mut leases);
         }
-        let to_run: Vec<usize> = (0..tasks.len())
-            .filter(|&i| matches!(steps[i], Step::Run { .. }))
+        self.run(tasks, &mut leases, token, order).await;
+        self.settle(tasks, &leases, token).await;
+    }
+
+    /// Runs the handlers of the tasks to run (renewing their claims meanwhile), and records
+    /// how each went; in order, the ones after a failure are postponed.
+    async fn run(
+        &self,
+        tasks: &[Task<'_>],
+        leases: &mut [Lease],
+        token: OwnerToken,
+        order: RunOrder,
+    ) {
+        let to_run = || {
+            tasks
+                .iter()
+                .zip(leases.iter())
+                .filter(|(_, lease)| matches!(lease, Lease::ToRun { .. }))
+        };
+        let msgs: Vec<&MessageExt> = to_run().map(|(task, _)| task.msg()).collect();
+        let claimed: Vec<RecordKey> = to_run()
+            .filter(|(_, lease)| lease.claimed())
+            .filter_map(|(task, _)| task.key().cloned())
             .collect();
-        let msgs: Vec<&MessageExt> = to_run.iter().map(|&i| tasks[i].msg()).collect();
-        let claimed: Vec<RecordKey> = recorded_keys(tasks, &steps, &to_run);
-        let results = self.run_handlers(&msgs, &claimed, token, order).await;
-        // A run the in-order batch stopped before is postponed, like the ones after a block.
-        for (k, &i) in to_run.iter().enumerate() {
-            if results.get(k).is_none() {
-                let recorded = steps[i] == Step::Run { recorded: true };
-                steps[i] = Step::Postpone { recorded };
-            }
+        let mut results = self
+            .run_handlers(&msgs, &claimed, token, order)
+            .await
+            .into_iter();
+        for lease in leases.iter_mut() {
+            let Lease::ToRun { claimed } = *lease else {
+                continue;
+            };
+            *lease = match results.next() {
+                Some(Ok(())) if claimed => Lease::Ran {
+                    claimed,
+                    outcome: Outcome::Processed,
+                },
+                Some(Ok(())) => Lease::Ran {
+                    claimed,
+                    outcome: Outcome::ProcessedWithoutDedup,
+                },
+                Some(Err(failure)) => Lease::Ran {
+                    claimed,
+                    outcome: failure,
+                },
+                // An in-order run stopped before it.
+                None => Lease::Postponed { claimed },
+            };
         }
-        let mut outcomes: Vec<Option<Outcome>> = tasks.iter().map(Task::outcome).collect();
-        for (&i, result) in to_run.iter().zip(&results) {
-            outcomes[i] = Some(match (steps[i], result) {
-                (Step::Run { recorded: true }, Ok(())) => Outcome::Processed,
-                (_, Ok(())) => Outcome::ProcessedWithoutDedup,
-                (_, Err(failure)) => *failure,
-            });
-        }
-        self.settle(tasks, &steps, &outcomes, token).await;
     }
 
     /// Claims the keys of `tasks` in one call; sets the outcome of each task the claim
-    /// decides, and answers each task's step.
-    async fn claim(&self, tasks: &mut [Task<'_>], token: OwnerToken) -> Vec<Step> {
+    /// decides, and answers each task's lease.
+    async fn claim(&self, tasks: &mut [Task<'_>], token: OwnerToken) -> Vec<Lease> {
         // Copies of keys this listener committed are duplicates without asking the store.
         let near = self.near.hits(tasks.iter().map(Task::key));
         let keys: Vec<RecordKey> = tasks
@@ -161,65 +203,60 @@ impl<H: DedupHandler> Shared<H> {
         };
         let fail_open = self.config.store_error_policy == StoreErrorPolicy::FailOpen;
         let mut answers = answers.map(Vec::into_iter);
-        let mut steps = Vec::with_capacity(tasks.len());
+        let mut leases = Vec::with_capacity(tasks.len());
         for (task, hit) in tasks.iter_mut().zip(near) {
             if hit {
-                steps.push(done(task, Outcome::Duplicate));
+                leases.push(decided(task, Outcome::Duplicate));
                 continue;
             }
             let answer = match (&mut answers, task.key()) {
                 (_, None) => {
-                    steps.push(Step::Run { recorded: false });
+                    leases.push(Lease::ToRun { claimed: false });
                     continue;
                 }
                 (Ok(answers), Some(_)) => answers.next(),
                 (Err(_), Some(_)) => None,
             };
-            let step = match answer {
-                Some(ClaimOutcome::Claimed) => Step::Run { recorded: true },
-                Some(ClaimOutcome::Consumed) => done(task, Outcome::Duplicate),
-                Some(ClaimOutcome::InFlight) => done(task, Outcome::InFlight),
-                None if fail_open => Step::Run { recorded: false },
+            let lease = match answer {
+                Some(ClaimOutcome::Claimed) => Lease::ToRun { claimed: true },
+                Some(ClaimOutcome::Consumed) => decided(task, Outcome::Duplicate),
+                Some(ClaimOutcome::InFlight) => decided(task, Outcome::InFlight),
+                None if fail_open => Lease::ToRun { claimed: false },
                 None => {
                     if answers.is_ok() {
                         error!("the store answered fewer claims than keys; treating the rest as unavailable");
                     }
-                    done(task, Outcome::StoreUnavailable)
+                    decided(task, Outcome::StoreUnavailable)
                 }
             };
-            steps.push(step);
+            leases.push(lease);
         }
-        steps
+        leases
     }
 
     /// Commits the successes, releases the rest of this batch's claims, then sets every
     /// task's outcome (which lets the key go in this process).
-    async fn settle(
-        self: &Arc<Self>,
-        tasks: &mut [Task<'_>],
-        steps: &[Step],
-        outcomes: &[Option<Outcome>],
-        token: OwnerToken,
-    ) {
+    async fn settle(self: &Arc<Self>, tasks: &mut [Task<'_>], leases: &[Lease], token: OwnerToken) {
         let background = self.config.ack_before_commit;
         let mut commits = Vec::new();
         let mut holds = Vec::new();
         let mut releases = Vec::new();
-        for ((task, step), outcome) in tasks.iter_mut().zip(steps).zip(outcomes) {
-            let recorded = matches!(
-                step,
-                Step::Run { recorded: true } | Step::Postpone { recorded: true }
-            );
-            match (task.key(), recorded, outcome) {
-                (Some(key), true, Some(Outcome::Processed)) => {
+        for (task, lease) in tasks.iter_mut().zip(leases) {
+            let Some(key) = task.key().filter(|_| lease.claimed()) else {
+                continue;
+            };
+            match lease {
+                Lease::Ran {
+                    outcome: Outcome::Processed,
+                    ..
+                } => {
                     commits.push(key.clone());
                     if background && !self.near.enabled() {
                         // Copies in this process keep waiting until the commit lands.
                         holds.extend(task.take_hold());
                     }
                 }
-                (Some(key), true, _) => releases.push(key.clone()),
-                _ => {}
+                _ => releases.push(key.clone()),
             }
         }
         if background && !commits.is_empty() {
@@ -234,40 +271,32 @@ impl<H: DedupHandler> Shared<H> {
             self.commit(commits, token).await;
         }
         self.release(releases, token).await;
-        for ((task, step), outcome) in tasks.iter_mut().zip(steps).zip(outcomes) {
-            match (step, outcome) {
-                (Step::Done, _) => {}
-                (Step::Postpone { .. }, _) | (_, None) => task.finish(Outcome::Postponed),
-                (_, Some(outcome)) => task.finish(*outcome),
+        for (task, lease) in tasks.iter_mut().zip(leases) {
+            match *lease {
+                Lease::Decided => {}
+                Lease::Ran { outcome, .. } => task.finish(outcome),
+                Lease::ToRun { .. } | Lease::Postponed { .. } => task.finish(Outcome::Postponed),
             }
         }
     }
 }
 
-fn done(task: &mut Task<'_>, outcome: Outcome) -> Step {
+/// Sets `task`'s outcome: decided without a run.
+fn decided(task: &mut Task<'_>, outcome: Outcome) -> Lease {
     task.finish(outcome);
-    Step::Done
+    Lease::Decided
 }
 
 /// In an in-order batch, nothing runs after a message that must be retried.
-fn postpone_after_first_blocked(tasks: &[Task<'_>], steps: &mut [Step]) {
+fn postpone_after_first_blocked(tasks: &[Task<'_>], leases: &mut [Lease]) {
     let blocked = tasks
         .iter()
         .position(|t| t.outcome().is_some_and(Outcome::blocks_what_follows));
     if let Some(first) = blocked {
-        for step in &mut steps[first + 1..] {
-            if let Step::Run { recorded } = *step {
-                *step = Step::Postpone { recorded };
+        for lease in &mut leases[first + 1..] {
+            if let Lease::ToRun { claimed } = *lease {
+                *lease = Lease::Postponed { claimed };
             }
         }
     }
-}
-
-/// The keys of the tasks in `to_run` that run under this batch's claim.
-fn recorded_keys(tasks: &[Task<'_>], steps: &[Step], to_run: &[usize]) -> Vec<RecordKey> {
-    to_run
-        .iter()
-        .filter(|&&i| steps[i] == Step::Run { recorded: true })
-        .filter_map(|&i| tasks[i].key().cloned())
-        .collect()
 }
