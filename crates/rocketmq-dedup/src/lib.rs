@@ -42,6 +42,9 @@
 //! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners.
 //! - [`client`][]: [`ConsumerRuntime`](client::ConsumerRuntime), the RocketMQ client runtime a
 //!   consumer app needs (a widened listener lane, a bounded shutdown).
+//! - [`route_check`][]: a start-up check of a topic's route, asked of the name server
+//!   directly, that tells an unreachable name server, a topic without a route and a route
+//!   this client cannot read (Apache RocketMQ 4.x) apart.
 //! - `engine` (private): the batch pipeline shared by both listeners: keys, copies, waits for
 //!   same-process twins, decisions; and the seam for what ties a run to its record.
 //! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
@@ -51,6 +54,10 @@
 //! - [`record_key`][]: the collision-free layout of store keys.
 //! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore) and
 //!   [`RedisStore`](store::RedisStore) (and, with feature `test-util`, the store contract suite).
+//! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table;
+//!   `inbox`: the transactional inbox, whose handler writes in the record's transaction.
+//! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
+//! - `runtime` (private): how a listener drives its futures on the client's consume thread.
 //! - [`config`][]: settings, defaults and their validation ([`DedupConfig::validate`]).
 //! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
 //! - [`shutdown`][]: what a listener's shutdown finished.

@@ -2,9 +2,11 @@
 
 /// The background work a listener's shutdown found, and what became of it.
 ///
-/// A listener works in the background only when a commit fails after a successful handler:
-/// the message is acked, and the commit is retried. Shutdown gives those retries until its
-/// timeout; a commit written by then is settled as usual, one that is not is given up:
+/// A listener works in the background after the ack: commits written after the batch was
+/// answered ([`ack_before_commit`](crate::DedupConfig::ack_before_commit), the default), and
+/// commits that failed after a successful handler, retried for the commit retry window.
+/// Shutdown waits for them until its timeout; a commit written by then is settled as usual,
+/// one that is not is given up:
 /// reported to [`DedupHandler::on_settled`](crate::DedupHandler::on_settled) as an error and
 /// counted as `commit_failed` (its claim expires after the processing TTL).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

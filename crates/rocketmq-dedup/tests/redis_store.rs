@@ -45,41 +45,6 @@ async fn records_use_the_documented_layout_and_values() {
     assert!((3590..=3600).contains(&ttl), "record TTL {ttl}");
 }
 
-/// Records an earlier version marked CONSUMED with `d` stay CONSUMED, on both claim paths and
-/// for commits: an upgrade processes none of their messages again.
-#[tokio::test]
-async fn records_marked_d_by_earlier_versions_are_consumed() {
-    let server = local(RedisOptions::default());
-    for script_claims in [false, true] {
-        let store = RedisStore::builder(server.url())
-            .script_claims(script_claims)
-            .connect()
-            .await
-            .unwrap();
-        let keys = fresh_keys(2);
-        for key in &keys {
-            server
-                .command(&["SET", key.as_str(), "d", "PX", "3600000"])
-                .unwrap();
-        }
-        let token = OwnerToken::random();
-        assert_eq!(
-            store.claim(&keys[..1], token, LONG).await.unwrap(),
-            [ClaimOutcome::Consumed],
-            "script claims: {script_claims}"
-        );
-        assert_eq!(
-            store.commit(&keys[1..], token, LONG).await.unwrap(),
-            [CommitOutcome::AlreadyConsumed]
-        );
-        assert_eq!(
-            server.command(&["GET", keys[1].as_str()]).unwrap(),
-            "$1\r\nd\r\n",
-            "left as it was"
-        );
-    }
-}
-
 #[tokio::test]
 async fn auth_is_required_and_used() {
     let server = local(RedisOptions {

@@ -2,8 +2,7 @@
 //! values a record holds: `c<token>` while CONSUMING, `1` once CONSUMED.
 //!
 //! `1` is an integer to Redis, which keeps it inside the key's object (no allocation for the
-//! value: 16 bytes less per record by `MEMORY USAGE`, about 30 by `used_memory`). Records that
-//! earlier versions marked `d` are read as CONSUMED too, so an upgrade reprocesses nothing.
+//! value).
 
 use redis::Script;
 
@@ -17,7 +16,7 @@ if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 0
 end
-if v == '1' or v == 'd' then return 2 end
+if v == '1' then return 2 end
 if v == ARGV[1] then return 0 end
 if string.byte(v, 1) == 99 then return 1 end
 return -1
@@ -27,7 +26,7 @@ return -1
 /// Returns 0 committed, 1 lost to another owner, 2 already consumed.
 pub(crate) const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == '1' or v == 'd' then return 2 end
+if v == '1' then return 2 end
 if v and v ~= ARGV[1] then return 1 end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 return 0
@@ -88,9 +87,9 @@ pub(super) fn scripts() -> &'static Scripts {
 /// What the store says of a record value that is neither a claim nor the CONSUMED mark.
 pub(super) const UNREADABLE_VALUE: &str = "value is neither a claim (c…) nor a consumed mark (1)";
 
-/// Whether a record's value is the CONSUMED mark (`1`, or `d` as earlier versions wrote it).
+/// Whether a record's value is the CONSUMED mark, `1`.
 pub(super) fn is_consumed(value: &[u8]) -> bool {
-    matches!(value, b"1" | b"d")
+    value == b"1"
 }
 
 /// The value of a claim held by `token`.
@@ -111,10 +110,12 @@ mod tests {
     #[test]
     fn the_scripts_and_the_client_agree_on_the_consumed_mark() {
         for script in [super::CLAIM, super::COMMIT] {
-            assert!(script.contains("if v == '1' or v == 'd' then return 2 end"));
+            assert!(script.contains("if v == '1' then return 2 end"));
         }
         assert!(super::COMMIT.contains("SET', KEYS[1], '1'"));
-        assert!(super::is_consumed(b"1") && super::is_consumed(b"d"));
-        assert!(!super::is_consumed(b"c1") && !super::is_consumed(b"10"));
+        assert!(super::is_consumed(b"1"));
+        assert!(
+            !super::is_consumed(b"c1") && !super::is_consumed(b"10") && !super::is_consumed(b"d")
+        );
     }
 }
