@@ -31,7 +31,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -324,9 +324,13 @@ impl BlockingLane {
         slots.retain(|s| s.strong_count() > 0);
         for slot in slots.iter().filter_map(Weak::upgrade) {
             // A slot in use belongs to a thread in a call: its pipeline carries the riders.
-            let Ok(mut state) = slot.state.try_lock() else {
-                later(now + self.linger);
-                continue;
+            let mut state = match slot.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    later(now + self.linger);
+                    continue;
+                }
             };
             match state.since {
                 Some(since) if since + self.linger <= now => {

@@ -60,8 +60,10 @@ impl RedisStoreBuilder {
     /// Default bound of [`Self::consume_thread_connections`] (the client's default consume
     /// threads are 20; a thread that finds them all in use goes the multiplexed way).
     pub const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
-    /// Default of [`Self::commit_linger`].
-    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(1);
+    /// Default of [`Self::commit_linger`]: long enough that a consume thread whose handler
+    /// takes a millisecond or two carries its commit with its next claim, and that the
+    /// sweeper wakes at most 200 times a second while commits come.
+    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(5);
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
