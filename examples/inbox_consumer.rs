@@ -135,12 +135,13 @@ async fn listener(args: &Args) -> anyhow::Result<DedupConcurrentListener> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
+    app::check_route(&args.namesrv, &args.topic).await?;
     let listener = listener(&args).await?;
     let runtime = ConsumerRuntime::new("inbox-consumer")?;
     let mut consumer = app::consumer_builder(&runtime, &args.namesrv, &args.group).build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_concurrently(listener.clone());
-    app::start(&mut consumer, &args.topic).await?;
+    app::start(&mut consumer).await?;
     println!("consuming {} as {} with the inbox", args.topic, args.group);
     let stats = listener.stats().clone();
     app::run_until_stopped(&stats, args.idle_exit).await;

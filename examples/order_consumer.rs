@@ -84,6 +84,7 @@ fn key_strategy(s: &str) -> Result<KeyStrategy, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
+    app::check_route(&args.namesrv, &args.topic).await?;
     if let Some(addr) = args.metrics_addr {
         app::serve_metrics(addr)?;
         println!("metrics at http://{addr}/metrics");
@@ -107,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         .build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_concurrently(listener.clone());
-    app::start(&mut consumer, &args.topic).await?;
+    app::start(&mut consumer).await?;
     println!(
         "consuming {} as {} with the {} store",
         args.topic,

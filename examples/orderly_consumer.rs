@@ -61,6 +61,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     app::init_logging();
+    app::check_route(&args.namesrv, &args.topic).await?;
 
     let store = rocketmq_dedup::connect(&args.store).await?;
     let timeline = Arc::new(timeline::Timeline {
@@ -77,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let mut consumer = app::consumer_builder(&runtime, &args.namesrv, &args.group).build();
     consumer.subscribe(args.topic.as_str(), "*").await?;
     consumer.register_message_listener_orderly(listener.clone());
-    app::start(&mut consumer, &args.topic).await?;
+    app::start(&mut consumer).await?;
     println!("consuming {} in order as {}", args.topic, args.group);
 
     let stats = listener.stats().clone();

@@ -14,6 +14,8 @@
 //! cargo run --example producer -- --orderly --messages 100 --topic Timeline
 //! ```
 
+#[path = "support/app.rs"]
+mod app;
 #[path = "support/orders.rs"]
 mod orders;
 #[path = "support/timeline.rs"]
@@ -48,6 +50,7 @@ struct Args {
 /// Errors print as their message and cause chain (anyhow), once each.
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    app::check_name_server(&args.namesrv, &args.topic).await?;
     let client = rocketmq_dedup::client::ConsumerRuntime::new("producer")?;
     let mut producer = DefaultMQProducer::builder(client.client_runtime())
         .producer_group("order-producer")

@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use rocketmq_dedup::DedupStats;
 
-/// Logs warnings, and one line per dedup decision (`RUST_LOG` overrides).
+/// Logs warnings, and one line per dedup decision (`RUST_LOG` overrides). The client
+/// runtime's report of the tasks still running when it is dropped (a WARN with a JSON dump of
+/// several hundred lines, printed by rocketmq-runtime 1.0.0 whenever a consumer stops before
+/// its runtime finished shutting down) is left out: `RUST_LOG=warn,rocketmq_runtime::owner=warn`
+/// brings it back.
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rocketmq_dedup::decision=debug".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,rocketmq_runtime::owner=error,rocketmq_dedup::decision=debug".into()
+            }),
         )
         .with_target(false)
         // Colour codes only on a terminal: logs piped to a file or a collector stay plain.
@@ -38,16 +43,38 @@ pub fn consumer_builder(
         .consume_thread_max(4u32)
 }
 
-/// Starts `consumer`, then fails at once, naming the cause, if this client cannot read
-/// `topic`'s route (an Apache RocketMQ 4.x name server) instead of idling.
+/// How long the start-up check waits for the name server.
+const ROUTE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Fails at once, with the one cause that applies (the name server cannot be reached, the
+/// topic has no route, or the route is in a format this client cannot read: Apache RocketMQ
+/// 4.x), before any client starts: its error is the last line the program prints.
+pub async fn check_route(namesrv: &str, topic: &str) -> anyhow::Result<()> {
+    let route =
+        rocketmq_dedup::route_check::check_topic_route(namesrv, topic, ROUTE_CHECK_TIMEOUT).await?;
+    println!(
+        "{topic}: {} read queues on {} broker(s)",
+        route.read_queues, route.brokers
+    );
+    Ok(())
+}
+
+/// As [`check_route`], for a producer: a topic with no route yet is fine (a broker that
+/// creates topics makes it at the first send).
+pub async fn check_name_server(namesrv: &str, topic: &str) -> anyhow::Result<()> {
+    use rocketmq_dedup::route_check::{check_topic_route, RouteCheckError};
+    match check_topic_route(namesrv, topic, ROUTE_CHECK_TIMEOUT).await {
+        Ok(_) | Err(RouteCheckError::NoRoute { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts `consumer`.
 pub async fn start(
     consumer: &mut rocketmq_client_rust::DefaultMQPushConsumer,
-    topic: &str,
 ) -> anyhow::Result<()> {
     // Boxed: the client's start future is deep enough to hit the layout recursion limit.
     Box::pin(consumer.start()).await?;
-    let queues = rocketmq_dedup::route_check::check_topic_route(consumer, topic).await?;
-    println!("{topic} has {queues} queues");
     Ok(())
 }
 

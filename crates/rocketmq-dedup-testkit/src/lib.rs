@@ -26,6 +26,8 @@
 //! - [`postgres`][]: [`PostgresServer`].
 //! - `template`: data directories made once per machine and copied per server.
 //! - [`rocketmq`][]: [`RocketMqStack`], a name server and a broker.
+//! - [`recorded_namesrv`][]: [`RecordedNameServer`], a remoting server that answers what a
+//!   real name server of another version answered (Apache RocketMQ 4.9.7).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -34,6 +36,7 @@ pub mod client;
 pub mod mariadb;
 pub mod postgres;
 pub mod process;
+pub mod recorded_namesrv;
 pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
@@ -44,6 +47,7 @@ pub use client::{send_with_retry, ClientEnv, ConsumerSpec};
 pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use process::TestkitError;
+pub use recorded_namesrv::RecordedNameServer;
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;
