@@ -91,6 +91,15 @@ impl RocketMqStack {
         Ok(stack)
     }
 
+    /// The broker's address (`127.0.0.1:port`); `None` for a running stack named by
+    /// `ROCKETMQ_NAMESRV_ADDR` (ask its name server).
+    pub fn broker_addr(&self) -> Option<String> {
+        match &self.external_namesrv {
+            Some(_) => None,
+            None => Some(format!("127.0.0.1:{}", self.broker_port)),
+        }
+    }
+
     /// The name server address clients use (`127.0.0.1:port`).
     pub fn namesrv_addr(&self) -> String {
         match &self.external_namesrv {
