@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use rocketmq_dedup::DedupStats;
 
-/// Logs warnings, and one line per dedup decision (`RUST_LOG` overrides). The client
-/// runtime's report of the tasks still running when it is dropped (a WARN with a JSON dump of
-/// several hundred lines, printed by rocketmq-runtime 1.0.0 whenever a consumer stops before
-/// its runtime finished shutting down) is left out: `RUST_LOG=warn,rocketmq_runtime::owner=warn`
-/// brings it back.
+/// Logs this library's warnings, and one line per dedup decision (`RUST_LOG` overrides). The
+/// RocketMQ client and its runtime log errors only: at WARN, rocketmq-client-rust 1.0.0 and
+/// rocketmq-runtime 1.0.0 print a JSON report of their tasks on every shutdown (several hundred
+/// lines when a consumer stops before its runtime finished), and a line for every topic whose
+/// route is not there yet (the retry topic, until the first heartbeat). The start-up check
+/// (`check_route`) reports what used to hide among them. `RUST_LOG=warn` brings them back.
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "warn,rocketmq_runtime::owner=error,rocketmq_dedup::decision=debug".into()
+                "warn,rocketmq_client_rust=error,rocketmq_runtime=error,rocketmq_dedup::decision=debug"
+                    .into()
             }),
         )
         .with_target(false)
