@@ -153,8 +153,8 @@ pub trait DedupStore: Send + Sync + 'static {
     /// `commit` on a task of its own. Default: gives it back.
     ///
     /// A store overrides this when it can finish a commit with less than a task per commit:
-    /// the memory store finishes it at once, the Redis store sends it in front of the next
-    /// pipeline another call sends (`RedisStoreBuilder::commit_linger`).
+    /// the memory store finishes it at once, the Redis store (one server) sends it in front of
+    /// the calling thread's next pipeline (`RedisStoreBuilder::commit_linger`).
     fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
         Some(commit)
     }
