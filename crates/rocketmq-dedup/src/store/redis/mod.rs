@@ -23,7 +23,7 @@ use blocking::{Carried, Rider};
 pub use builder::RedisStoreBuilder;
 use connection::Lane;
 pub use connection::RedisConnection;
-use pipeline::{KeyedCommand, Sent};
+use pipeline::KeyedCommand;
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
@@ -116,16 +116,6 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Sends `commands` (and `wait` after them) through `lane`.
-    async fn send(
-        &self,
-        commands: Vec<KeyedCommand<'_>>,
-        wait: Option<&Cmd>,
-        lane: Lane,
-    ) -> Result<Sent, RedisError> {
-        self.conn.send(commands, wait, lane).await
-    }
-
     /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
     /// answer is the value that was there (nil: absent, so now claimed).
     async fn claim_native(
@@ -155,6 +145,7 @@ impl RedisStore {
             })
             .collect();
         let sent = self
+            .conn
             .send(commands, None, Lane::Blocking)
             .await
             .map_err(backend)?;
@@ -217,6 +208,7 @@ impl RedisStore {
                         _ => Lane::Blocking,
                     };
                     let sent = self
+                        .conn
                         .send(commands, wait.map(|(_, cmd)| cmd), lane)
                         .await
                         .map_err(backend)?;
