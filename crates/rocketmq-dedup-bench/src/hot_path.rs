@@ -33,11 +33,13 @@ pub struct Round {
     pub cpu_us_per_msg: f64,
 }
 
-/// Builds `kind`'s listener over the Redis server at `url`.
+/// Builds `kind`'s listener over the Redis server at `url`; the Redis kinds with
+/// `commit_linger` instead of the default, when given.
 async fn listener(
     kind: Kind,
     work: Work,
     url: &str,
+    commit_linger: Option<Duration>,
 ) -> anyhow::Result<Box<dyn MessageListenerConcurrently>> {
     let trips = Arc::new(AtomicU64::new(0));
     let store = |builder: RedisStoreBuilder| async move {
@@ -69,11 +71,8 @@ async fn listener(
             if kind == Kind::RedisNoLinger {
                 builder = builder.commit_linger(Duration::ZERO);
             }
-            if let Some(us) = std::env::var("HOT_PATH_LINGER_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                builder = builder.commit_linger(Duration::from_micros(us));
+            if let Some(linger) = commit_linger {
+                builder = builder.commit_linger(linger);
             }
             if kind == Kind::RedisMultiplexed {
                 builder = builder.consume_thread_connections(0);
@@ -153,10 +152,11 @@ pub async fn measure(
     threads: usize,
     messages: usize,
     rounds: usize,
+    commit_linger: Option<Duration>,
 ) -> anyhow::Result<Vec<(Kind, Vec<Round>)>> {
     let mut listeners = Vec::new();
     for &kind in kinds {
-        listeners.push((kind, listener(kind, work, url).await?));
+        listeners.push((kind, listener(kind, work, url, commit_linger).await?));
     }
     let mut results: Vec<(Kind, Vec<Round>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
     let per_thread = messages / threads.max(1);

@@ -103,6 +103,9 @@ enum Role {
         messages: usize,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// The Redis kinds' `commit_linger` in microseconds, instead of the store's default.
+        #[arg(long)]
+        commit_linger_us: Option<u64>,
     },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
@@ -365,7 +368,13 @@ fn main() -> anyhow::Result<()> {
             threads,
             messages,
             rounds,
-        }) => runtime.block_on(hot_path_report(&kinds, work, threads, messages, rounds))?,
+            commit_linger_us,
+        }) => runtime.block_on(hot_path_report(
+            &kinds,
+            work,
+            (threads, messages, rounds),
+            commit_linger_us.map(Duration::from_micros),
+        ))?,
         Some(Role::Chart { json }) => {
             let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
             let chart = json.with_extension("svg");
@@ -402,12 +411,20 @@ fn main() -> anyhow::Result<()> {
 async fn hot_path_report(
     kinds: &[Kind],
     work: Work,
-    threads: usize,
-    messages: usize,
-    rounds: usize,
+    (threads, messages, rounds): (usize, usize, usize),
+    commit_linger: Option<Duration>,
 ) -> anyhow::Result<()> {
     let redis = RedisServer::start_local(RedisOptions::default())?;
-    let results = hot_path::measure(redis.url(), kinds, work, threads, messages, rounds).await?;
+    let results = hot_path::measure(
+        redis.url(),
+        kinds,
+        work,
+        threads,
+        messages,
+        rounds,
+        commit_linger,
+    )
+    .await?;
     let floor = results
         .iter()
         .find(|(k, _)| *k == Kind::Floor)

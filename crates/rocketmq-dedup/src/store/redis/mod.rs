@@ -12,7 +12,6 @@ mod sentinel;
 mod url;
 
 use std::fmt;
-
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -413,7 +412,8 @@ impl DedupStore for RedisStore {
     /// given back where a call could not carry it (a Cluster or Sentinel, `WAIT` after
     /// commits, a zero linger, a thread that may not block, outside a Tokio runtime).
     fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
-        let Some(lane) = self.conn.blocking_lane().filter(|_| self.wait.is_none()) else {
+        // With `WAIT` after commits the builder gives the lane no linger: it carries nothing.
+        let Some(lane) = self.conn.blocking_lane() else {
             return Some(commit);
         };
         let Ok(runtime) = Handle::try_current() else {
