@@ -120,28 +120,24 @@ fn repeated(effects: &[(String, Instant)]) -> Vec<(String, usize)> {
     twice
 }
 
-/// The record key of order `key` in the Redis store's layout (with the message's tag or
-/// without, whichever the key strategy used) and its value.
-async fn record_of(
-    conn: &mut rocketmq_dedup::store::RedisConnection,
-    group: &str,
-    topic: &str,
-    key: &str,
-) -> (RecordKey, Option<String>) {
+/// The record key of order `key` in the listener's layout (with the message's tag or without,
+/// whichever the key strategy used), the Redis key of its claim (whose slot its buckets share),
+/// and whether the store says it is CONSUMED.
+async fn record_of(store: &RedisStore, group: &str, topic: &str, key: &str) -> (String, bool) {
+    use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
     let mut found = None;
     for tag in [None, Some("paid")] {
         let record =
-            RecordKey::with_layout(KeyLayout::Scoped, DEFAULT_PREFIX, group, topic, tag, key);
-        let value: Option<String> = redis::cmd("GET")
-            .arg(record.as_str())
-            .query_async(conn)
-            .await
-            .unwrap();
-        let exists = value.is_some();
-        if exists || found.is_none() {
-            found = Some((record, value));
+            RecordKey::with_layout(KeyLayout::Readable, DEFAULT_PREFIX, group, topic, tag, key);
+        let consumed = matches!(
+            store.inspect(&record).await.unwrap(),
+            RecordState::Consumed { .. }
+        );
+        let claim_key = store.claim_key(&record).expect("the store met the group");
+        if consumed || found.is_none() {
+            found = Some((claim_key, consumed));
         }
-        if exists {
+        if consumed {
             break;
         }
     }
@@ -187,12 +183,11 @@ async fn cluster_master_killed_during_consumption() {
     );
     // Which keys lived on the killed master: their record keys' slots now belong to the
     // promoted replica. (The record must exist, so the key layout assumed here is checked.)
-    let mut conn = store.connection();
     let mut on_victim = 0;
     for (key, at) in &effects {
-        let (record, value) = record_of(&mut conn, &group, &topic, key).await;
-        assert_eq!(value.as_deref(), Some("1"), "{key} is CONSUMED");
-        if cluster.lock().unwrap().master_of(record.as_str()).unwrap() == replica {
+        let (claim_key, consumed) = record_of(&store, &group, &topic, key).await;
+        assert!(consumed, "{key} is CONSUMED");
+        if cluster.lock().unwrap().master_of(&claim_key).unwrap() == replica {
             on_victim += 1;
             assert!(
                 !in_no_master_window(*at, killed_at),
@@ -236,18 +231,13 @@ async fn sentinel_master_killed_during_consumption() {
         vec![],
         "no effect twice with WAIT; {stats}"
     );
-    let mut conn = store.connection();
     for (key, at) in &effects {
         assert!(
             !in_no_master_window(*at, killed_at),
             "{key} ran {:?} after the only master was killed; {stats}",
             at.duration_since(killed_at)
         );
-        let (_, value) = record_of(&mut conn, &group, &topic, key).await;
-        assert_eq!(
-            value.as_deref(),
-            Some("1"),
-            "{key} is CONSUMED on the new master"
-        );
+        let (_, consumed) = record_of(&store, &group, &topic, key).await;
+        assert!(consumed, "{key} is CONSUMED on the new master");
     }
 }

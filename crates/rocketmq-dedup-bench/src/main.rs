@@ -107,6 +107,12 @@ enum Role {
         #[arg(long)]
         commit_linger_us: Option<u64>,
     },
+    /// Redis memory per CONSUMED record (`used_memory`) in the store's layout and the one-key
+    /// layouts, claims a second against a loaded and an empty Redis, and a projection.
+    RedisMemory {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+    },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
         /// The JSON report.
@@ -375,6 +381,13 @@ fn main() -> anyhow::Result<()> {
             (threads, messages, rounds),
             commit_linger_us.map(Duration::from_micros),
         ))?,
+        Some(Role::RedisMemory { records }) => runtime.block_on(async {
+            let redis = rocketmq_dedup_testkit::RedisServer::start()?;
+            measure::redis_bytes_per_record(&redis, records)
+                .await?
+                .print();
+            Ok::<(), anyhow::Error>(())
+        })?,
         Some(Role::Chart { json }) => {
             let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
             let chart = json.with_extension("svg");
@@ -659,7 +672,8 @@ async fn drive(
     ])?;
     let trips = measure::round_trips_per_batch(redis.url()).await?;
     let cluster_trips = measure::round_trips_per_batch(cluster.url()).await?;
-    let bytes = measure::redis_bytes_per_record(&redis, 2_000).await?;
+    let bytes =
+        measure::redis_bytes_per_record(&redis, if full { 10_000_000 } else { 1_000_000 }).await?;
     let report = measure::Report {
         backlog,
         reps,

@@ -80,94 +80,167 @@ pub async fn round_trips_per_batch(url: &str) -> anyhow::Result<(u64, u64)> {
     Ok((fresh, counter.round_trips() - fresh))
 }
 
-/// Bytes per CONSUMED record (`MEMORY USAGE`, averaged) in each of our layouts and in the
-/// reference's, for the same messages.
+/// Redis memory per CONSUMED record, as the server counts it (`used_memory` before and after
+/// loading `records` records, over the count), for the store's layout and for the one-key
+/// layouts it replaces; and claims a second against a Redis holding them, against an empty one.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisBytes {
-    /// The Redis store's default layout ([`KeyLayout::Scoped`]).
-    pub scoped: f64,
-    pub readable: f64,
-    pub compact: f64,
+    pub records: usize,
+    /// The Redis store (time buckets), records committed through its claim and commit.
+    pub bucketed: f64,
+    /// One key per record as the store wrote them before (`dedup:<scope>:<id>` = `1`, `PX`).
+    pub one_key: f64,
+    /// The Java library's layout (`MSGDEDUP:<app>:<topic>:<tag>:<id>` = `CONSUMED`, `EX`).
     pub reference: f64,
+    /// Claims a second (batches of 32 fresh keys) with the records loaded, and empty (the
+    /// mean of a run before loading and one after a flush).
+    pub claims_loaded: f64,
+    pub claims_empty: f64,
 }
 
-/// Measures [`RedisBytes`] over `n` records of each layout.
-pub async fn redis_bytes_per_record(redis: &RedisServer, n: usize) -> anyhow::Result<RedisBytes> {
-    let _ = redis.command(&["FLUSHALL"]);
-    let store = RedisStore::builder(redis.url()).connect().await?;
-    let token = OwnerToken::random();
-    let layout = |layout| -> Vec<RecordKey> {
-        (0..n)
-            .map(|i| {
-                RecordKey::with_layout(
-                    layout,
-                    "dedup",
-                    "bench-consumer-group",
-                    "BenchTopic",
-                    None,
-                    &uniq_id(i),
-                )
-            })
-            .collect()
-    };
-    let (scoped, readable, compact) = (
-        layout(KeyLayout::Scoped),
-        layout(KeyLayout::Readable),
-        layout(KeyLayout::Compact),
-    );
-    for chunk in scoped
-        .chunks(500)
-        .chain(readable.chunks(500))
-        .chain(compact.chunks(500))
-    {
-        store.claim(chunk, token, LONG).await?;
-        store.commit(chunk, token, LONG).await?;
-    }
-    let mut conn = store.connection();
-    let mut theirs = Vec::with_capacity(n);
-    for i in 0..n {
-        let key = crate::reference::reference_key(
-            "bench-consumer-group",
-            "BenchTopic",
-            Some("TagA"),
-            &uniq_id(i),
+impl RedisBytes {
+    /// The figures, and what 10^9 records take per master of a Cluster.
+    pub fn print(&self) {
+        println!(
+            "redis bytes per CONSUMED record (used_memory, {} records): ours (time buckets) {:.1}, one key per record {:.1}, reference layout {:.1}",
+            self.records, self.bucketed, self.one_key, self.reference
         );
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg("CONSUMED")
-            .arg("EX")
-            .arg(86_400)
-            .query_async(&mut conn)
-            .await?;
-        theirs.push(key);
+        println!(
+            "redis claims per second (batches of 32): {:.0} holding {} records, {:.0} empty",
+            self.claims_loaded, self.records, self.claims_empty
+        );
+        for masters in [3.0, 10.0] {
+            let gib = |bytes: f64| bytes * 1e9 / masters / (1u64 << 30) as f64;
+            println!(
+                "projection, 10^9 records on {masters} masters: {:.1} GiB per master (one key per record {:.1}, reference layout {:.1})",
+                gib(self.bucketed),
+                gib(self.one_key),
+                gib(self.reference)
+            );
+        }
     }
-    let usage = |keys: Vec<String>| {
+}
+
+/// `used_memory` now.
+fn used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
+    let info = redis.command(&["INFO", "memory"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no used_memory in INFO: {info}"))
+}
+
+/// The record key of message `i` of the bench's group and topic.
+fn bench_key(i: usize) -> RecordKey {
+    RecordKey::new(
+        "dedup",
+        "bench-consumer-group",
+        "BenchTopic",
+        None,
+        &uniq_id(i),
+    )
+}
+
+/// Claims per second over `n` fresh keys (from `first`), in batches of 32.
+async fn claims_per_second(store: &RedisStore, first: usize, n: usize) -> anyhow::Result<f64> {
+    let keys: Vec<RecordKey> = (first..first + n).map(bench_key).collect();
+    let token = OwnerToken::random();
+    let started = std::time::Instant::now();
+    for chunk in keys.chunks(32) {
+        store.claim(chunk, token, Duration::from_secs(60)).await?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Measures [`RedisBytes`] over `records` records of each layout.
+pub async fn redis_bytes_per_record(
+    redis: &RedisServer,
+    records: usize,
+) -> anyhow::Result<RedisBytes> {
+    const CLAIMS: usize = 100_000;
+    let day = Duration::from_secs(24 * 60 * 60);
+    // Sized for the load: all its records fall in one bucket (12 h wide) of a group.
+    let rate = (records as u64).div_ceil(12 * 3600);
+    let connect = || {
+        RedisStore::builder(redis.url())
+            .expected_rate(rate)
+            .connect()
+    };
+    let _ = redis.command(&["FLUSHALL"]);
+    let empty_before = claims_per_second(&connect().await?, records, CLAIMS).await?;
+
+    let _ = redis.command(&["FLUSHALL"]);
+    let store = connect().await?;
+    let before = used_memory(redis)?;
+    let token = OwnerToken::random();
+    for start in (0..records).step_by(1_000) {
+        let keys: Vec<RecordKey> = (start..(start + 1_000).min(records))
+            .map(bench_key)
+            .collect();
+        store.claim(&keys, token, LONG).await?;
+        store.commit(&keys, token, day).await?;
+    }
+    let bucketed = (used_memory(redis)? - before) as f64 / records as f64;
+    let claims_loaded = claims_per_second(&store, records + CLAIMS, CLAIMS).await?;
+
+    let conn = store.connection();
+    let one_key_layout = |key: fn(usize) -> String, value: &'static str| {
         let mut conn = conn.clone();
         async move {
-            let mut total = 0u64;
-            for key in &keys {
-                let bytes: u64 = redis::cmd("MEMORY")
-                    .arg("USAGE")
-                    .arg(key)
-                    .arg("SAMPLES")
-                    .arg(0)
-                    .query_async(&mut conn)
-                    .await?;
-                total += bytes;
+            let _ = redis.command(&["FLUSHALL"]);
+            let before = used_memory(redis)?;
+            for start in (0..records).step_by(1_000) {
+                let mut pipe = redis::pipe();
+                for i in start..(start + 1_000).min(records) {
+                    pipe.cmd("SET")
+                        .arg(key(i))
+                        .arg(value)
+                        .arg("EX")
+                        .arg(86_400)
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut conn).await?;
             }
-            Ok::<f64, redis::RedisError>(total as f64 / keys.len() as f64)
+            Ok::<f64, anyhow::Error>((used_memory(redis)? - before) as f64 / records as f64)
         }
     };
-    let keys = |keys: &[RecordKey]| {
-        keys.iter()
-            .map(|k| k.as_str().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let one_key = one_key_layout(
+        |i| {
+            let key = RecordKey::with_layout(
+                KeyLayout::Scoped,
+                "dedup",
+                "bench-consumer-group",
+                "BenchTopic",
+                None,
+                &uniq_id(i),
+            );
+            key.as_str().to_owned()
+        },
+        "1",
+    )
+    .await?;
+    let reference = one_key_layout(
+        |i| {
+            crate::reference::reference_key(
+                "bench-consumer-group",
+                "BenchTopic",
+                Some("TagA"),
+                &uniq_id(i),
+            )
+        },
+        "CONSUMED",
+    )
+    .await?;
+    let _ = redis.command(&["FLUSHALL"]);
+    let empty_after = claims_per_second(&connect().await?, records, CLAIMS).await?;
+    let _ = redis.command(&["FLUSHALL"]);
     Ok(RedisBytes {
-        scoped: usage(keys(&scoped)).await?,
-        readable: usage(keys(&readable)).await?,
-        compact: usage(keys(&compact)).await?,
-        reference: usage(theirs).await?,
+        records,
+        bucketed,
+        one_key,
+        reference,
+        claims_loaded,
+        claims_empty: (empty_before + empty_after) / 2.0,
     })
 }
 
@@ -381,10 +454,7 @@ impl Report {
                 );
             }
         }
-        println!(
-            "redis bytes per CONSUMED record: ours scoped (default) {:.1}, ours compact {:.1}, ours readable {:.1}, reference layout {:.1}",
-            bytes.scoped, bytes.compact, bytes.readable, bytes.reference
-        );
+        bytes.print();
         println!(
             "memory store bytes per record: {:.1}",
             self.memory_store_bytes_per_record
@@ -479,17 +549,18 @@ impl Report {
                 "=",
                 1.0,
             ),
+            ("redis_bytes_per_record", single(bytes.bucketed), "<=", 24.0),
             (
-                "redis_bytes_default_layout_vs_reference_layout",
-                single(bytes.scoped / bytes.reference),
+                "redis_bytes_vs_one_key_layout",
+                single(bytes.bucketed / bytes.one_key),
                 "<=",
-                0.7,
+                0.2,
             ),
             (
-                "redis_bytes_compact_vs_reference_layout",
-                single(bytes.compact / bytes.reference),
-                "<=",
-                0.7,
+                "redis_claims_loaded_vs_empty",
+                single(bytes.claims_loaded / bytes.claims_empty),
+                ">=",
+                0.9,
             ),
             (
                 "memory_store_bytes_per_record",
@@ -585,7 +656,8 @@ impl Report {
             "scenarios": rows,
             "redis_round_trips": {"fresh_batch_32": self.round_trips.0, "duplicate_batch_32": self.round_trips.1},
             "cluster_round_trips": {"fresh_batch_32": self.cluster_round_trips.0, "duplicate_batch_32": self.cluster_round_trips.1},
-            "redis_bytes_per_record": {"scoped": bytes.scoped, "compact": bytes.compact, "readable": bytes.readable, "reference_layout": bytes.reference},
+            "redis_bytes_per_record": {"records": bytes.records, "bucketed": bytes.bucketed, "one_key": bytes.one_key, "reference_layout": bytes.reference},
+            "redis_claims_per_s": {"loaded": bytes.claims_loaded, "empty": bytes.claims_empty},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "engine_cpu_us_per_message": {"batch_1": self.engine_us.0, "batch_32": self.engine_us.1},
             "ratios": json_ratios,

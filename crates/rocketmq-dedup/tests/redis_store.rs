@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG};
 use rocketmq_dedup::store::{
     ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken, RedisStore,
@@ -13,6 +14,28 @@ use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 
 fn local(options: RedisOptions) -> RedisServer {
     RedisServer::start_local(options).expect("redis-server starts")
+}
+
+/// What the store's operator view says of `key`.
+async fn state(store: &RedisStore, key: &RecordKey) -> RecordState {
+    store.inspect(key).await.unwrap()
+}
+
+/// The keys on `server` matching `pattern`, sorted.
+fn keys_matching(server: &RedisServer, pattern: &str) -> Vec<String> {
+    let answer = server.command(&["KEYS", pattern]).unwrap();
+    let mut keys: Vec<String> = answer
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A number a server answered (`:n`).
+fn number(answer: &str) -> i64 {
+    answer.trim().trim_start_matches(':').parse().unwrap()
 }
 
 #[tokio::test]
@@ -25,24 +48,84 @@ async fn records_use_the_documented_layout_and_values() {
         .claim(std::slice::from_ref(&key), token, LONG)
         .await
         .unwrap();
-    assert!(server
-        .command(&["GET", "dedup:group:Orders:paid:o%3A1"])
-        .unwrap()
-        .contains("cabc"));
+    let group = "dedup:group:Orders:paid:";
+    let claim = store.claim_key(&key).unwrap();
+    assert!(
+        claim.starts_with(&format!("{group}{{")) && claim.ends_with("}o%3A1"),
+        "{claim}"
+    );
+    let mut expected = vec![format!("{group}{{layout}}"), claim.clone()];
+    expected.sort();
+    assert_eq!(
+        keys_matching(&server, "dedup:*"),
+        expected,
+        "the group's layout and the claim"
+    );
+    assert!(server.command(&["GET", &claim]).unwrap().contains("cabc"));
+    let layout = server
+        .command(&["GET", &format!("{group}{{layout}}")])
+        .unwrap();
+    // A 24 h record TTL: 12 h buckets; 1 000 records a second: 262 144 shards.
+    assert!(layout.contains("w=43200000 s=262144"), "{layout:?}");
+
+    let record_ttl = Duration::from_secs(24 * 3600);
     store
-        .commit(std::slice::from_ref(&key), token, Duration::from_secs(3600))
+        .commit(std::slice::from_ref(&key), token, record_ttl)
         .await
         .unwrap();
-    let value = server.command(&["GET", key.as_str()]).unwrap();
-    assert_eq!(value, "$1\r\n1\r\n");
-    let ttl: i64 = server
-        .command(&["TTL", key.as_str()])
+    let buckets = keys_matching(&server, &format!("{group}{{*}}:*"));
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    let bucket = &buckets[0];
+    let tag = &claim[group.len()..=claim.find('}').unwrap()];
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .trim_start_matches(':')
-        .trim()
-        .parse()
+        .as_millis() as u64;
+    assert_eq!(*bucket, format!("{group}{tag}:{}", now_ms / 43_200_000));
+    assert_eq!(
+        number(&server.command(&["EXISTS", &claim]).unwrap()),
+        0,
+        "claim gone"
+    );
+    assert_eq!(number(&server.command(&["HLEN", bucket]).unwrap()), 1);
+    let field = server.command(&["HKEYS", bucket]).unwrap();
+    assert!(field.contains("$12\r\n"), "a 12-byte field: {field:?}");
+    assert!(server
+        .command(&["OBJECT", "ENCODING", bucket])
+        .unwrap()
+        .contains("listpack"));
+    // The bucket expires at its end plus the record TTL.
+    let expires_at = number(&server.command(&["PEXPIRETIME", bucket]).unwrap()) as u64;
+    let bucket_end = (now_ms / 43_200_000 + 1) * 43_200_000;
+    assert_eq!(expires_at, bucket_end + 86_400_000);
+    assert!(matches!(
+        state(&store, &key).await,
+        RecordState::Consumed { .. }
+    ));
+
+    // A record kept an hour, under two bucket widths: in its claim key, as `1`, for the hour.
+    let short = RecordKey::new("dedup", "group", "Orders", Some("paid"), "o:2");
+    store
+        .claim(std::slice::from_ref(&short), token, LONG)
+        .await
         .unwrap();
-    assert!((3590..=3600).contains(&ttl), "record TTL {ttl}");
+    store
+        .commit(
+            std::slice::from_ref(&short),
+            token,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    let claim = store.claim_key(&short).unwrap();
+    assert_eq!(server.command(&["GET", &claim]).unwrap(), "$1\r\n1\r\n");
+    let left = number(&server.command(&["PTTL", &claim]).unwrap());
+    assert!((3_590_000..=3_600_000).contains(&left), "{left}");
+    assert_eq!(
+        number(&server.command(&["HLEN", bucket]).unwrap()),
+        1,
+        "not in the bucket"
+    );
 }
 
 #[tokio::test]
@@ -98,15 +181,32 @@ async fn an_unreadable_record_is_a_typed_error() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let keys = fresh_keys(1);
-    server
-        .command(&["SET", keys[0].as_str(), "garbage"])
-        .unwrap();
+    let token = OwnerToken::random();
+    store.claim(&keys, token, LONG).await.unwrap();
+    let claim = store.claim_key(&keys[0]).unwrap();
+    server.command(&["SET", &claim, "garbage"]).unwrap();
     let err = store
         .claim(&keys, OwnerToken::random(), LONG)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::CorruptRecord { .. }), "{err}");
     assert!(!err.is_retryable());
+    assert!(
+        store.inspect(&keys[0]).await.is_err(),
+        "the operator's view says so too"
+    );
+
+    // A group layout that is not one: a typed error for every call of the group, not a guess.
+    server
+        .command(&["SET", "contract:group:Topic::{layout}", "w=1 s=3"])
+        .unwrap();
+    let other = RedisStore::builder(server.url()).connect().await.unwrap();
+    let err = other
+        .claim(&fresh_keys(1), OwnerToken::random(), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CorruptRecord { .. }), "{err}");
+    assert!(err.to_string().contains("layout"), "{err}");
 }
 
 #[tokio::test]
@@ -173,11 +273,10 @@ async fn tls_with_auth_works_and_the_password_is_never_printed() {
         store.commit(&keys, token, LONG).await.unwrap(),
         [CommitOutcome::Committed; 2]
     );
-    // The record is there (read over the plain port).
-    assert_eq!(
-        server.command(&["GET", keys[0].as_str()]).unwrap(),
-        "$1\r\n1\r\n"
-    );
+    assert!(matches!(
+        state(&store, &keys[0]).await,
+        RecordState::Consumed { .. }
+    ));
 
     // Without the CA, the self-signed chain is refused.
     let err = RedisStore::builder(server.url())
@@ -213,27 +312,32 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     listener.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
         counter.round_trips(),
-        2,
-        "claim + commit for 32 fresh messages"
+        3,
+        "the group's layout (read once per store), claim + commit for 32 fresh messages"
     );
     // The same consumer knows them: its near-cache answers.
     listener.consume(&refs).await;
     assert_eq!(
         counter.round_trips(),
-        2,
+        3,
         "no round trip for its own duplicates"
     );
     // Another consumer asks Redis once for the batch.
     let other = consumer(store);
     other.consume(&refs).await;
-    assert_eq!(counter.round_trips(), 3, "one claim for 32 duplicates");
+    assert_eq!(
+        counter.round_trips(),
+        5,
+        "one claim for 32 duplicates, and the release of the claims it made on them (a \
+         current-thread runtime has no blocking lane whose next pipeline would carry it)"
+    );
     assert_eq!(
         other.stats().decisions(rocketmq_dedup::Decision::Duplicate),
         32
     );
 }
 
-/// A listener on Redis writes the store's layout (scoped) unless its builder names one.
+/// A listener on Redis writes the store's layout (readable) unless its builder names one.
 #[tokio::test]
 async fn the_listener_writes_the_stores_layout_unless_told_otherwise() {
     use rocketmq_dedup::record_key::KeyLayout;
@@ -253,30 +357,22 @@ async fn the_listener_writes_the_stores_layout_unless_told_otherwise() {
             Some(layout) => builder.key_layout(layout),
             None => builder,
         };
-        let listener = builder.store(store).build().unwrap();
+        let listener = builder.store(store.clone()).build().unwrap();
         listener
             .consume(&[&message("Orders").uniq_key(uniq).build()])
             .await;
         listener.shutdown(Duration::from_secs(5)).await;
-        let expected = RecordKey::with_layout(
-            layout.unwrap_or(KeyLayout::Scoped),
-            "dedup",
-            "group",
-            "Orders",
-            None,
-            uniq,
-        );
-        assert_eq!(
-            server.command(&["GET", expected.as_str()]).unwrap(),
-            "$1\r\n1\r\n",
-            "{layout:?}"
-        );
+        let in_layout =
+            |layout| RecordKey::with_layout(layout, "dedup", "group", "Orders", None, uniq);
+        let expected = layout.unwrap_or(KeyLayout::Readable);
+        for other in [KeyLayout::Readable, KeyLayout::Scoped, KeyLayout::Compact] {
+            let found = state(&store, &in_layout(other)).await;
+            match other == expected {
+                true => assert!(matches!(found, RecordState::Consumed { .. }), "{layout:?}"),
+                false => assert_eq!(found, RecordState::Absent, "{layout:?} not as {other:?}"),
+            }
+        }
     }
-    assert_eq!(
-        server.command(&["DBSIZE"]).unwrap(),
-        ":3\r\n",
-        "no key in another layout besides"
-    );
 }
 
 /// `n` keys of about 420 bytes, like the record keys of long topics, tags and namespaces.
@@ -451,6 +547,8 @@ async fn cluster_batches_cost_one_round_trip_per_master() {
     let store = RedisStore::builder(cluster.url()).connect().await.unwrap();
     let keys = fresh_keys(32);
     let token = OwnerToken::random();
+    // The group's layout is read once, by its first call.
+    store.claim(&fresh_keys(1), token, LONG).await.unwrap();
     let before = store.round_trips();
     let claims = store.claim(&keys, token, LONG).await.unwrap();
     assert_eq!(claims, vec![ClaimOutcome::Claimed; 32]);
@@ -461,7 +559,7 @@ async fn cluster_batches_cost_one_round_trip_per_master() {
     assert_eq!(store.round_trips() - before, 3);
     let masters: std::collections::HashSet<u16> = keys
         .iter()
-        .map(|k| cluster.master_of(k.as_str()).unwrap())
+        .map(|k| cluster.master_of(&store.claim_key(k).unwrap()).unwrap())
         .collect();
     assert_eq!(masters.len(), 3, "the batch touched every master");
     let again = store
@@ -478,7 +576,13 @@ async fn cluster_follows_a_slot_that_moved() {
     let cluster = rocketmq_dedup_testkit::RedisCluster::start_local(2, 0).unwrap();
     let store = RedisStore::builder(cluster.url()).connect().await.unwrap();
     let keys = fresh_keys(16);
-    let key = keys[0].as_str();
+    // Learn the group's layout first (its key may be in the slot about to move).
+    store
+        .claim(&fresh_keys(1), OwnerToken::random(), LONG)
+        .await
+        .unwrap();
+    let claim_key = store.claim_key(&keys[0]).unwrap();
+    let key = claim_key.as_str();
     let from = cluster.master_of(key).unwrap();
     let to = *cluster
         .running_ports()
@@ -540,13 +644,10 @@ async fn wait_for_replicas_makes_commits_wait_and_fails_when_too_few_acknowledge
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("1 of 2"), "{chain}");
     // The commit ran on the master; only its durability on two replicas is missing.
-    let master = deployment.master_port().unwrap();
-    assert_eq!(
-        deployment
-            .command(master, &["GET", more[0].as_str()])
-            .unwrap(),
-        "$1\r\n1\r\n"
-    );
+    assert!(matches!(
+        two.inspect(&more[0]).await.unwrap(),
+        RecordState::Consumed { .. }
+    ));
 }
 
 /// The client calls the listener on threads of its own. Calls made there use the store's
@@ -618,8 +719,8 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
     assert_eq!(consume("a").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
     assert_eq!(
         (clients(&server), store.round_trips()),
-        (before.0 + 1, before.1 + 2),
-        "a blocking connection was opened for the consume thread; claim + commit"
+        (before.0 + 1, before.1 + 3),
+        "a blocking connection was opened for the consume thread; the group's layout (read once), claim + commit"
     );
     assert_eq!(consume("b").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
     assert_eq!(clients(&server), before.0 + 1, "and used again");
@@ -654,8 +755,8 @@ async fn a_detached_commit_rides_its_threads_next_claim() {
     let (committed, answer) = detached(&store, &keys, first);
     assert!(committed.is_none(), "carried, not given back");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let value = server.command(&["GET", a.as_str()]).unwrap();
-    assert!(value.contains("\r\nc"), "still CONSUMING: {value:?}");
+    let found = state(&store, &a).await;
+    assert!(matches!(found, RecordState::Consuming { .. }), "{found:?}");
 
     let before = store.round_trips();
     assert_eq!(
@@ -672,7 +773,10 @@ async fn a_detached_commit_rides_its_threads_next_claim() {
         .expect("the claim's answer finished the commit")
         .unwrap();
     assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
-    assert_eq!(server.command(&["GET", a.as_str()]).unwrap(), "$1\r\n1\r\n");
+    assert!(matches!(
+        state(&store, &a).await,
+        RecordState::Consumed { .. }
+    ));
 }
 
 /// Only the thread that left a commit carries it: another thread's claim does not (no queue
@@ -691,8 +795,8 @@ async fn another_threads_claim_does_not_carry_a_commit() {
     .join()
     .unwrap();
     assert_eq!(claimed.unwrap(), [ClaimOutcome::Claimed]);
-    let value = server.command(&["GET", keys[0].as_str()]).unwrap();
-    assert!(value.contains("\r\nc"), "still CONSUMING: {value:?}");
+    let found = state(&store, &keys[0]).await;
+    assert!(matches!(found, RecordState::Consuming { .. }), "{found:?}");
     let committed = answer.await.unwrap().unwrap();
     assert_eq!(committed, [CommitOutcome::Committed]);
     assert!(started.elapsed() >= linger, "sent by the sweeper");
@@ -722,8 +826,8 @@ async fn a_commit_nothing_carries_leaves_after_the_linger() {
             1,
             "{linger:?}: its own pipeline"
         );
-        let value = server.command(&["GET", keys[0].as_str()]).unwrap();
-        assert_eq!(value, "$1\r\n1\r\n", "{linger:?}");
+        let found = state(&store, &keys[0]).await;
+        assert!(matches!(found, RecordState::Consumed { .. }), "{linger:?}");
     }
     let linger = Duration::from_secs(30);
     let (store, keys, token) = one_claim_lingering(&server, linger).await;
@@ -783,10 +887,10 @@ async fn a_commit_left_by_a_thread_that_ends_is_sent() {
         .expect("sent when its thread ended")
         .unwrap();
     assert_eq!(committed.unwrap(), [CommitOutcome::Committed]);
-    assert_eq!(
-        server.command(&["GET", keys[0].as_str()]).unwrap(),
-        "$1\r\n1\r\n"
-    );
+    assert!(matches!(
+        state(&store, &keys[0]).await,
+        RecordState::Consumed { .. }
+    ));
 }
 
 /// Hands `store` the detached commit of `keys` for `token`: what the store gave back (`None`:

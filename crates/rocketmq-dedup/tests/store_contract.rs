@@ -3,9 +3,13 @@
 //! replica + 3 sentinels), MariaDB and PostgreSQL servers started on free loopback ports (or
 //! the servers `REDIS_URL`, `REDIS_CLUSTER_URL`, `REDIS_SENTINEL_URL`, `MYSQL_URL` and
 //! `DATABASE_URL` name).
+//!
+//! The Redis stores keep records of the contract's long TTL in time buckets (their record TTL
+//! is that TTL) and those of its short TTL in keys of their own: the contract covers both.
 
 use rocketmq_dedup::sql::mysql::MySqlStore;
 use rocketmq_dedup::sql::postgres::PostgresStore;
+use rocketmq_dedup::store::contract::LONG;
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
 use rocketmq_dedup_testkit::{
     MariaDbServer, PostgresServer, RedisCluster, RedisSentinel, RedisServer,
@@ -14,6 +18,7 @@ use rocketmq_dedup_testkit::{
 async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
     let server = RedisServer::start().expect("redis-server starts");
     let store = RedisStore::builder(server.url())
+        .record_ttl(LONG)
         .script_claims(script_claims)
         .connect()
         .await
@@ -29,6 +34,7 @@ rocketmq_dedup::dedup_store_contract!(redis_store_script_claims, redis(true));
 async fn redis_cluster() -> (RedisStore, RedisCluster) {
     let cluster = RedisCluster::start().expect("the Redis Cluster forms");
     let store = RedisStore::builder(cluster.url())
+        .record_ttl(LONG)
         .connect()
         .await
         .expect("connects to the cluster");
@@ -40,6 +46,7 @@ rocketmq_dedup::dedup_store_contract!(redis_cluster_store, redis_cluster());
 async fn redis_sentinel() -> (RedisStore, RedisSentinel) {
     let deployment = RedisSentinel::start().expect("master, replica and sentinels start");
     let store = RedisStore::builder(deployment.url())
+        .record_ttl(LONG)
         .connect()
         .await
         .expect("connects to the master through Sentinel");

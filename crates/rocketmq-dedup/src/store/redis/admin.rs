@@ -1,5 +1,5 @@
-//! [`RecordAdmin`] for the Redis store: a record's value and `PTTL`, `DEL`, and `SCAN` over
-//! every master for counts.
+//! [`RecordAdmin`] for the Redis store: a record's claim and bucket fields with their `PTTL`,
+//! `DEL` and `HDEL`, and `SCAN` over every master for counts (`HLEN` of each bucket).
 
 use std::time::Duration;
 
@@ -7,8 +7,10 @@ use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
 use super::connection::Lane;
-use super::pipeline::KeyedCommand;
-use super::scripts::{is_consumed, UNREADABLE_VALUE};
+use super::layout::{escaped_group, kind_of, split, KeyKind, Location};
+use super::layouts::now_ms;
+use super::pipeline::{KeyedCommand, Sent};
+use super::scripts::{CONSUMED_KEY_VALUE, UNREADABLE_VALUE};
 use super::RedisStore;
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::{KeyLayout, RecordKey, RecordScope};
@@ -21,12 +23,16 @@ fn failed(e: RedisError) -> StoreError {
     StoreError::backend(StoreOperation::Admin, e)
 }
 
-/// What a record's value and its `PTTL` say.
-fn state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError> {
+/// Widths of buckets an operator's lookup goes back over, at least (a listener elsewhere may
+/// keep records longer than this store's record TTL).
+const ADMIN_LOOKBACK_WIDTHS: u64 = 8;
+
+/// What a claim key's value and its `PTTL` say.
+fn claim_state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError> {
     let ttl_left = Duration::from_millis(pttl_ms.max(0) as u64);
     match value.as_deref() {
         None => Ok(RecordState::Absent),
-        Some(v) if is_consumed(v) => Ok(RecordState::Consumed { ttl_left }),
+        Some(CONSUMED_KEY_VALUE) => Ok(RecordState::Consumed { ttl_left }),
         Some([b'c', hex @ ..]) => {
             let owner = std::str::from_utf8(hex)
                 .ok()
@@ -52,55 +58,143 @@ fn used_memory(info: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+impl RedisStore {
+    /// Where `key` lives, if its group has a layout in Redis (none: it never had a record).
+    async fn locate_for_admin(&self, key: &RecordKey) -> Result<Option<Location>, StoreError> {
+        let (group, _) = split(key.as_str());
+        let layout_key = super::layout::layout_key(&escaped_group(group));
+        let mut get = redis::cmd("GET");
+        get.arg(&layout_key);
+        let value = self.send_one(&layout_key, get).await?;
+        let Some(text): Option<Vec<u8>> =
+            redis::from_redis_value(value).map_err(|e| failed(e.into()))?
+        else {
+            return Ok(None);
+        };
+        let layout = super::layout::BucketLayout::decode(&text).ok_or_else(|| {
+            corrupt(&format!(
+                "{layout_key} holds {:?}, not a bucket layout",
+                String::from_utf8_lossy(&text)
+            ))
+        })?;
+        Ok(Some(Location::of(key, &layout)))
+    }
+
+    /// The buckets an operator's lookup of `at` goes over, newest first.
+    fn admin_buckets(&self, at: &Location) -> Vec<u64> {
+        let lookback = (ADMIN_LOOKBACK_WIDTHS * at.layout.width_ms).max(self.layouts.horizon_ms());
+        at.layout.live_buckets(now_ms(), lookback).collect()
+    }
+
+    async fn send_one(&self, key: &str, cmd: redis::Cmd) -> Result<Value, StoreError> {
+        let sent = self.send_admin(vec![KeyedCommand { key, cmd }]).await?;
+        sent.answers
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt("fewer answers than commands"))?
+            .map_err(failed)
+    }
+
+    async fn send_admin(&self, commands: Vec<KeyedCommand<'_>>) -> Result<Sent, StoreError> {
+        self.conn
+            .send(commands, None, Lane::Multiplexed)
+            .await
+            .map_err(failed)
+    }
+}
+
+/// An answer as `T`.
+fn read<T: redis::FromRedisValue>(
+    answer: Option<redis::RedisResult<Value>>,
+) -> Result<T, StoreError> {
+    let answer = answer.ok_or_else(|| corrupt("fewer answers than commands"))?;
+    redis::from_redis_value(answer.map_err(failed)?).map_err(|e| failed(e.into()))
+}
+
 impl RecordAdmin for RedisStore {
     fn key_layout(&self) -> KeyLayout {
         crate::store::DedupStore::key_layout(self)
     }
 
+    /// CONSUMED when a bucket holds the record's field (its time left: the bucket's), else
+    /// what its claim key says.
     fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
         Box::pin(async move {
-            let k = key.as_str();
-            let mut get = redis::cmd("GET");
-            get.arg(k);
-            let mut pttl = redis::cmd("PTTL");
-            pttl.arg(k);
-            let commands = vec![
-                KeyedCommand { key: k, cmd: get },
-                KeyedCommand { key: k, cmd: pttl },
-            ];
-            let sent = self
-                .conn
-                .send(commands, None, Lane::Multiplexed)
-                .await
-                .map_err(failed)?;
-            let mut answers = sent.answers.into_iter();
-            let (Some(value), Some(pttl)) = (answers.next(), answers.next()) else {
-                return Err(corrupt("fewer answers than commands"));
+            let Some(at) = self.locate_for_admin(key).await? else {
+                return Ok(RecordState::Absent);
             };
-            let value: Option<Vec<u8>> =
-                redis::from_redis_value(value.map_err(failed)?).map_err(|e| failed(e.into()))?;
-            let pttl: i64 =
-                redis::from_redis_value(pttl.map_err(failed)?).map_err(|e| failed(e.into()))?;
-            state(value, pttl)
+            let buckets: Vec<String> = self
+                .admin_buckets(&at)
+                .into_iter()
+                .map(|b| at.bucket(b))
+                .collect();
+            let mut commands = Vec::with_capacity(2 + 2 * buckets.len());
+            for name in ["GET", "PTTL"] {
+                let mut cmd = redis::cmd(name);
+                cmd.arg(&at.claim);
+                commands.push(KeyedCommand {
+                    key: &at.claim,
+                    cmd,
+                });
+            }
+            for bucket in &buckets {
+                let mut hexists = redis::cmd("HEXISTS");
+                hexists.arg(bucket).arg(&at.field[..]);
+                let mut pttl = redis::cmd("PTTL");
+                pttl.arg(bucket);
+                commands.push(KeyedCommand {
+                    key: bucket,
+                    cmd: hexists,
+                });
+                commands.push(KeyedCommand {
+                    key: bucket,
+                    cmd: pttl,
+                });
+            }
+            let mut answers = self.send_admin(commands).await?.answers.into_iter();
+            let value: Option<Vec<u8>> = read(answers.next())?;
+            let pttl: i64 = read(answers.next())?;
+            for _ in &buckets {
+                let found: i64 = read(answers.next())?;
+                let left: i64 = read(answers.next())?;
+                if found == 1 {
+                    let ttl_left = Duration::from_millis(left.max(0) as u64);
+                    return Ok(RecordState::Consumed { ttl_left });
+                }
+            }
+            claim_state(value, pttl)
         })
     }
 
+    /// Deletes the claim key and the field from every bucket it may be in.
     fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
+            let Some(at) = self.locate_for_admin(key).await? else {
+                return Ok(false);
+            };
+            let buckets: Vec<String> = self
+                .admin_buckets(&at)
+                .into_iter()
+                .map(|b| at.bucket(b))
+                .collect();
             let mut del = redis::cmd("DEL");
-            del.arg(key.as_str());
-            let commands = vec![KeyedCommand {
-                key: key.as_str(),
+            del.arg(&at.claim);
+            let mut commands = vec![KeyedCommand {
+                key: &at.claim,
                 cmd: del,
             }];
-            let sent = self
-                .conn
-                .send(commands, None, Lane::Multiplexed)
-                .await
-                .map_err(failed)?;
-            let deleted = sent.answers.into_iter().next().unwrap_or(Ok(Value::Int(0)));
-            let deleted: i64 =
-                redis::from_redis_value(deleted.map_err(failed)?).map_err(|e| failed(e.into()))?;
+            for bucket in &buckets {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(bucket).arg(&at.field[..]);
+                commands.push(KeyedCommand {
+                    key: bucket,
+                    cmd: hdel,
+                });
+            }
+            let mut deleted = 0;
+            for answer in self.send_admin(commands).await?.answers {
+                deleted += read::<i64>(Some(answer))?;
+            }
             Ok(deleted > 0)
         })
     }
@@ -127,30 +221,39 @@ impl RecordAdmin for RedisStore {
                     })
                     .collect::<String>()
             };
-            let pattern = format!("{}*", glob(&start));
+            let pattern = format!("{}*", glob(&escaped_group(&start)));
             let keys = self.conn.scan(&pattern).await.map_err(failed)?;
             let mut counts = RecordCounts::default();
+            // A claim counts when it holds a claim, a bucket by its fields.
+            let keys: Vec<(KeyKind, String)> = keys
+                .into_iter()
+                .map(|k| (kind_of(&k), k))
+                .filter(|(kind, _)| *kind != KeyKind::Layout)
+                .collect();
             for chunk in keys.chunks(COUNT_BATCH) {
                 let commands = chunk
                     .iter()
-                    .map(|k| {
-                        let mut get = redis::cmd("GET");
-                        get.arg(k.as_str());
-                        KeyedCommand { key: k, cmd: get }
+                    .map(|(kind, k)| {
+                        let mut cmd = redis::cmd(match kind {
+                            KeyKind::Bucket => "HLEN",
+                            _ => "GET",
+                        });
+                        cmd.arg(k.as_str());
+                        KeyedCommand { key: k, cmd }
                     })
                     .collect();
-                let sent = self
-                    .conn
-                    .send(commands, None, Lane::Multiplexed)
-                    .await
-                    .map_err(failed)?;
-                for answer in sent.answers {
-                    let value: Option<Vec<u8>> = redis::from_redis_value(answer.map_err(failed)?)
-                        .map_err(|e| failed(e.into()))?;
-                    match value.as_deref() {
-                        Some(v) if is_consumed(v) => counts.consumed += 1,
-                        Some([b'c', ..]) => counts.consuming += 1,
-                        _ => {}
+                let sent = self.send_admin(commands).await?;
+                for ((kind, _), answer) in chunk.iter().zip(sent.answers) {
+                    match kind {
+                        KeyKind::Bucket => counts.consumed += read::<u64>(Some(answer))?,
+                        _ => {
+                            let value: Option<Vec<u8>> = read(Some(answer))?;
+                            match value.as_deref() {
+                                Some(CONSUMED_KEY_VALUE) => counts.consumed += 1,
+                                Some([b'c', ..]) => counts.consuming += 1,
+                                _ => {}
+                            }
+                        }
                     }
                 }
             }
@@ -175,27 +278,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_read_as_states() {
-        assert_eq!(state(None, -2).unwrap(), RecordState::Absent);
+    fn claim_values_read_as_states() {
+        assert_eq!(claim_state(None, -2).unwrap(), RecordState::Absent);
         assert_eq!(
-            state(Some(b"1".to_vec()), 1500).unwrap(),
-            RecordState::Consumed {
-                ttl_left: Duration::from_millis(1500)
-            }
-        );
-        assert_eq!(
-            state(Some(b"cff".to_vec()), 10).unwrap(),
+            claim_state(Some(b"cff".to_vec()), 10).unwrap(),
             RecordState::Consuming {
                 owner: 255,
                 ttl_left: Duration::from_millis(10)
             }
         );
-        assert!(state(Some(b"CONSUMED".to_vec()), 1).is_err());
-        assert!(
-            state(Some(b"d".to_vec()), 1).is_err(),
-            "no unreleased mark is read"
+        assert_eq!(
+            claim_state(Some(b"1".to_vec()), 1500).unwrap(),
+            RecordState::Consumed {
+                ttl_left: Duration::from_millis(1500)
+            },
+            "a record kept in its own key"
         );
-        assert!(state(Some(b"czz".to_vec()), 1).is_err());
+        assert!(claim_state(Some(b"2".to_vec()), 1).is_err());
+        assert!(claim_state(Some(b"czz".to_vec()), 1).is_err());
         assert_eq!(used_memory("# Memory\r\nused_memory:1234\r\n"), Some(1234));
     }
 }

@@ -12,6 +12,8 @@ use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
 use super::blocking::BlockingLane;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
+use super::layout::BucketLayout;
+use super::layouts::{Layouts, ListpackLimits};
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
 use super::url::Deployment;
@@ -46,6 +48,8 @@ pub struct RedisStoreBuilder {
     wait_for_replicas: Option<WaitForReplicas>,
     consume_thread_connections: usize,
     commit_linger: Duration,
+    record_ttl: Duration,
+    expected_rate: u64,
 }
 
 impl RedisStoreBuilder {
@@ -64,6 +68,10 @@ impl RedisStoreBuilder {
     /// takes a millisecond or two carries its commit with its next claim, and that the
     /// sweeper wakes at most 200 times a second while commits come.
     pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(5);
+    /// Default of [`Self::record_ttl`]: the listener's default record TTL.
+    pub const DEFAULT_RECORD_TTL: Duration = crate::DedupConfig::DEFAULT_RECORD_TTL;
+    /// Default of [`Self::expected_rate`], in records committed per second and group.
+    pub const DEFAULT_EXPECTED_RATE: u64 = 1_000;
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
@@ -85,6 +93,8 @@ impl RedisStoreBuilder {
             wait_for_replicas: None,
             consume_thread_connections: Self::DEFAULT_CONSUME_THREAD_CONNECTIONS,
             commit_linger: Self::DEFAULT_COMMIT_LINGER,
+            record_ttl: Self::DEFAULT_RECORD_TTL,
+            expected_rate: Self::DEFAULT_EXPECTED_RATE,
         }
     }
 
@@ -182,6 +192,35 @@ impl RedisStoreBuilder {
     /// [`DedupStore::commit`]: crate::DedupStore::commit
     pub fn commit_linger(mut self, linger: Duration) -> Self {
         self.commit_linger = linger;
+        self
+    }
+
+    /// The longest record TTL of the listeners that use this store (default
+    /// [`Self::DEFAULT_RECORD_TTL`], the listener's default): a claim looks for CONSUMED
+    /// records in the time buckets that can hold one this old, and a new group's buckets are
+    /// half this wide. A listener that keeps records longer still has them kept as long (each
+    /// commit sets its bucket's expiry), and once it commits, this store's claims look back
+    /// that far too (with a WARN: claims made before, in other processes too, may have missed
+    /// such old records).
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
+        self.record_ttl = ttl;
+        self
+    }
+
+    /// The peak rate, in records committed per second, of the busiest group (consumer group,
+    /// topic and tag) that uses this store (default [`Self::DEFAULT_EXPECTED_RATE`]). It sizes
+    /// a new group's buckets: shards = rate × bucket width / 256, rounded up to a power of two,
+    /// so that a bucket hash holds about 256 records and stays in Redis's compact listpack
+    /// encoding (up to `hash-max-listpack-entries`, 512 by default) at twice the rate.
+    ///
+    /// Above it the hashes convert to hashtables: still correct, about three times the bytes
+    /// per record. Far below it, most hashes hold few records, and each hash's own keyspace
+    /// entry (about 100 bytes) is shared by fewer: at a hundredth of the rate, about 40 bytes
+    /// per record. A group's layout is fixed by the first store that uses it (see
+    /// [`RedisStore`](super::RedisStore)); to change it, drop the group's records and its
+    /// `{layout}` key together.
+    pub fn expected_rate(mut self, records_per_second: u64) -> Self {
+        self.expected_rate = records_per_second;
         self
     }
 
@@ -336,14 +375,50 @@ impl RedisStoreBuilder {
             .await
             .map_err(connect_err)?;
         let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
+        let layout = BucketLayout::sized(self.record_ttl, self.expected_rate);
+        match listpack_limits(&conn).await {
+            Some(limits) => {
+                if let Some(why) = limits.shortfall(&layout) {
+                    tracing::warn!("Redis will keep records in more memory than it could: {why}");
+                }
+            }
+            None => tracing::debug!(
+                "CONFIG GET hash-max-listpack-* was refused: the bucket hashes' encoding is not checked"
+            ),
+        }
+        let layouts = Layouts::new(layout, self.record_ttl, Arc::clone(&round_trips));
         Ok(RedisStore {
             conn,
             scripts: all,
             round_trips,
             native_claim: !self.script_claims && server_major_version(&info) >= 7,
             wait: self.wait_for_replicas.map(|w| w.command()),
+            layouts: Arc::new(layouts),
         })
     }
+}
+
+/// The server's listpack limits for hashes (on a Cluster, one node's), or `None` when `CONFIG
+/// GET` is refused (managed services often rename it) or answers otherwise.
+async fn listpack_limits(conn: &RedisConnection) -> Option<ListpackLimits> {
+    let answer = conn
+        .on_each_master(redis::cmd("CONFIG").arg("GET").arg("hash-max-*"))
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    let pairs: std::collections::HashMap<String, String> = redis::from_redis_value(answer).ok()?;
+    let read = |name: &str| -> Option<u64> {
+        pairs
+            .get(&format!("hash-max-listpack-{name}"))
+            .or_else(|| pairs.get(&format!("hash-max-ziplist-{name}")))?
+            .parse()
+            .ok()
+    };
+    Some(ListpackLimits {
+        entries: read("entries")?,
+        value: read("value")?,
+    })
 }
 
 /// `e` as an error source, without a cause that only repeats it (redis-rs's I/O errors
@@ -435,6 +510,8 @@ impl fmt::Debug for RedisStoreBuilder {
                 &self.consume_thread_connections,
             )
             .field("commit_linger", &self.commit_linger)
+            .field("record_ttl", &self.record_ttl)
+            .field("expected_rate", &self.expected_rate)
             .finish()
     }
 }

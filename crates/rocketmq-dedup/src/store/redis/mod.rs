@@ -1,17 +1,21 @@
-//! The Redis store: records as single-key commands, sent one pipeline per server, on one
-//! server, a Redis Cluster, or the master Sentinel names.
+//! The Redis store: claims as keys, CONSUMED records as fields of time-bucket hashes
+//! ([`layout`]), sent one pipeline per server, on one server, a Redis Cluster, or the master
+//! Sentinel names.
 
 mod admin;
 mod blocking;
 mod builder;
 mod cluster;
 mod connection;
+mod layout;
+mod layouts;
 mod pipeline;
 mod scripts;
 mod sentinel;
 mod url;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,6 +26,8 @@ use blocking::{Carried, Rider};
 pub use builder::RedisStoreBuilder;
 use connection::Lane;
 pub use connection::RedisConnection;
+use layout::Location;
+use layouts::Layouts;
 use pipeline::KeyedCommand;
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
@@ -33,15 +39,18 @@ use crate::record_key::RecordKey;
 
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
-/// One record per key, a string: `c<token>` while CONSUMING (with the processing TTL), `1`
-/// when CONSUMED (with the record TTL); the key layout is in [`crate::record_key`] (by default
-/// [`KeyLayout::Scoped`](crate::record_key::KeyLayout::Scoped), see [`DedupStore::key_layout`]). Every
-/// operation is one single-key command per record, sent as one pipeline per batch and server:
-/// one round trip per batch on one server, at most one per master touched on a Redis Cluster
-/// (a pipeline may not cross slots, so the store groups a batch's keys by the master that owns
-/// their slots; no hash tags are needed). Claims are the
-/// native `SET key owner NX PX ttl GET` on Redis 7.0 and later (a Lua script before);
-/// commit, release and renew are compare-and-set Lua scripts on the owner token.
+/// A CONSUMED record is a 12-byte field in a small hash of the records committed in the same
+/// time bucket, which expires as a whole: about 17 bytes of Redis memory per record where one
+/// key per record takes 145 (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its
+/// own holding `c<token>` with the processing TTL. [`layout`] says where each lives; size the
+/// buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
+///
+/// Every operation is single-slot commands, sent as one pipeline per batch and server: one
+/// round trip per batch on one server, at most one per master touched on a Redis Cluster (a
+/// record's claim and buckets share a hash tag, and the store groups a batch's commands by the
+/// master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET` and one
+/// `HEXISTS` per live bucket on Redis 7.0 and later (a Lua script before); commit, release and
+/// renew are compare-and-set Lua scripts on the owner token.
 ///
 /// # Connection behavior
 /// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
@@ -71,6 +80,8 @@ pub struct RedisStore {
     native_claim: bool,
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
+    /// Each group's bucket layout, as read from Redis.
+    layouts: Arc<Layouts>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -109,63 +120,161 @@ impl RedisStore {
         }
     }
 
+    /// The Redis key of `key`'s claim, once this store has met its group (a claim of any key
+    /// of the group), for tests that look at records in Redis.
+    #[cfg(feature = "test-util")]
+    pub fn claim_key(&self, key: &RecordKey) -> Option<String> {
+        let at = self.layouts.locate_known(std::slice::from_ref(key))?;
+        at.into_iter().next().map(|at| at.claim)
+    }
+
     /// The connection, for tools and tests that inspect records (it implements redis-rs's
     /// `ConnectionLike`).
     pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
-    /// Claims with one `SET key owner NX PX ttl GET` per key, in one pipeline per server: the
-    /// answer is the value that was there (nil: absent, so now claimed).
+    /// Claims with one `SET claim owner NX PX ttl GET` and one `HEXISTS` per live bucket for
+    /// each key, in one pipeline per server. A field in a bucket: CONSUMED; else the value the
+    /// claim key had says (nil: absent, so now claimed).
+    ///
+    /// The `SET` goes first: a commit that lands between it and the `HEXISTS` is then seen
+    /// by them (a commit after the `SET` finds our claim, not its own). A record found
+    /// CONSUMED keeps the claim the `SET` may have made, until its processing TTL: it answers
+    /// nothing (every claim looks in the buckets first) and is never committed.
     async fn claim_native(
         &self,
-        keys: &[RecordKey],
+        at: &[Location],
         owner: &str,
         ttl: &str,
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
-        if keys.is_empty() {
+        if at.is_empty() {
             return Ok(Vec::new());
         }
         let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
-        let commands = keys
-            .iter()
-            .map(|key| {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key.as_str())
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl)
-                    .arg("GET");
-                KeyedCommand {
-                    key: key.as_str(),
-                    cmd,
-                }
-            })
-            .collect();
+        let (now, horizon) = (layouts::now_ms(), self.layouts.horizon_ms());
+        let mut commands = Vec::with_capacity(at.len() * 4);
+        let mut checks = Vec::with_capacity(at.len());
+        for loc in at {
+            let mut set = redis::cmd("SET");
+            set.arg(&loc.claim)
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .arg("GET");
+            commands.push(KeyedCommand {
+                key: &loc.claim,
+                cmd: set,
+            });
+            let before = commands.len();
+            for b in loc.layout.live_buckets(now, horizon) {
+                let mut hexists = redis::cmd("HEXISTS");
+                hexists.arg(loc.bucket(b)).arg(&loc.field[..]);
+                commands.push(KeyedCommand {
+                    key: &loc.claim,
+                    cmd: hexists,
+                });
+            }
+            checks.push(commands.len() - before);
+        }
         let sent = self
             .conn
             .send(commands, None, Lane::Blocking)
             .await
             .map_err(backend)?;
         self.count_round_trips(sent.round_trips);
-        sent.answers
-            .into_iter()
-            .map(|answer| {
-                let previous: Option<Vec<u8>> = redis::from_redis_value(answer.map_err(backend)?)
-                    .map_err(|e| backend(e.into()))?;
-                match previous.as_deref() {
-                    None => Ok(ClaimOutcome::Claimed),
-                    Some(v) if scripts::is_consumed(v) => Ok(ClaimOutcome::Consumed),
-                    Some(v) if v == owner.as_bytes() => Ok(ClaimOutcome::Claimed),
-                    Some([b'c', ..]) => Ok(ClaimOutcome::InFlight),
-                    Some(_) => Err(StoreError::CorruptRecord {
+        let mut answers = sent.answers.into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .ok_or_else(|| {
+                    backend(RedisError::from((
+                        ErrorKind::Client,
+                        "a pipeline answered fewer commands than it carried",
+                    )))
+                })?
+                .map_err(backend)
+        };
+        let mut outcomes = Vec::with_capacity(at.len());
+        let mut stale = Vec::new();
+        for (k, n) in checks.into_iter().enumerate() {
+            let previous: Option<Vec<u8>> =
+                redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
+            let mut consumed = false;
+            for _ in 0..n {
+                let found: i64 = redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
+                consumed |= found == 1;
+            }
+            if consumed && previous.is_none() {
+                stale.push(k);
+            }
+            outcomes.push(match previous.as_deref() {
+                _ if consumed => ClaimOutcome::Consumed,
+                Some(scripts::CONSUMED_KEY_VALUE) => ClaimOutcome::Consumed,
+                None => ClaimOutcome::Claimed,
+                Some(v) if v == owner.as_bytes() => ClaimOutcome::Claimed,
+                Some([b'c', ..]) => ClaimOutcome::InFlight,
+                Some(_) => {
+                    return Err(StoreError::CorruptRecord {
                         operation: StoreOperation::Claim,
                         detail: scripts::UNREADABLE_VALUE.to_owned(),
-                    }),
+                    })
                 }
-            })
-            .collect()
+            });
+        }
+        if !stale.is_empty() {
+            let stale: Vec<Location> = stale.into_iter().map(|k| at[k].clone()).collect();
+            self.release_stale(stale, owner).await;
+        }
+        Ok(outcomes)
+    }
+
+    /// The arguments of release and renew: `args`, now and the claims' horizon.
+    fn on_claim<'a>(&self, args: &'a [&'a [u8]]) -> ScriptArgs<'a> {
+        ScriptArgs::OnClaim {
+            args,
+            now: layouts::now_ms(),
+            horizon: self.layouts.horizon_ms(),
+        }
+    }
+
+    /// Releases the claims a native claim made on records it then found CONSUMED, so that
+    /// nothing (a commit of this owner, a count) takes them for records in flight. They ride
+    /// the thread's next pipeline where the blocking lane carries; elsewhere they are released
+    /// now. A release that fails leaves the claim to its processing TTL: it is only ever read
+    /// after the buckets, which say CONSUMED.
+    async fn release_stale(&self, stale: Vec<Location>, owner: &str) {
+        let owner = owner.to_owned();
+        let release = |at: &[Location], owner: &str| {
+            let args = [owner.as_bytes()];
+            let call = ScriptCall {
+                operation: StoreOperation::Release,
+                script: &self.scripts.release,
+                at,
+                args: self.on_claim(&args),
+                wait: None,
+            };
+            (0..call.len())
+                .map(|k| call.command(k).cmd)
+                .collect::<Vec<_>>()
+        };
+        if let (Some(lane), Ok(runtime)) = (self.conn.blocking_lane(), Handle::try_current()) {
+            if lane.carry(&runtime, || Rider::new(release(&stale, &owner), |_| {})) {
+                return;
+            }
+        }
+        let args = [owner.as_bytes()];
+        let call = ScriptCall {
+            operation: StoreOperation::Release,
+            script: &self.scripts.release,
+            at: &stale,
+            args: self.on_claim(&args),
+            wait: None,
+        };
+        if let Err(e) = self.run(&call, None).await {
+            tracing::debug!(error = %e, "releasing claims made on CONSUMED records failed: they expire");
+        }
     }
 
     /// Runs the call's script once per key (one pipeline per server) and returns the integer
@@ -183,8 +292,8 @@ impl RedisStore {
         mut carried: Option<Vec<RedisResult<Value>>>,
     ) -> Result<Vec<i64>, StoreError> {
         let backend = |e: RedisError| StoreError::backend(call.operation, e);
-        let mut answers: Vec<Option<i64>> = vec![None; call.keys.len()];
-        let mut todo: Vec<usize> = (0..call.keys.len()).collect();
+        let mut answers: Vec<Option<i64>> = vec![None; call.len()];
+        let mut todo: Vec<usize> = (0..call.len()).collect();
         for attempt in 0..2 {
             if todo.is_empty() {
                 break;
@@ -266,21 +375,23 @@ impl RedisStore {
         ttl: Duration,
         carried: Option<Vec<RedisResult<Value>>>,
     ) -> Result<Vec<CommitOutcome>, StoreError> {
-        let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
-        let args = [owner.as_bytes(), ttl.as_bytes()];
-        let call = self.commit_call(keys, &args);
+        let at = self
+            .layouts
+            .locate(&self.conn, keys, StoreOperation::Commit)
+            .await?;
+        let commit = CommitArgs::new(&self.layouts, &at, token, ttl);
+        let call = self.commit_call(&at, &commit);
         let answers = self.run(&call, carried).await?;
         Ok(answers.into_iter().map(commit_outcome).collect())
     }
 
-    /// The commit script over `keys` with `args` (the owner and the record TTL in
-    /// milliseconds), and the store's `WAIT` after it.
-    fn commit_call<'a>(&'a self, keys: &'a [RecordKey], args: &'a [&'a [u8]]) -> ScriptCall<'a> {
+    /// The commit script over the records `at`, and the store's `WAIT` after it.
+    fn commit_call<'a>(&'a self, at: &'a [Location], commit: &'a CommitArgs) -> ScriptCall<'a> {
         ScriptCall {
             operation: StoreOperation::Commit,
             script: &self.scripts.commit,
-            keys,
-            args,
+            at,
+            args: ScriptArgs::Commit(commit),
             wait: self.wait.as_ref(),
         }
     }
@@ -329,26 +440,125 @@ fn commit_outcome(answer: i64) -> CommitOutcome {
     }
 }
 
-/// One script over a batch of keys: what [`RedisStore::run`] sends.
+/// One script over a batch of records: what [`RedisStore::run`] sends.
 struct ScriptCall<'a> {
     operation: StoreOperation,
     script: &'a LuaScript,
-    keys: &'a [RecordKey],
-    args: &'a [&'a [u8]],
+    at: &'a [Location],
+    args: ScriptArgs<'a>,
     /// `WAIT` after the commands (commits with replicas to wait for).
     wait: Option<&'a (u32, Cmd)>,
 }
 
-impl<'a> ScriptCall<'a> {
-    /// `EVALSHA` of the script on the key at `k`.
-    fn command(&self, k: usize) -> KeyedCommand<'a> {
-        let key = self.keys[k].as_str();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.script.get_hash()).arg(1).arg(key);
-        for arg in self.args {
-            cmd.arg(*arg);
+/// What a script gets beside its keys.
+enum ScriptArgs<'a> {
+    /// The claim script: the owner and the processing TTL; it looks in the live buckets.
+    Claim {
+        owner: &'a str,
+        ttl: &'a str,
+        now: u64,
+        horizon: u64,
+    },
+    /// The commit script.
+    Commit(&'a CommitArgs),
+    /// Release (the owner) and renew (the owner and the TTL): the claim key and the live
+    /// buckets, the record's field after the arguments.
+    OnClaim {
+        args: &'a [&'a [u8]],
+        now: u64,
+        horizon: u64,
+    },
+}
+
+/// The commit script's arguments but the record's field, and the buckets it writes to.
+struct CommitArgs {
+    owner: String,
+    record_ttl_ms: u64,
+    now: u64,
+    horizon: u64,
+}
+
+impl CommitArgs {
+    /// The arguments for committing the records `at` kept `ttl`; a bucketed record kept
+    /// longer than claims look back widens them ([`Layouts::widen_horizon`]).
+    fn new(layouts: &Layouts, at: &[Location], token: OwnerToken, ttl: Duration) -> Self {
+        let record_ttl_ms = super::clamp_ttl(ttl).as_millis() as u64;
+        if at.iter().any(|loc| loc.layout.buckets_keep(record_ttl_ms)) {
+            layouts.widen_horizon(record_ttl_ms);
         }
-        KeyedCommand { key, cmd }
+        CommitArgs {
+            owner: owner_value(token),
+            record_ttl_ms,
+            now: layouts::now_ms(),
+            horizon: layouts.horizon_ms(),
+        }
+    }
+}
+
+impl<'a> ScriptCall<'a> {
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// `EVALSHA` of the script on the record at `k`.
+    fn command(&self, k: usize) -> KeyedCommand<'a> {
+        let loc = &self.at[k];
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.script.get_hash());
+        match &self.args {
+            ScriptArgs::Claim {
+                owner,
+                ttl,
+                now,
+                horizon,
+            } => {
+                let buckets: Vec<String> = loc
+                    .layout
+                    .live_buckets(*now, *horizon)
+                    .map(|b| loc.bucket(b))
+                    .collect();
+                cmd.arg(1 + buckets.len()).arg(&loc.claim).arg(buckets);
+                cmd.arg(*owner).arg(*ttl).arg(&loc.field[..]);
+            }
+            ScriptArgs::Commit(c) => {
+                let current = loc.layout.bucket(c.now);
+                let others: Vec<String> = loc
+                    .layout
+                    .live_buckets(c.now, c.horizon)
+                    .filter(|&b| b != current)
+                    .map(|b| loc.bucket(b))
+                    .collect();
+                cmd.arg(2 + others.len())
+                    .arg(&loc.claim)
+                    .arg(loc.bucket(current))
+                    .arg(others);
+                let own_key = match loc.layout.buckets_keep(c.record_ttl_ms) {
+                    true => 0,
+                    false => c.record_ttl_ms,
+                };
+                cmd.arg(&c.owner)
+                    .arg(&loc.field[..])
+                    .arg(loc.layout.expires_at(current, c.record_ttl_ms))
+                    .arg(c.now)
+                    .arg(own_key);
+            }
+            ScriptArgs::OnClaim { args, now, horizon } => {
+                let buckets: Vec<String> = loc
+                    .layout
+                    .live_buckets(*now, *horizon)
+                    .map(|b| loc.bucket(b))
+                    .collect();
+                cmd.arg(1 + buckets.len()).arg(&loc.claim).arg(buckets);
+                for arg in *args {
+                    cmd.arg(*arg);
+                }
+                cmd.arg(&loc.field[..]);
+            }
+        }
+        KeyedCommand {
+            key: &loc.claim,
+            cmd,
+        }
     }
 }
 
@@ -373,14 +583,23 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
         Box::pin(async move {
             let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            let at = self
+                .layouts
+                .locate(&self.conn, keys, StoreOperation::Claim)
+                .await?;
             if self.native_claim {
-                return self.claim_native(keys, &owner, &ttl).await;
+                return self.claim_native(&at, &owner, &ttl).await;
             }
             let call = ScriptCall {
                 operation: StoreOperation::Claim,
                 script: &self.scripts.claim,
-                keys,
-                args: &[owner.as_bytes(), ttl.as_bytes()],
+                at: &at,
+                args: ScriptArgs::Claim {
+                    owner: &owner,
+                    ttl: &ttl,
+                    now: layouts::now_ms(),
+                    horizon: self.layouts.horizon_ms(),
+                },
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
@@ -419,15 +638,17 @@ impl DedupStore for RedisStore {
         let Ok(runtime) = Handle::try_current() else {
             return Some(commit);
         };
+        // Every group a commit touches was located by its claim; a group never seen (a commit
+        // without a claim in this process) goes the awaited way, which reads its layout.
+        let Some(at) = self.layouts.locate_known(commit.keys()) else {
+            return Some(commit);
+        };
         let mut slot = Some(commit);
         let carried = lane.carry(&runtime, || {
             let commit = slot.take().expect("the rider is built once");
-            let (owner, ttl) = (owner_value(commit.token()), ttl_ms(commit.ttl()));
-            let args = [owner.as_bytes(), ttl.as_bytes()];
-            let call = self.commit_call(commit.keys(), &args);
-            let commands = (0..commit.keys().len())
-                .map(|k| call.command(k).cmd)
-                .collect();
+            let args = CommitArgs::new(&self.layouts, &at, commit.token(), commit.ttl());
+            let call = self.commit_call(&at, &args);
+            let commands = (0..call.len()).map(|k| call.command(k).cmd).collect();
             let (store, spawn_on) = (self.clone(), runtime.clone());
             Rider::new(commands, move |carried| {
                 store.finish_carried(commit, carried, &spawn_on)
@@ -446,11 +667,16 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             let owner = owner_value(token);
+            let at = self
+                .layouts
+                .locate(&self.conn, keys, StoreOperation::Release)
+                .await?;
+            let args = [owner.as_bytes()];
             let call = ScriptCall {
                 operation: StoreOperation::Release,
                 script: &self.scripts.release,
-                keys,
-                args: &[owner.as_bytes()],
+                at: &at,
+                args: self.on_claim(&args),
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
@@ -466,11 +692,16 @@ impl DedupStore for RedisStore {
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             let (owner, ttl) = (owner_value(token), ttl_ms(ttl));
+            let at = self
+                .layouts
+                .locate(&self.conn, keys, StoreOperation::Renew)
+                .await?;
+            let args = [owner.as_bytes(), ttl.as_bytes()];
             let call = ScriptCall {
                 operation: StoreOperation::Renew,
                 script: &self.scripts.renew,
-                keys,
-                args: &[owner.as_bytes(), ttl.as_bytes()],
+                at: &at,
+                args: self.on_claim(&args),
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
@@ -483,6 +714,6 @@ impl DedupStore for RedisStore {
     }
 
     fn key_layout(&self) -> crate::record_key::KeyLayout {
-        crate::record_key::KeyLayout::Scoped
+        crate::record_key::KeyLayout::Readable
     }
 }

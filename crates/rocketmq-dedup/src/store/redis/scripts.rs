@@ -1,16 +1,18 @@
 //! The Lua scripts behind commit, release, renew (and claim before Redis 7.0), and the
-//! values a record holds: `c<token>` while CONSUMING, `1` once CONSUMED.
-//!
-//! `1` is an integer to Redis, which keeps it inside the key's object (no allocation for the
-//! value).
+//! values a claim holds: `c<token>` while CONSUMING. A CONSUMED record is a field of a bucket
+//! hash ([`super::layout`]).
 
 use redis::Script;
 
 use crate::store::OwnerToken;
 
-/// `KEYS[1]` record key, `ARGV[1]` owner value (`c<token>`), `ARGV[2]` processing TTL in ms.
-/// Returns 0 claimed, 1 in flight, 2 consumed, -1 unreadable record.
+/// `KEYS[1]` claim key, `KEYS[2..]` the live buckets; `ARGV[1]` owner value (`c<token>`),
+/// `ARGV[2]` processing TTL in ms, `ARGV[3]` the record's field.
+/// Returns 0 claimed, 1 in flight, 2 consumed, -1 unreadable claim.
 pub(crate) const CLAIM: &str = r"
+for i = 2, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], ARGV[3]) == 1 then return 2 end
+end
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -22,28 +24,69 @@ if string.byte(v, 1) == 99 then return 1 end
 return -1
 ";
 
-/// `KEYS[1]` record key, `ARGV[1]` owner value, `ARGV[2]` record TTL in ms.
+/// `KEYS[1]` claim key, `KEYS[2]` the current bucket, `KEYS[3..]` the other live buckets;
+/// `ARGV[1]` owner value, `ARGV[2]` the record's field, `ARGV[3]` when the current bucket
+/// expires and `ARGV[4]` now (Unix ms); `ARGV[5]` the record TTL in ms when the record is kept
+/// in its own key (a TTL too short for the buckets), else `0`.
 /// Returns 0 committed, 1 lost to another owner, 2 already consumed.
+///
+/// A record already CONSUMED stays so (a claim this owner holds on it is one a claim made on
+/// a CONSUMED record, [`super::RedisStore`]'s `claim_native`: it goes). Else a claim of
+/// another owner wins; this owner's, or one that expired (nobody else took it), is
+/// committed: one `HSET`, the bucket's expiry (only ever moved later, for stores with a
+/// longer record TTL) and the claim's `DEL`.
 pub(crate) const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == '1' then return 2 end
+for i = 2, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], ARGV[2]) == 1 then
+    if v == ARGV[1] then redis.call('DEL', KEYS[1]) end
+    return 2
+  end
+end
 if v and v ~= ARGV[1] then return 1 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+if ARGV[5] ~= '0' then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], '')
+local left = redis.call('PTTL', KEYS[2])
+if left < 0 or tonumber(ARGV[4]) + left < tonumber(ARGV[3]) then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+end
+if v then redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
-/// `KEYS[1]` record key, `ARGV[1]` owner value. Returns 1 when the claim was deleted.
+/// The value of a claim key holding a CONSUMED record of its own (a record TTL too short
+/// for the buckets, [`super::layout`]).
+pub(super) const CONSUMED_KEY_VALUE: &[u8] = b"1";
+
+/// `KEYS[1]` claim key, `KEYS[2..]` the live buckets; `ARGV[1]` owner value, `ARGV[2]` the
+/// record's field. Returns 1 when the claim was deleted; a claim on a CONSUMED record is
+/// deleted too, but answers 0: there was no record in flight to release.
 pub(crate) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  for i = 2, #KEYS do
+    if redis.call('HEXISTS', KEYS[i], ARGV[2]) == 1 then return 0 end
+  end
   return 1
 end
 return 0
 ";
 
-/// `KEYS[1]` record key, `ARGV[1]` owner value, `ARGV[2]` TTL in ms. Returns 1 when renewed.
+/// `KEYS[1]` claim key, `KEYS[2..]` the live buckets; `ARGV[1]` owner value, `ARGV[2]` TTL
+/// in ms, `ARGV[3]` the record's field. Returns 1 when renewed; a claim on a CONSUMED record
+/// is deleted instead.
 pub(crate) const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  for i = 2, #KEYS do
+    if redis.call('HEXISTS', KEYS[i], ARGV[3]) == 1 then
+      redis.call('DEL', KEYS[1])
+      return 0
+    end
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -84,13 +127,9 @@ pub(super) fn scripts() -> &'static Scripts {
     })
 }
 
-/// What the store says of a record value that is neither a claim nor the CONSUMED mark.
-pub(super) const UNREADABLE_VALUE: &str = "value is neither a claim (c…) nor a consumed mark (1)";
-
-/// Whether a record's value is the CONSUMED mark, `1`.
-pub(super) fn is_consumed(value: &[u8]) -> bool {
-    value == b"1"
-}
+/// What the store says of a claim key's value that is not a claim.
+pub(super) const UNREADABLE_VALUE: &str =
+    "a claim key holds something other than a claim (c…) or a CONSUMED mark (1)";
 
 /// The value of a claim held by `token`.
 pub(super) fn owner_value(token: OwnerToken) -> String {
@@ -105,17 +144,5 @@ mod tests {
         assert!(super::CLAIM.contains("== 99"));
         let token = crate::store::OwnerToken::from_u64(255).unwrap();
         assert_eq!(super::owner_value(token), "cff");
-    }
-
-    #[test]
-    fn the_scripts_and_the_client_agree_on_the_consumed_mark() {
-        for script in [super::CLAIM, super::COMMIT] {
-            assert!(script.contains("if v == '1' then return 2 end"));
-        }
-        assert!(super::COMMIT.contains("SET', KEYS[1], '1'"));
-        assert!(super::is_consumed(b"1"));
-        assert!(
-            !super::is_consumed(b"c1") && !super::is_consumed(b"10") && !super::is_consumed(b"d")
-        );
     }
 }

@@ -1,0 +1,201 @@
+//! The bucket layout of each group a store has met ([`super::layout`]): read from Redis once
+//! per group, or written there by the first store that uses it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{RedisError, Value};
+
+use super::connection::{Lane, RedisConnection};
+use super::layout::{escaped_group, layout_key, split, BucketLayout, Location, FIELD_BYTES};
+use super::pipeline::KeyedCommand;
+use crate::error::{StoreError, StoreOperation};
+use crate::record_key::RecordKey;
+
+/// What the server allows a hash in listpack encoding (`hash-max-listpack-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ListpackLimits {
+    /// Most fields.
+    pub(super) entries: u64,
+    /// Longest field or value, in bytes.
+    pub(super) value: u64,
+}
+
+impl ListpackLimits {
+    /// Why records will take more memory than the layout is sized for, if they will.
+    pub(super) fn shortfall(&self, layout: &BucketLayout) -> Option<String> {
+        if self.value < FIELD_BYTES as u64 {
+            return Some(format!(
+                "hash-max-listpack-value is {} bytes, under a record's {FIELD_BYTES}-byte field: every bucket is a hashtable (about 3 times the memory per record)",
+                self.value
+            ));
+        }
+        let per_hash = super::layout::RECORDS_PER_HASH;
+        (self.entries < per_hash).then(|| {
+            format!(
+                "hash-max-listpack-entries is {}, under the {per_hash} records a bucket of {} shards is sized for: full buckets become hashtables (about 3 times the memory per record); raise it, or the expected rate",
+                self.entries, layout.shards
+            )
+        })
+    }
+}
+
+/// The layouts of the groups met, the layout for new groups, and the longest record TTL seen.
+pub(super) struct Layouts {
+    /// Written for a group that has none yet.
+    configured: BucketLayout,
+    /// The longest record TTL a claim must look back over, in ms.
+    horizon_ms: AtomicU64,
+    /// By group (the record key up to its last `:`).
+    known: RwLock<HashMap<Box<str>, BucketLayout>>,
+    /// The store's round-trip counter.
+    round_trips: Arc<AtomicU64>,
+}
+
+/// Unix time in ms.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Layouts {
+    /// `round_trips`: the store's counter, which reading layouts counts into.
+    pub(super) fn new(
+        configured: BucketLayout,
+        record_ttl: Duration,
+        round_trips: Arc<AtomicU64>,
+    ) -> Self {
+        Layouts {
+            configured,
+            horizon_ms: AtomicU64::new(record_ttl.as_millis() as u64),
+            known: RwLock::new(HashMap::new()),
+            round_trips,
+        }
+    }
+
+    /// The longest record TTL a claim looks back over, in ms.
+    pub(super) fn horizon_ms(&self) -> u64 {
+        self.horizon_ms.load(Ordering::Relaxed)
+    }
+
+    /// Makes claims look back over `record_ttl_ms` too, if it is longer than the configured
+    /// record TTL; answers the horizon now.
+    pub(super) fn widen_horizon(&self, record_ttl_ms: u64) -> u64 {
+        let before = self.horizon_ms.fetch_max(record_ttl_ms, Ordering::Relaxed);
+        if record_ttl_ms > before {
+            tracing::warn!(
+                record_ttl_ms,
+                configured_ms = before,
+                "a commit keeps records longer than the Redis store's record_ttl: claims now look back over it, but a claim made before this commit, in this or another process, may miss a record that old; set RedisStoreBuilder::record_ttl to the listeners' record TTL"
+            );
+        }
+        before.max(record_ttl_ms)
+    }
+
+    /// Where `keys` live, when every one's group is known.
+    pub(super) fn locate_known(&self, keys: &[RecordKey]) -> Option<Vec<Location>> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .map(|key| {
+                let layout = known.get(split(key.as_str()).0)?;
+                Some(Location::of(key, layout))
+            })
+            .collect()
+    }
+
+    /// Where `keys` live, reading the layouts of groups not met yet (one round trip).
+    pub(super) async fn locate(
+        &self,
+        conn: &RedisConnection,
+        keys: &[RecordKey],
+        operation: StoreOperation,
+    ) -> Result<Vec<Location>, StoreError> {
+        if let Some(at) = self.locate_known(keys) {
+            return Ok(at);
+        }
+        let mut groups: Vec<&str> = keys.iter().map(|k| split(k.as_str()).0).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let read = self.read(conn, &groups, operation).await?;
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        for (group, layout) in groups.into_iter().zip(read) {
+            known.entry(group.into()).or_insert(layout);
+        }
+        drop(known);
+        self.locate_known(keys).ok_or_else(|| {
+            StoreError::backend(operation, "a group's layout was not kept after reading it")
+        })
+    }
+
+    /// The layouts of `groups` in Redis, writing the configured one where there is none:
+    /// `SET <group>{layout} <layout> NX` then `GET`, one pipeline.
+    async fn read(
+        &self,
+        conn: &RedisConnection,
+        groups: &[&str],
+        operation: StoreOperation,
+    ) -> Result<Vec<BucketLayout>, StoreError> {
+        let failed = |e: RedisError| StoreError::backend(operation, e);
+        let keys: Vec<String> = groups
+            .iter()
+            .map(|g| layout_key(&escaped_group(g)))
+            .collect();
+        let ours = self.configured.encode();
+        let mut commands = Vec::with_capacity(keys.len() * 2);
+        for key in &keys {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(&ours).arg("NX");
+            let mut get = redis::cmd("GET");
+            get.arg(key);
+            commands.push(KeyedCommand { key, cmd: set });
+            commands.push(KeyedCommand { key, cmd: get });
+        }
+        let sent = conn
+            .send(commands, None, Lane::Multiplexed)
+            .await
+            .map_err(failed)?;
+        self.round_trips
+            .fetch_add(sent.round_trips, Ordering::Relaxed);
+        let mut layouts = Vec::with_capacity(keys.len());
+        for (i, answer) in sent.answers.into_iter().enumerate() {
+            let answer = answer.map_err(failed)?;
+            if i % 2 == 0 {
+                continue;
+            }
+            let key = &keys[i / 2];
+            let text = match answer {
+                Value::BulkString(text) => text,
+                other => {
+                    return Err(failed(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a layout key read back as something other than a string",
+                        format!("{key}: {other:?}"),
+                    ))))
+                }
+            };
+            let layout = BucketLayout::decode(&text).ok_or_else(|| {
+                tracing::error!(key = %key, value = %String::from_utf8_lossy(&text), "unreadable bucket layout in Redis");
+                StoreError::CorruptRecord {
+                    operation,
+                    detail: format!(
+                        "{key} holds {:?}, not a bucket layout (w=<width ms> s=<shards>)",
+                        String::from_utf8_lossy(&text)
+                    ),
+                }
+            })?;
+            if layout != self.configured {
+                tracing::warn!(
+                    key = %key,
+                    in_redis = %layout.encode(),
+                    configured = %self.configured.encode(),
+                    "this group's records were laid out by a store configured otherwise: using the layout in Redis (delete the key only with the group's records, to lay them out anew)"
+                );
+            }
+            layouts.push(layout);
+        }
+        Ok(layouts)
+    }
+}

@@ -1,0 +1,270 @@
+//! The Redis store's bucketed layout at its edges: servers whose listpack limits are tiny or
+//! huge, a bucket that became a hashtable, and stores configured with another bucket width
+//! or record TTL than the one that laid a group out. Each still answers correctly; where
+//! memory will suffer, the store says so in a WARN.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyLayout, RecordScope};
+use rocketmq_dedup::store::admin::{RecordAdmin, RecordCounts, RecordState};
+use rocketmq_dedup::store::contract::{fresh_keys, LONG};
+use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
+use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    /// Captures this thread's logs (WARN and above) until the guard drops.
+    fn warnings() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The listener's default record TTL: records go into buckets of a default store.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn local() -> RedisServer {
+    RedisServer::start_local(RedisOptions::default()).expect("redis-server starts")
+}
+
+/// Claims and commits `keys` on `store`, then checks that a second owner finds every one
+/// CONSUMED and a fresh key claimable.
+async fn commit_then_find_consumed(store: &RedisStore, keys: &[RecordKey]) {
+    let token = OwnerToken::random();
+    let claims = store.claim(keys, token, LONG).await.unwrap();
+    assert!(
+        claims.iter().all(|c| *c == ClaimOutcome::Claimed),
+        "{claims:?}"
+    );
+    let commits = store.commit(keys, token, DAY).await.unwrap();
+    assert!(
+        commits.iter().all(|c| *c == CommitOutcome::Committed),
+        "{commits:?}"
+    );
+    let again = store.claim(keys, OwnerToken::random(), LONG).await.unwrap();
+    assert!(
+        again.iter().all(|c| *c == ClaimOutcome::Consumed),
+        "{again:?}"
+    );
+    let fresh = fresh_keys(1);
+    assert_eq!(
+        store
+            .claim(&fresh, OwnerToken::random(), LONG)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
+
+/// The encodings of the bucket hashes on `server`.
+fn bucket_encodings(server: &RedisServer) -> Vec<String> {
+    let answer = server
+        .command(&["KEYS", "contract:group:Topic::{*}:*"])
+        .unwrap();
+    answer
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .map(|key| server.command(&["OBJECT", "ENCODING", key]).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_listpack_limits_answer_correctly_and_warn() {
+    let server = local();
+    for (name, value) in [
+        ("hash-max-listpack-entries", "4"),
+        ("hash-max-listpack-value", "8"),
+    ] {
+        let answer = server.command(&["CONFIG", "SET", name, value]).unwrap();
+        assert!(answer.starts_with("+OK"), "{answer}");
+    }
+    let (capture, _guard) = Capture::warnings();
+    // One shard: all 40 records in one bucket hash.
+    let store = RedisStore::builder(server.url())
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap();
+    let logs = capture.text();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(
+        logs.contains("hash-max-listpack-value is 8 bytes"),
+        "{logs}"
+    );
+    commit_then_find_consumed(&store, &fresh_keys(40)).await;
+    let encodings = bucket_encodings(&server);
+    assert!(
+        !encodings.is_empty() && encodings.iter().all(|e| e.contains("hashtable")),
+        "{encodings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn few_listpack_entries_warn_and_huge_limits_do_not() {
+    let server = local();
+    server
+        .command(&["CONFIG", "SET", "hash-max-listpack-entries", "64"])
+        .unwrap();
+    let (capture, guard) = Capture::warnings();
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let logs = capture.text();
+    assert!(logs.contains("hash-max-listpack-entries is 64"), "{logs}");
+    commit_then_find_consumed(&store, &fresh_keys(8)).await;
+    drop(guard);
+
+    let server = local();
+    for (name, value) in [
+        ("hash-max-listpack-entries", "100000"),
+        ("hash-max-listpack-value", "4096"),
+    ] {
+        server.command(&["CONFIG", "SET", name, value]).unwrap();
+    }
+    let (capture, _guard) = Capture::warnings();
+    let store = RedisStore::builder(server.url())
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap();
+    commit_then_find_consumed(&store, &fresh_keys(600)).await;
+    assert_eq!(capture.text(), "", "nothing to warn about");
+    let encodings = bucket_encodings(&server);
+    assert!(
+        encodings.iter().all(|e| e.contains("listpack")),
+        "{encodings:?}"
+    );
+}
+
+/// A bucket that outgrew the listpack limit (the rate was underestimated) is a hashtable:
+/// its records, and those written after, are still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_converted_to_a_hashtable_still_answers() {
+    let server = local();
+    server
+        .command(&["CONFIG", "SET", "hash-max-listpack-entries", "300"])
+        .unwrap();
+    let store = RedisStore::builder(server.url())
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap();
+    let before = fresh_keys(200);
+    commit_then_find_consumed(&store, &before).await;
+    assert!(bucket_encodings(&server)
+        .iter()
+        .all(|e| e.contains("listpack")));
+    let after = fresh_keys(200);
+    commit_then_find_consumed(&store, &after).await;
+    assert!(bucket_encodings(&server)
+        .iter()
+        .all(|e| e.contains("hashtable")));
+    let again = store
+        .claim(&before, OwnerToken::random(), LONG)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|c| *c == ClaimOutcome::Consumed));
+    let scope = RecordScope {
+        layout: KeyLayout::Readable,
+        prefix: "contract",
+        namespace: "group",
+        topic: Some("Topic"),
+        tag: None,
+    };
+    // The claims the last claims made on CONSUMED records are released by the next pipeline
+    // of their thread, or after the commit linger.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let counts: RecordCounts = store.counts(&scope).await.unwrap();
+    // 402 claims were made; 400 committed; the two fresh keys of the checks stay CONSUMING.
+    assert_eq!((counts.consumed, counts.consuming), (400, 2));
+}
+
+/// A store configured with another record TTL and rate (so another bucket width and shard
+/// count) uses the layout the group already has in Redis, with a WARN, and finds its records;
+/// a commit that keeps records longer than the store's record TTL widens its claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_configured_otherwise_find_each_others_records() {
+    let server = local();
+    let first = RedisStore::builder(server.url()).connect().await.unwrap();
+    let keys = fresh_keys(20);
+    let token = OwnerToken::random();
+    first.claim(&keys, token, LONG).await.unwrap();
+    first.commit(&keys, token, DAY).await.unwrap();
+
+    let (capture, _guard) = Capture::warnings();
+    let other = RedisStore::builder(server.url())
+        .record_ttl(Duration::from_secs(36 * 3600))
+        .expected_rate(5)
+        .connect()
+        .await
+        .unwrap();
+    let found = other
+        .claim(&keys, OwnerToken::random(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![ClaimOutcome::Consumed; 20]);
+    let logs = capture.text();
+    assert!(logs.contains("configured otherwise"), "{logs}");
+    // Its own commits land where the first store looks.
+    let more = fresh_keys(5);
+    let token = OwnerToken::random();
+    other.claim(&more, token, LONG).await.unwrap();
+    other
+        .commit(&more, token, Duration::from_secs(3 * 24 * 3600))
+        .await
+        .unwrap();
+    assert!(
+        capture.text().contains("keeps records longer"),
+        "{}",
+        capture.text()
+    );
+    let seen = first
+        .claim(&more, OwnerToken::random(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![ClaimOutcome::Consumed; 5]);
+    for key in &more {
+        match first.inspect(key).await.unwrap() {
+            // Kept three days from the end of its bucket.
+            RecordState::Consumed { ttl_left } => {
+                assert!(
+                    ttl_left > Duration::from_secs(3 * 24 * 3600 - 60),
+                    "{ttl_left:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The operator forgets one: both stores then let it run again.
+    assert!(first.forget(&more[0]).await.unwrap());
+    assert_eq!(
+        other
+            .claim(&more[..1], OwnerToken::random(), LONG)
+            .await
+            .unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+}
