@@ -35,7 +35,7 @@
 //!
 //! # Scoped layout
 //!
-//! [`KeyLayout::Scoped`], the Redis store's default, keeps the dedup key in clear and replaces
+//! [`KeyLayout::Scoped`] keeps the dedup key in clear and replaces
 //! the namespace, topic and tag by their scope: 11 base64url characters of the first 64 bits of
 //! the SHA-256 of `<prefix>:<namespace>:<topic>:<tag>:` as the readable layout writes it.
 //!
@@ -44,9 +44,8 @@
 //! ```
 //!
 //! A record of a UNIQ_KEY (32 hex characters) is then a 50-byte key, where the readable layout
-//! of a typical group and topic needs 70 or more: 104 bytes per CONSUMED record in Redis
-//! (`MEMORY USAGE`) against 120 for the benchmark's group and topic.
-//! An operator still finds a message's record by its id (`SCAN MATCH dedup:*:<id>`, or the CLI,
+//! of a typical group and topic needs 70 or more (shorter claim keys in Redis, whose CONSUMED
+//! records are fields of bucket hashes whatever the layout). An operator still finds a message's record by its id (`SCAN MATCH dedup:*:<id>`, or the CLI,
 //! which computes the scope), and counts a scope's records by scanning `<prefix>:<scope>:*`
 //! ([`RecordScope`]). Two scopes share a scope string with probability 2^-64 per pair.
 //!
@@ -83,17 +82,16 @@ pub const MAX_RECORD_KEY_BYTES: usize = 5 * HASHED_KEY_THRESHOLD + 4;
 /// How record keys are written.
 ///
 /// A listener writes its store's layout ([`DedupStore::key_layout`](crate::store::DedupStore::key_layout):
-/// [`Scoped`](KeyLayout::Scoped) on Redis, [`Readable`](KeyLayout::Readable) on the SQL stores,
-/// whose table keeps the parts in columns) unless the builder sets one.
+/// [`Readable`](KeyLayout::Readable) on every store of this crate) unless the builder sets one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum KeyLayout {
     /// `<prefix>:<namespace>:<topic>:<tag>:<key>`, escaped: every part readable in `redis-cli`.
-    /// The default of the SQL and memory stores.
+    /// Every store's default.
     #[default]
     Readable,
     /// `<prefix>:<scope>:<key>`: the key in clear, the namespace, topic and tag as a 64-bit
-    /// hash. The Redis store's default.
+    /// hash.
     Scoped,
     /// `<prefix>:<128-bit hash, base64url>`: fixed size, the least memory.
     Compact,

@@ -1,7 +1,6 @@
 //! The in-memory store.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,12 +15,15 @@ use crate::record_key::RecordKey;
 /// run as a single process.
 ///
 /// Same semantics and TTLs as the Redis store, but the records die with the process and are
-/// not shared between consumers. Expired records are purged as time passes (each operation
-/// purges what has expired since the last), so memory stays bounded under a steady stream of
-/// new keys; [`MemoryStore::with_capacity_limit`] also bounds the number of live records, and a
-/// claim beyond it fails with [`StoreError::CapacityExceeded`] (fail-closed by default).
+/// not shared between consumers. Expired records are answered as absent at once, and their
+/// memory is taken back by a sweep that runs after as many key operations as half the records
+/// held (amortized constant time), so memory stays bounded under a steady stream of new keys;
+/// [`MemoryStore::with_capacity_limit`] also bounds the number of live records, and a claim
+/// beyond it fails with [`StoreError::CapacityExceeded`] (fail-closed by default).
 ///
-/// Keys are kept as 128-bit fingerprints of the record key, about 70–100 bytes a record.
+/// A CONSUMED record is the first 96 bits of its record key's fingerprint and its expiry, 16
+/// bytes in a hash table (37 bytes a record measured with the table's spare room, BENCHMARKS.md);
+/// a claim (CONSUMING, few: in flight only) keeps the whole fingerprint and its owner.
 ///
 /// It uses [`tokio::time::Instant`], so tests can move its clock with `tokio::time::pause`.
 #[derive(Debug)]
@@ -35,23 +37,30 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    records: HashMap<u128, Record>,
-    /// Expiry stamps in time order. A record renewed or committed has a stale stamp here too;
-    /// popping it is a no-op unless it matches the record's current expiry.
-    expiries: BinaryHeap<Reverse<(u64, u128)>>,
+    /// CONSUMED records by the first 96 bits of their fingerprint: when they expire, in ms
+    /// after `base`.
+    consumed: HashMap<[u32; 3], u32>,
+    /// CONSUMED records that expire more than `u32::MAX` ms (49 days) after `base`: ms since
+    /// the epoch.
+    consumed_long: HashMap<[u32; 3], u64>,
+    /// CONSUMING records: the owner, and when the claim expires (ms since the epoch).
+    claims: HashMap<u128, (OwnerToken, u64)>,
+    /// What `consumed` counts from (ms since the epoch); moved up by each sweep.
+    base: u64,
+    /// Key operations since the last sweep.
+    since_sweep: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    state: RecordState,
-    /// Milliseconds since `epoch`.
-    expires_at: u64,
-}
-
+/// A record as the store answers it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RecordState {
     Consuming(OwnerToken),
     Consumed,
+}
+
+/// The key of a CONSUMED record: the first 96 bits of its fingerprint.
+fn short(fp: u128) -> [u32; 3] {
+    [fp as u32, (fp >> 32) as u32, (fp >> 64) as u32]
 }
 
 impl MemoryStore {
@@ -76,8 +85,8 @@ impl MemoryStore {
     pub fn len(&self) -> usize {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
-        state.records.len()
+        state.sweep(now);
+        state.len()
     }
 
     /// Whether the store holds no live records.
@@ -85,14 +94,16 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Bytes allocated for records and expiry stamps (the tables' capacities, not their
-    /// lengths), after purging.
+    /// Bytes allocated for records (the tables' capacities, not their lengths), after
+    /// purging.
     pub fn allocated_bytes(&self) -> usize {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
-        state.records.capacity() * (std::mem::size_of::<(u128, Record)>() + 1)
-            + state.expiries.capacity() * std::mem::size_of::<Reverse<(u64, u128)>>()
+        state.sweep(now);
+        fn table<K, V>(map: &HashMap<K, V>) -> usize {
+            map.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        table(&state.consumed) + table(&state.consumed_long) + table(&state.claims)
     }
 
     fn now(&self) -> u64 {
@@ -113,30 +124,37 @@ impl MemoryStore {
     ) -> Result<Vec<ClaimOutcome>, StoreError> {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
+        state.tick(now, keys.len());
         let fingerprints: Vec<u128> = keys.iter().map(RecordKey::fingerprint).collect();
         // All or nothing: a claim that would pass the capacity claims no key at all.
         if let Some(capacity) = self.capacity {
-            let mut new = std::collections::HashSet::new();
-            for fp in &fingerprints {
-                if !state.records.contains_key(fp) {
-                    new.insert(*fp);
+            let new = |state: &State| {
+                let mut new = std::collections::HashSet::new();
+                for fp in &fingerprints {
+                    if state.state_of(*fp, now).is_none() {
+                        new.insert(*fp);
+                    }
                 }
-            }
-            if state.records.len() + new.len() > capacity {
-                return Err(StoreError::CapacityExceeded { capacity });
+                new.len()
+            };
+            if state.len() + new(&state) > capacity {
+                // Expired records still held count until swept: sweep, then count again.
+                state.sweep(now);
+                if state.len() + new(&state) > capacity {
+                    return Err(StoreError::CapacityExceeded { capacity });
+                }
             }
         }
         let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
         let outcomes = fingerprints
             .into_iter()
-            .map(|fp| match state.records.get(&fp).map(|r| r.state) {
+            .map(|fp| match state.state_of(fp, now) {
                 Some(RecordState::Consumed) => ClaimOutcome::Consumed,
                 // Claimed again with the same token: the claim and its TTL stay as they are.
                 Some(RecordState::Consuming(owner)) if owner == token => ClaimOutcome::Claimed,
                 Some(RecordState::Consuming(_)) => ClaimOutcome::InFlight,
                 None => {
-                    state.put(fp, RecordState::Consuming(token), expires_at);
+                    state.claims.insert(fp, (token, expires_at));
                     ClaimOutcome::Claimed
                 }
             })
@@ -152,16 +170,17 @@ impl MemoryStore {
     ) -> Vec<CommitOutcome> {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
+        state.tick(now, keys.len());
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                match state.records.get(&fp).map(|r| r.state) {
+                match state.state_of(fp, now) {
                     Some(RecordState::Consumed) => CommitOutcome::AlreadyConsumed,
                     Some(RecordState::Consuming(owner)) if owner != token => CommitOutcome::Lost,
                     _ => {
                         let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
-                        state.put(fp, RecordState::Consumed, expires_at);
+                        state.claims.remove(&fp);
+                        state.put_consumed(fp, expires_at);
                         CommitOutcome::Committed
                     }
                 }
@@ -172,13 +191,13 @@ impl MemoryStore {
     fn release_now(&self, keys: &[RecordKey], token: OwnerToken) -> Vec<bool> {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
+        state.tick(now, keys.len());
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                let held = state.holds(fp, token);
+                let held = state.holds(fp, token, now);
                 if held {
-                    state.records.remove(&fp);
+                    state.claims.remove(&fp);
                 }
                 held
             })
@@ -188,14 +207,14 @@ impl MemoryStore {
     fn renew_now(&self, keys: &[RecordKey], token: OwnerToken, ttl: Duration) -> Vec<bool> {
         let now = self.now();
         let mut state = self.lock();
-        state.purge(now);
+        state.tick(now, keys.len());
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                let held = state.holds(fp, token);
+                let held = state.holds(fp, token, now);
                 if held {
                     let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
-                    state.put(fp, RecordState::Consuming(token), expires_at);
+                    state.claims.insert(fp, (token, expires_at));
                 }
                 held
             })
@@ -210,39 +229,86 @@ impl Default for MemoryStore {
 }
 
 impl State {
-    fn put(&mut self, fp: u128, state: RecordState, expires_at: u64) {
-        self.records.insert(fp, Record { state, expires_at });
-        self.expiries.push(Reverse((expires_at, fp)));
+    /// Records held, expired ones not yet swept included.
+    fn len(&self) -> usize {
+        self.consumed.len() + self.consumed_long.len() + self.claims.len()
     }
 
-    /// Whether `fp` is CONSUMING with `token`.
-    fn holds(&self, fp: u128, token: OwnerToken) -> bool {
-        self.records
-            .get(&fp)
-            .is_some_and(|r| r.state == RecordState::Consuming(token))
+    /// What `fp` is at `now` (`None`: absent or expired).
+    fn state_of(&self, fp: u128, now: u64) -> Option<RecordState> {
+        let key = short(fp);
+        let consumed = match self.consumed.get(&key) {
+            Some(&after_base) => self.base + u64::from(after_base) > now,
+            None => self.consumed_long.get(&key).is_some_and(|&at| at > now),
+        };
+        if consumed {
+            return Some(RecordState::Consumed);
+        }
+        match self.claims.get(&fp) {
+            Some(&(owner, at)) if at > now => Some(RecordState::Consuming(owner)),
+            _ => None,
+        }
     }
 
-    fn purge(&mut self, now: u64) {
-        while let Some(&Reverse((expires_at, fp))) = self.expiries.peek() {
-            if expires_at > now {
-                break;
+    fn put_consumed(&mut self, fp: u128, expires_at: u64) {
+        let key = short(fp);
+        match u32::try_from(expires_at.saturating_sub(self.base)) {
+            Ok(after_base) => {
+                self.consumed_long.remove(&key);
+                self.consumed.insert(key, after_base);
             }
-            self.expiries.pop();
-            if self
-                .records
-                .get(&fp)
-                .is_some_and(|r| r.expires_at == expires_at)
-            {
-                self.records.remove(&fp);
+            Err(_) => {
+                self.consumed.remove(&key);
+                self.consumed_long.insert(key, expires_at);
             }
         }
-        // Give memory back after a burst: tables shrink once they are mostly empty.
-        if self.records.capacity() > 1024 && self.records.len() < self.records.capacity() / 4 {
-            self.records.shrink_to(self.records.len() * 2);
+    }
+
+    /// Whether `fp` is CONSUMING with `token` at `now`.
+    fn holds(&self, fp: u128, token: OwnerToken, now: u64) -> bool {
+        self.state_of(fp, now) == Some(RecordState::Consuming(token))
+    }
+
+    /// Counts `ops` key operations, and sweeps once they reach half the records held.
+    fn tick(&mut self, now: u64, ops: usize) {
+        self.since_sweep += ops;
+        if self.since_sweep >= (self.len() / 2).max(1024) {
+            self.sweep(now);
         }
-        if self.expiries.capacity() > 1024 && self.expiries.len() < self.expiries.capacity() / 4 {
-            self.expiries.shrink_to(self.expiries.len() * 2);
+    }
+
+    /// Drops what expired by `now`, counts the CONSUMED records' expiries from `now` on, and
+    /// gives memory back after a burst (a table shrinks once it is mostly empty).
+    fn sweep(&mut self, now: u64) {
+        self.since_sweep = 0;
+        let shift = now.saturating_sub(self.base);
+        let base = self.base;
+        self.consumed.retain(|_, after_base| {
+            let alive = base + u64::from(*after_base) > now;
+            // Alive: it expires after `now`, so more than `shift` after the old base.
+            *after_base = after_base.saturating_sub(u32::try_from(shift).unwrap_or(u32::MAX));
+            alive
+        });
+        self.base = self.base.max(now);
+        self.claims.retain(|_, (_, at)| *at > now);
+        let long: Vec<([u32; 3], u64)> =
+            self.consumed_long.iter().map(|(k, at)| (*k, *at)).collect();
+        for (key, at) in long {
+            if at <= now {
+                self.consumed_long.remove(&key);
+            } else if let Ok(after_base) = u32::try_from(at - self.base) {
+                self.consumed_long.remove(&key);
+                self.consumed.insert(key, after_base);
+            }
         }
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        shrink(&mut self.consumed);
+        shrink(&mut self.consumed_long);
+        shrink(&mut self.claims);
     }
 }
 

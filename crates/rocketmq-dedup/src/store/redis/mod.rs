@@ -40,7 +40,7 @@ use crate::record_key::RecordKey;
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
 /// A CONSUMED record is a 12-byte field in a small hash of the records committed in the same
-/// time bucket, which expires as a whole: about 17 bytes of Redis memory per record where one
+/// time bucket, which expires as a whole: about 18 bytes of Redis memory per record where one
 /// key per record takes 145 (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its
 /// own holding `c<token>` with the processing TTL. [`layout`] says where each lives; size the
 /// buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
@@ -245,35 +245,27 @@ impl RedisStore {
     /// now. A release that fails leaves the claim to its processing TTL: it is only ever read
     /// after the buckets, which say CONSUMED.
     async fn release_stale(&self, stale: Vec<Location>, owner: &str) {
-        let owner = owner.to_owned();
-        let release = |at: &[Location], owner: &str| {
-            let args = [owner.as_bytes()];
-            let call = ScriptCall {
-                operation: StoreOperation::Release,
-                script: &self.scripts.release,
-                at,
-                args: self.on_claim(&args),
-                wait: None,
-            };
-            (0..call.len())
-                .map(|k| call.command(k).cmd)
-                .collect::<Vec<_>>()
-        };
+        let args = [owner.as_bytes()];
+        let call = self.release_call(&stale, &args);
         if let (Some(lane), Ok(runtime)) = (self.conn.blocking_lane(), Handle::try_current()) {
-            if lane.carry(&runtime, || Rider::new(release(&stale, &owner), |_| {})) {
+            let commands = || (0..call.len()).map(|k| call.command(k).cmd).collect();
+            if lane.carry(&runtime, || Rider::new(commands(), |_| {})) {
                 return;
             }
         }
-        let args = [owner.as_bytes()];
-        let call = ScriptCall {
-            operation: StoreOperation::Release,
-            script: &self.scripts.release,
-            at: &stale,
-            args: self.on_claim(&args),
-            wait: None,
-        };
         if let Err(e) = self.run(&call, None).await {
             tracing::debug!(error = %e, "releasing claims made on CONSUMED records failed: they expire");
+        }
+    }
+
+    /// The release script over the claims of `at`, for the owner in `args`.
+    fn release_call<'a>(&'a self, at: &'a [Location], args: &'a [&'a [u8]]) -> ScriptCall<'a> {
+        ScriptCall {
+            operation: StoreOperation::Release,
+            script: &self.scripts.release,
+            at,
+            args: self.on_claim(args),
+            wait: None,
         }
     }
 
@@ -672,14 +664,7 @@ impl DedupStore for RedisStore {
                 .locate(&self.conn, keys, StoreOperation::Release)
                 .await?;
             let args = [owner.as_bytes()];
-            let call = ScriptCall {
-                operation: StoreOperation::Release,
-                script: &self.scripts.release,
-                at: &at,
-                args: self.on_claim(&args),
-                wait: None,
-            };
-            let answers = self.run(&call, None).await?;
+            let answers = self.run(&self.release_call(&at, &args), None).await?;
             Ok(answers.into_iter().map(|a| a == 1).collect())
         })
     }
