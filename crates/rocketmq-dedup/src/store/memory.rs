@@ -22,7 +22,7 @@ use crate::record_key::RecordKey;
 /// beyond it fails with [`StoreError::CapacityExceeded`] (fail-closed by default).
 ///
 /// A CONSUMED record is the first 96 bits of its record key's fingerprint and its expiry, 16
-/// bytes in a hash table (37 bytes a record measured with the table's spare room, BENCHMARKS.md);
+/// bytes in a hash table (BENCHMARKS.md measures a record with the table's spare room);
 /// a claim (CONSUMING, few: in flight only) keeps the whole fingerprint and its owner.
 ///
 /// It uses [`tokio::time::Instant`], so tests can move its clock with `tokio::time::pause`.

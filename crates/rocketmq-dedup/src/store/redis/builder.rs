@@ -213,10 +213,10 @@ impl RedisStoreBuilder {
     /// so that a bucket hash holds about 256 records and stays in Redis's compact listpack
     /// encoding (up to `hash-max-listpack-entries`, 512 by default) at twice the rate.
     ///
-    /// Above it the hashes convert to hashtables: still correct, about three times the bytes
+    /// Above it the hashes convert to hashtables: still correct, about four times the bytes
     /// per record. Far below it, most hashes hold few records, and each hash's own keyspace
-    /// entry (about 100 bytes) is shared by fewer: at a hundredth of the rate, about 40 bytes
-    /// per record. A group's layout is fixed by the first store that uses it (see
+    /// entry is shared by fewer: at a hundredth of the rate, over half the bytes of one key
+    /// per record (BENCHMARKS.md, "Records at scale", measures both). A group's layout is fixed by the first store that uses it (see
     /// [`RedisStore`](super::RedisStore)); to change it, drop the group's records and its
     /// `{layout}` key together.
     pub fn expected_rate(mut self, records_per_second: u64) -> Self {

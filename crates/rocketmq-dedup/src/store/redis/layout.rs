@@ -14,7 +14,7 @@
 //! A record whose TTL is shorter than two bucket widths (a listener keeping records for less
 //! than the store's [`record_ttl`](super::RedisStoreBuilder::record_ttl)) would outlive it by
 //! more than half in a bucket: it is kept in its claim key instead, as `1` with its own TTL
-//! (about 145 bytes where a bucketed record takes 18, exact to the millisecond).
+//! (the memory of one key per record, and an expiry exact to the millisecond).
 //!
 //! `{<s>}` is a Redis Cluster hash tag: a claim and all its buckets share one slot, so every
 //! command and script touches one slot, and a batch's commands still go one pipeline per

@@ -28,14 +28,14 @@ impl ListpackLimits {
     pub(super) fn shortfall(&self, layout: &BucketLayout) -> Option<String> {
         if self.value < FIELD_BYTES as u64 {
             return Some(format!(
-                "hash-max-listpack-value is {} bytes, under a record's {FIELD_BYTES}-byte field: every bucket is a hashtable (about 3 times the memory per record)",
+                "hash-max-listpack-value is {} bytes, under a record's {FIELD_BYTES}-byte field: every bucket is a hashtable (about 4 times the memory per record)",
                 self.value
             ));
         }
         let per_hash = super::layout::RECORDS_PER_HASH;
         (self.entries < per_hash).then(|| {
             format!(
-                "hash-max-listpack-entries is {}, under the {per_hash} records a bucket of {} shards is sized for: full buckets become hashtables (about 3 times the memory per record); raise it, or the expected rate",
+                "hash-max-listpack-entries is {}, under the {per_hash} records a bucket of {} shards is sized for: full buckets become hashtables (about 4 times the memory per record); raise it, or the expected rate",
                 self.entries, layout.shards
             )
         })

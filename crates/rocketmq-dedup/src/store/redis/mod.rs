@@ -40,8 +40,8 @@ use crate::record_key::RecordKey;
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
 /// A CONSUMED record is a 12-byte field in a small hash of the records committed in the same
-/// time bucket, which expires as a whole: about 18 bytes of Redis memory per record where one
-/// key per record takes 145 (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its
+/// time bucket, which expires as a whole: about an eighth of the Redis memory of one key per
+/// record (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its
 /// own holding `c<token>` with the processing TTL. [`layout`] says where each lives; size the
 /// buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
 ///
