@@ -2,29 +2,20 @@
 //! message body or a business key, whatever goes wrong: store outages, bad keys, failing and
 //! panicking handlers.
 
-use std::io::Write;
+#[path = "support/log_capture.rs"]
+mod log_capture;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use log_capture::Capture;
 
 use rocketmq_dedup::store::RedisStore;
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, KeyStrategy};
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 use rocketmq_model::common::message::message_ext::MessageExt;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs_at_the_default_level() {
@@ -85,7 +76,7 @@ async fn no_secret_reaches_the_logs_at_the_default_level() {
     listener.consume(&[&good]).await; // store down
     assert!(calls.load(Ordering::SeqCst) >= 2);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("WARN") && logs.contains("ERROR"),
         "the failures were logged:\n{logs}"

@@ -3,9 +3,15 @@
 //! or record TTL than the one that laid a group out. Each still answers correctly; where
 //! memory will suffer, the store says so in a WARN.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+#[path = "support/log_capture.rs"]
+mod log_capture;
+#[path = "support/redis_keys.rs"]
+mod redis_keys;
+
 use std::time::Duration;
+
+use log_capture::Capture;
+use redis_keys::keys_matching;
 
 use rocketmq_dedup::record_key::RecordKey;
 use rocketmq_dedup::record_key::{KeyLayout, RecordScope};
@@ -14,35 +20,33 @@ use rocketmq_dedup::store::contract::{fresh_keys, LONG};
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+/// Captures this thread's logs (WARN and above) until the guard drops.
+fn capture_warnings() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
 
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// Sets the server's `settings` (`CONFIG SET name value`), each answered OK.
+fn config_set(server: &RedisServer, settings: &[(&str, &str)]) {
+    for (name, value) in settings {
+        let answer = server.command(&["CONFIG", "SET", name, value]).unwrap();
+        assert!(answer.starts_with("+OK"), "{name} {value}: {answer}");
     }
 }
 
-impl Capture {
-    /// Captures this thread's logs (WARN and above) until the guard drops.
-    fn warnings() -> (Self, tracing::subscriber::DefaultGuard) {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (capture, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+/// A store on `server` whose new groups get one shard: every record of a bucket in one hash.
+async fn one_shard_store(server: &RedisServer) -> RedisStore {
+    RedisStore::builder(server.url())
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// The listener's default record TTL: records go into buckets of a default store.
@@ -83,12 +87,8 @@ async fn commit_then_find_consumed(store: &RedisStore, keys: &[RecordKey]) {
 
 /// The encodings of the bucket hashes on `server`.
 fn bucket_encodings(server: &RedisServer) -> Vec<String> {
-    let answer = server
-        .command(&["KEYS", "contract:group:Topic::{*}:*"])
-        .unwrap();
-    answer
-        .lines()
-        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+    keys_matching(server, "contract:group:Topic::{*}:*")
+        .iter()
         .map(|key| server.command(&["OBJECT", "ENCODING", key]).unwrap())
         .collect()
 }
@@ -96,20 +96,16 @@ fn bucket_encodings(server: &RedisServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_listpack_limits_answer_correctly_and_warn() {
     let server = local();
-    for (name, value) in [
-        ("hash-max-listpack-entries", "4"),
-        ("hash-max-listpack-value", "8"),
-    ] {
-        let answer = server.command(&["CONFIG", "SET", name, value]).unwrap();
-        assert!(answer.starts_with("+OK"), "{answer}");
-    }
-    let (capture, _guard) = Capture::warnings();
+    config_set(
+        &server,
+        &[
+            ("hash-max-listpack-entries", "4"),
+            ("hash-max-listpack-value", "8"),
+        ],
+    );
+    let (capture, _guard) = capture_warnings();
     // One shard: all 40 records in one bucket hash.
-    let store = RedisStore::builder(server.url())
-        .expected_rate(0)
-        .connect()
-        .await
-        .unwrap();
+    let store = one_shard_store(&server).await;
     let logs = capture.text();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(
@@ -127,10 +123,8 @@ async fn tiny_listpack_limits_answer_correctly_and_warn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn few_listpack_entries_warn_and_huge_limits_do_not() {
     let server = local();
-    server
-        .command(&["CONFIG", "SET", "hash-max-listpack-entries", "64"])
-        .unwrap();
-    let (capture, guard) = Capture::warnings();
+    config_set(&server, &[("hash-max-listpack-entries", "64")]);
+    let (capture, guard) = capture_warnings();
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
     let logs = capture.text();
     assert!(logs.contains("hash-max-listpack-entries is 64"), "{logs}");
@@ -138,18 +132,15 @@ async fn few_listpack_entries_warn_and_huge_limits_do_not() {
     drop(guard);
 
     let server = local();
-    for (name, value) in [
-        ("hash-max-listpack-entries", "100000"),
-        ("hash-max-listpack-value", "4096"),
-    ] {
-        server.command(&["CONFIG", "SET", name, value]).unwrap();
-    }
-    let (capture, _guard) = Capture::warnings();
-    let store = RedisStore::builder(server.url())
-        .expected_rate(0)
-        .connect()
-        .await
-        .unwrap();
+    config_set(
+        &server,
+        &[
+            ("hash-max-listpack-entries", "100000"),
+            ("hash-max-listpack-value", "4096"),
+        ],
+    );
+    let (capture, _guard) = capture_warnings();
+    let store = one_shard_store(&server).await;
     commit_then_find_consumed(&store, &fresh_keys(600)).await;
     assert_eq!(capture.text(), "", "nothing to warn about");
     let encodings = bucket_encodings(&server);
@@ -164,14 +155,8 @@ async fn few_listpack_entries_warn_and_huge_limits_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_converted_to_a_hashtable_still_answers() {
     let server = local();
-    server
-        .command(&["CONFIG", "SET", "hash-max-listpack-entries", "300"])
-        .unwrap();
-    let store = RedisStore::builder(server.url())
-        .expected_rate(0)
-        .connect()
-        .await
-        .unwrap();
+    config_set(&server, &[("hash-max-listpack-entries", "300")]);
+    let store = one_shard_store(&server).await;
     let before = fresh_keys(200);
     commit_then_find_consumed(&store, &before).await;
     assert!(bucket_encodings(&server)
@@ -214,7 +199,7 @@ async fn stores_configured_otherwise_find_each_others_records() {
     first.claim(&keys, token, LONG).await.unwrap();
     first.commit(&keys, token, DAY).await.unwrap();
 
-    let (capture, _guard) = Capture::warnings();
+    let (capture, _guard) = capture_warnings();
     let other = RedisStore::builder(server.url())
         .record_ttl(Duration::from_secs(36 * 3600))
         .expected_rate(5)

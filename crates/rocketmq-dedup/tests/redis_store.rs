@@ -1,8 +1,12 @@
 //! Behaviour of the Redis store beyond the shared contract: its record format, AUTH, a
 //! flushed script cache, unreadable records and a server that goes away and comes back.
 
+#[path = "support/redis_keys.rs"]
+mod redis_keys;
+
 use std::time::Duration;
 
+use redis_keys::keys_matching;
 use rocketmq_dedup::record_key::RecordKey;
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG};
@@ -19,18 +23,6 @@ fn local(options: RedisOptions) -> RedisServer {
 /// What the store's operator view says of `key`.
 async fn state(store: &RedisStore, key: &RecordKey) -> RecordState {
     store.inspect(key).await.unwrap()
-}
-
-/// The keys on `server` matching `pattern`, sorted.
-fn keys_matching(server: &RedisServer, pattern: &str) -> Vec<String> {
-    let answer = server.command(&["KEYS", pattern]).unwrap();
-    let mut keys: Vec<String> = answer
-        .lines()
-        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
-        .map(str::to_owned)
-        .collect();
-    keys.sort();
-    keys
 }
 
 /// A number a server answered (`:n`).

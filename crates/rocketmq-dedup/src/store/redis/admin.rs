@@ -71,19 +71,14 @@ impl RedisStore {
         else {
             return Ok(None);
         };
-        let layout = super::layout::BucketLayout::decode(&text).ok_or_else(|| {
-            corrupt(&format!(
-                "{layout_key} holds {:?}, not a bucket layout",
-                String::from_utf8_lossy(&text)
-            ))
-        })?;
+        let layout = super::layouts::decode(&layout_key, &text, StoreOperation::Admin)?;
         Ok(Some(Location::of(key, &layout)))
     }
 
-    /// The buckets an operator's lookup of `at` goes over, newest first.
-    fn admin_buckets(&self, at: &Location) -> Vec<u64> {
+    /// The bucket hashes an operator's lookup of `at` goes over, newest first.
+    fn admin_buckets(&self, at: &Location) -> Vec<String> {
         let lookback = (ADMIN_LOOKBACK_WIDTHS * at.layout.width_ms).max(self.layouts.horizon_ms());
-        at.layout.live_buckets(now_ms(), lookback).collect()
+        at.live_bucket_names(now_ms(), lookback).collect()
     }
 
     async fn send_one(&self, key: &str, cmd: redis::Cmd) -> Result<Value, StoreError> {
@@ -123,11 +118,7 @@ impl RecordAdmin for RedisStore {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(RecordState::Absent);
             };
-            let buckets: Vec<String> = self
-                .admin_buckets(&at)
-                .into_iter()
-                .map(|b| at.bucket(b))
-                .collect();
+            let buckets = self.admin_buckets(&at);
             let mut commands = Vec::with_capacity(2 + 2 * buckets.len());
             for name in ["GET", "PTTL"] {
                 let mut cmd = redis::cmd(name);
@@ -172,11 +163,7 @@ impl RecordAdmin for RedisStore {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(false);
             };
-            let buckets: Vec<String> = self
-                .admin_buckets(&at)
-                .into_iter()
-                .map(|b| at.bucket(b))
-                .collect();
+            let buckets = self.admin_buckets(&at);
             let mut del = redis::cmd("DEL");
             del.arg(&at.claim);
             let mut commands = vec![KeyedCommand {

@@ -30,6 +30,7 @@
 //! 1.8·10^19 messages with 4.3 billion live records.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::record_key::RecordKey;
@@ -177,9 +178,8 @@ impl Location {
         let shard = high & (layout.shards - 1);
         let mut bucket_start = String::with_capacity(group.len() + 12);
         bucket_start.push_str(&escaped_group(group));
-        bucket_start.push('{');
-        bucket_start.push_str(&format!("{shard:x}"));
-        bucket_start.push('}');
+        // Writing to a String cannot fail.
+        let _ = write!(bucket_start, "{{{shard:x}}}");
         let mut claim = String::with_capacity(bucket_start.len() + rest.len());
         claim.push_str(&bucket_start);
         claim.push_str(rest);
@@ -195,6 +195,18 @@ impl Location {
     /// The hash of bucket `b`.
     pub(super) fn bucket(&self, b: u64) -> String {
         format!("{}{b}", self.bucket_start)
+    }
+
+    /// The hashes of the buckets that may hold this record live at `now_ms`, for records kept
+    /// at most `horizon_ms`, newest first ([`BucketLayout::live_buckets`]).
+    pub(super) fn live_bucket_names(
+        &self,
+        now_ms: u64,
+        horizon_ms: u64,
+    ) -> impl Iterator<Item = String> + '_ {
+        self.layout
+            .live_buckets(now_ms, horizon_ms)
+            .map(|b| self.bucket(b))
     }
 }
 

@@ -54,6 +54,23 @@ pub(super) struct Layouts {
     round_trips: Arc<AtomicU64>,
 }
 
+/// What the layout key `key` holds, read: a typed error and a log line when it is not a
+/// layout.
+pub(super) fn decode(
+    key: &str,
+    text: &[u8],
+    operation: StoreOperation,
+) -> Result<BucketLayout, StoreError> {
+    BucketLayout::decode(text).ok_or_else(|| {
+        let text = String::from_utf8_lossy(text);
+        tracing::error!(key = %key, value = %text, "unreadable bucket layout in Redis");
+        StoreError::CorruptRecord {
+            operation,
+            detail: format!("{key} holds {text:?}, not a bucket layout (w=<width ms> s=<shards>)"),
+        }
+    })
+}
+
 /// Unix time in ms.
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
@@ -84,6 +101,11 @@ impl Layouts {
     /// Makes claims look back over `record_ttl_ms` too, if it is longer than the configured
     /// record TTL; answers the horizon now.
     pub(super) fn widen_horizon(&self, record_ttl_ms: u64) -> u64 {
+        // Every commit asks: only a longer TTL writes the shared counter.
+        let now = self.horizon_ms.load(Ordering::Relaxed);
+        if record_ttl_ms <= now {
+            return now;
+        }
         let before = self.horizon_ms.fetch_max(record_ttl_ms, Ordering::Relaxed);
         if record_ttl_ms > before {
             tracing::warn!(
@@ -176,16 +198,7 @@ impl Layouts {
                     ))))
                 }
             };
-            let layout = BucketLayout::decode(&text).ok_or_else(|| {
-                tracing::error!(key = %key, value = %String::from_utf8_lossy(&text), "unreadable bucket layout in Redis");
-                StoreError::CorruptRecord {
-                    operation,
-                    detail: format!(
-                        "{key} holds {:?}, not a bucket layout (w=<width ms> s=<shards>)",
-                        String::from_utf8_lossy(&text)
-                    ),
-                }
-            })?;
+            let layout = decode(key, &text, operation)?;
             if layout != self.configured {
                 tracing::warn!(
                     key = %key,

@@ -168,9 +168,9 @@ impl RedisStore {
                 cmd: set,
             });
             let before = commands.len();
-            for b in loc.layout.live_buckets(now, horizon) {
+            for bucket in loc.live_bucket_names(now, horizon) {
                 let mut hexists = redis::cmd("HEXISTS");
-                hexists.arg(loc.bucket(b)).arg(&loc.field[..]);
+                hexists.arg(bucket).arg(&loc.field[..]);
                 commands.push(KeyedCommand {
                     key: &loc.claim,
                     cmd: hexists,
@@ -230,7 +230,8 @@ impl RedisStore {
         Ok(outcomes)
     }
 
-    /// The arguments of release and renew: `args`, now and the claims' horizon.
+    /// The arguments of the claim, release and renew scripts: `args`, now and the claims'
+    /// horizon.
     fn on_claim<'a>(&self, args: &'a [&'a [u8]]) -> ScriptArgs<'a> {
         ScriptArgs::OnClaim {
             args,
@@ -444,17 +445,10 @@ struct ScriptCall<'a> {
 
 /// What a script gets beside its keys.
 enum ScriptArgs<'a> {
-    /// The claim script: the owner and the processing TTL; it looks in the live buckets.
-    Claim {
-        owner: &'a str,
-        ttl: &'a str,
-        now: u64,
-        horizon: u64,
-    },
     /// The commit script.
     Commit(&'a CommitArgs),
-    /// Release (the owner) and renew (the owner and the TTL): the claim key and the live
-    /// buckets, the record's field after the arguments.
+    /// Claim and renew (the owner and the TTL), release (the owner): the claim key and the
+    /// live buckets, the record's field after the arguments.
     OnClaim {
         args: &'a [&'a [u8]],
         now: u64,
@@ -498,20 +492,6 @@ impl<'a> ScriptCall<'a> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.script.get_hash());
         match &self.args {
-            ScriptArgs::Claim {
-                owner,
-                ttl,
-                now,
-                horizon,
-            } => {
-                let buckets: Vec<String> = loc
-                    .layout
-                    .live_buckets(*now, *horizon)
-                    .map(|b| loc.bucket(b))
-                    .collect();
-                cmd.arg(1 + buckets.len()).arg(&loc.claim).arg(buckets);
-                cmd.arg(*owner).arg(*ttl).arg(&loc.field[..]);
-            }
             ScriptArgs::Commit(c) => {
                 let current = loc.layout.bucket(c.now);
                 let others: Vec<String> = loc
@@ -535,11 +515,7 @@ impl<'a> ScriptCall<'a> {
                     .arg(own_key);
             }
             ScriptArgs::OnClaim { args, now, horizon } => {
-                let buckets: Vec<String> = loc
-                    .layout
-                    .live_buckets(*now, *horizon)
-                    .map(|b| loc.bucket(b))
-                    .collect();
+                let buckets: Vec<String> = loc.live_bucket_names(*now, *horizon).collect();
                 cmd.arg(1 + buckets.len()).arg(&loc.claim).arg(buckets);
                 for arg in *args {
                     cmd.arg(*arg);
@@ -582,16 +558,12 @@ impl DedupStore for RedisStore {
             if self.native_claim {
                 return self.claim_native(&at, &owner, &ttl).await;
             }
+            let args = [owner.as_bytes(), ttl.as_bytes()];
             let call = ScriptCall {
                 operation: StoreOperation::Claim,
                 script: &self.scripts.claim,
                 at: &at,
-                args: ScriptArgs::Claim {
-                    owner: &owner,
-                    ttl: &ttl,
-                    now: layouts::now_ms(),
-                    horizon: self.layouts.horizon_ms(),
-                },
+                args: self.on_claim(&args),
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
