@@ -78,7 +78,9 @@ impl RedisStore {
     /// The bucket hashes an operator's lookup of `at` goes over, newest first.
     fn admin_buckets(&self, at: &Location) -> Vec<String> {
         let lookback = (ADMIN_LOOKBACK_WIDTHS * at.layout.width_ms).max(self.layouts.horizon_ms());
-        at.live_bucket_names(now_ms(), lookback).collect()
+        (at.live_bucket_names(now_ms(), lookback))
+            .map(|bucket| bucket.to_string())
+            .collect()
     }
 
     async fn send_one(&self, key: &str, cmd: redis::Cmd) -> Result<Value, StoreError> {

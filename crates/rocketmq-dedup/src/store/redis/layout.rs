@@ -30,8 +30,11 @@
 //! 1.8·10^19 messages with 4.3 billion live records.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::time::Duration;
+
+use redis::{RedisWrite, ToRedisArgs};
 
 use crate::record_key::RecordKey;
 
@@ -159,12 +162,13 @@ pub(super) fn layout_key(group: &str) -> String {
 pub(super) struct Location {
     /// Its group's layout.
     pub(super) layout: BucketLayout,
-    /// Its claim key.
+    /// Its claim key, `<group>{<shard>}<key>`.
     pub(super) claim: String,
     /// Its field in a bucket hash.
     pub(super) field: [u8; FIELD_BYTES],
-    /// `<group>{<shard>}:`, which a bucket number completes.
-    bucket_start: String,
+    /// Where the claim key's `<group>{<shard>}` ends (a bucket's name is that, `:` and the
+    /// bucket's number).
+    tag_end: usize,
 }
 
 impl Location {
@@ -176,25 +180,27 @@ impl Location {
         field.copy_from_slice(&bytes[..FIELD_BYTES]);
         let high = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
         let shard = high & (layout.shards - 1);
-        let mut bucket_start = String::with_capacity(group.len() + 12);
-        bucket_start.push_str(&escaped_group(group));
+        let mut claim = String::with_capacity(group.len() + 8 + rest.len());
+        claim.push_str(&escaped_group(group));
         // Writing to a String cannot fail.
-        let _ = write!(bucket_start, "{{{shard:x}}}");
-        let mut claim = String::with_capacity(bucket_start.len() + rest.len());
-        claim.push_str(&bucket_start);
+        let _ = write!(claim, "{{{shard:x}}}");
+        let tag_end = claim.len();
         claim.push_str(rest);
-        bucket_start.push(':');
         Location {
             layout: *layout,
             claim,
             field,
-            bucket_start,
+            tag_end,
         }
     }
 
-    /// The hash of bucket `b`.
-    pub(super) fn bucket(&self, b: u64) -> String {
-        format!("{}{b}", self.bucket_start)
+    /// The hash of bucket `b`, as a command argument (written into the command, no string of
+    /// its own).
+    pub(super) fn bucket(&self, b: u64) -> BucketName<'_> {
+        BucketName {
+            tag: &self.claim[..self.tag_end],
+            bucket: b,
+        }
     }
 
     /// The hashes of the buckets that may hold this record live at `now_ms`, for records kept
@@ -203,10 +209,30 @@ impl Location {
         &self,
         now_ms: u64,
         horizon_ms: u64,
-    ) -> impl Iterator<Item = String> + '_ {
+    ) -> impl Iterator<Item = BucketName<'_>> + '_ {
         self.layout
             .live_buckets(now_ms, horizon_ms)
             .map(|b| self.bucket(b))
+    }
+}
+
+/// The name of a bucket hash, `<group>{<shard>}:<b>`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BucketName<'a> {
+    tag: &'a str,
+    bucket: u64,
+}
+
+impl fmt::Display for BucketName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tag, self.bucket)
+    }
+}
+
+impl ToRedisArgs for BucketName<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        // Writing to a command's buffer cannot fail.
+        let _ = write!(out.writer_for_next_arg(), "{}:{}", self.tag, self.bucket);
     }
 }
 
@@ -298,7 +324,7 @@ mod tests {
             shards: 16,
         };
         let at = Location::of(&key, &layout);
-        let bucket = at.bucket(7);
+        let bucket = at.bucket(7).to_string();
         let tag = |k: &str| {
             let open = k.find('{').unwrap();
             k[open..=open + k[open..].find('}').unwrap()].to_owned()

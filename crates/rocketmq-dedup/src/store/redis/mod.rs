@@ -494,16 +494,17 @@ impl<'a> ScriptCall<'a> {
         match &self.args {
             ScriptArgs::Commit(c) => {
                 let current = loc.layout.bucket(c.now);
-                let others: Vec<String> = loc
-                    .layout
-                    .live_buckets(c.now, c.horizon)
-                    .filter(|&b| b != current)
-                    .map(|b| loc.bucket(b))
-                    .collect();
-                cmd.arg(2 + others.len())
+                let others = || {
+                    (loc.layout.live_buckets(c.now, c.horizon))
+                        .filter(move |&b| b != current)
+                        .map(|b| loc.bucket(b))
+                };
+                cmd.arg(2 + others().count())
                     .arg(&loc.claim)
-                    .arg(loc.bucket(current))
-                    .arg(others);
+                    .arg(loc.bucket(current));
+                for bucket in others() {
+                    cmd.arg(bucket);
+                }
                 let own_key = match loc.layout.buckets_keep(c.record_ttl_ms) {
                     true => 0,
                     false => c.record_ttl_ms,
@@ -515,8 +516,11 @@ impl<'a> ScriptCall<'a> {
                     .arg(own_key);
             }
             ScriptArgs::OnClaim { args, now, horizon } => {
-                let buckets: Vec<String> = loc.live_bucket_names(*now, *horizon).collect();
-                cmd.arg(1 + buckets.len()).arg(&loc.claim).arg(buckets);
+                let buckets = || loc.live_bucket_names(*now, *horizon);
+                cmd.arg(1 + buckets().count()).arg(&loc.claim);
+                for bucket in buckets() {
+                    cmd.arg(bucket);
+                }
                 for arg in *args {
                     cmd.arg(*arg);
                 }
