@@ -1,20 +1,24 @@
 //! [`DedupListenerBuilder`]: the settings of a dedup listener, one method each, checked when
 //! the listener is built.
 //!
-//! One builder serves both listeners; its first type parameter says which one `build` makes
-//! ([`Concurrent`] or [`Orderly`]), its second how handler runs are recorded (for now
-//! [`StoreBacked`]: claims in a [`DedupStore`]).
+//! One builder serves both listeners; its first type parameter is the kind of listener
+//! `build` makes ([`Concurrent`] or [`Orderly`]), its second how the handler's runs are
+//! recorded ([`Processing`]): [`StoreBacked`], claims in a [`DedupStore`], or, with feature
+//! `mysql` or `postgres`, [`InboxBacked`](crate::inbox::InboxBacked), one database
+//! transaction per message. A user never names them: `DedupConcurrentListener::builder`
+//! and `DedupConcurrentListener::inbox` start the builder.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{DedupConfig, KeyFallback, StoreErrorPolicy};
-use crate::engine::task::{Processor, RunOrder};
+use crate::engine::task::RunOrder;
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 use crate::lease::LeaseProcessor;
+pub use crate::listener::{Concurrent, Orderly};
 use crate::record_key::KeyLayout;
 use crate::runtime::ListenerRuntime;
 use crate::stats::DedupStats;
@@ -30,13 +34,44 @@ pub struct DedupListenerBuilder<L, P> {
     listener: PhantomData<fn() -> L>,
 }
 
-/// [`DedupListenerBuilder`] builds a [`DedupConcurrentListener`](crate::DedupConcurrentListener).
-#[derive(Debug)]
-pub enum Concurrent {}
+/// How a listener records its handler's runs: [`StoreBacked`] or
+/// [`InboxBacked`](crate::inbox::InboxBacked). Sealed: these are the two.
+pub trait Processing: sealed::MakeProcessor {}
 
-/// [`DedupListenerBuilder`] builds a [`DedupOrderlyListener`](crate::DedupOrderlyListener).
-#[derive(Debug)]
-pub enum Orderly {}
+impl<P: sealed::MakeProcessor> Processing for P {}
+
+pub(crate) mod sealed {
+    use std::sync::Arc;
+
+    use crate::config::DedupConfig;
+    use crate::engine::task::Processor;
+    use crate::error::ConfigError;
+    use crate::record_key::KeyLayout;
+    use crate::stats::DedupStats;
+
+    /// A processor made for a listener (opaque outside the crate).
+    pub struct MadeProcessor(pub(crate) Box<dyn Processor>);
+
+    impl std::fmt::Debug for MadeProcessor {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MadeProcessor").finish_non_exhaustive()
+        }
+    }
+
+    /// What [`Processing`](super::Processing) does: make the listener's processor.
+    pub trait MakeProcessor {
+        /// The key layout its records want, when the configuration names none.
+        fn key_layout(&self) -> Option<KeyLayout>;
+
+        /// The processor, for a configuration already checked.
+        fn make(
+            self,
+            config: &DedupConfig,
+            stats: Arc<DedupStats>,
+            runtime: tokio::runtime::Handle,
+        ) -> Result<MadeProcessor, ConfigError>;
+    }
+}
 
 /// A listener whose handler runs are claimed, committed and released in a [`DedupStore`]
 /// (set with [`store`](DedupListenerBuilder::store); required).
@@ -53,6 +88,32 @@ impl<H> std::fmt::Debug for StoreBacked<H> {
     }
 }
 
+impl<H: DedupHandler> StoreBacked<H> {
+    pub(crate) fn new(handler: H) -> Self {
+        StoreBacked {
+            handler,
+            store: None,
+        }
+    }
+}
+
+impl<H: DedupHandler> sealed::MakeProcessor for StoreBacked<H> {
+    fn key_layout(&self) -> Option<KeyLayout> {
+        self.store.as_ref().map(|store| store.key_layout())
+    }
+
+    fn make(
+        self,
+        config: &DedupConfig,
+        stats: Arc<DedupStats>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<sealed::MadeProcessor, ConfigError> {
+        let store = self.store.ok_or(ConfigError::MissingStore)?;
+        let processor = LeaseProcessor::new(self.handler, store, config, stats, runtime);
+        Ok(sealed::MadeProcessor(Box::new(processor)))
+    }
+}
+
 impl<L, P: std::fmt::Debug> std::fmt::Debug for DedupListenerBuilder<L, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DedupListenerBuilder")
@@ -63,14 +124,6 @@ impl<L, P: std::fmt::Debug> std::fmt::Debug for DedupListenerBuilder<L, P> {
 }
 
 impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
-    pub(crate) fn with_store_backed(handler: H, config: DedupConfig) -> Self {
-        let processing = StoreBacked {
-            handler,
-            store: None,
-        };
-        Self::with_processing(processing, config)
-    }
-
     /// The dedup store: required, there is no default. [`MemoryStore`](crate::store::MemoryStore)
     /// deduplicates within this process; [`RedisStore`](crate::store::RedisStore) across every
     /// consumer of the group.
@@ -83,17 +136,25 @@ impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
         self.processing.store = Some(store);
         self
     }
+}
 
-    /// Checks the configuration and makes the engine, running tasks in `order`.
+impl<L, P: Processing> DedupListenerBuilder<L, P> {
+    /// Checks the configuration, settles the runtime and makes the engine, running tasks in
+    /// `order`.
     pub(crate) fn engine(mut self, order: RunOrder) -> Result<Engine, ConfigError> {
-        if let Some(store) = &self.processing.store {
-            self.config.key_layout.get_or_insert(store.key_layout());
+        if let Some(layout) = self.processing.key_layout() {
+            self.config.key_layout.get_or_insert(layout);
         }
-        self.into_engine(order, |processing, config, stats, runtime| {
-            let store = processing.store.ok_or(ConfigError::MissingStore)?;
-            let processor = LeaseProcessor::new(processing.handler, store, config, stats, runtime);
-            Ok(Box::new(processor))
-        })
+        self.config.validate()?;
+        let runtime = match self.runtime {
+            Some(handle) => ListenerRuntime::Borrowed(handle),
+            None => ListenerRuntime::current_or_new()
+                .map_err(|e| ConfigError::Runtime(e.to_string()))?,
+        };
+        let stats = Arc::new(DedupStats::default());
+        let handle = runtime.handle().clone();
+        let processor = self.processing.make(&self.config, stats.clone(), handle)?;
+        Ok(Engine::new(processor.0, self.config, stats, order, runtime))
     }
 }
 
@@ -110,30 +171,6 @@ impl<L, P> DedupListenerBuilder<L, P> {
 
     pub(crate) fn config_mut(&mut self) -> &mut DedupConfig {
         &mut self.config
-    }
-
-    /// Validates the configuration, settles the runtime and makes the engine, whose
-    /// processor `make` makes from the processing.
-    pub(crate) fn into_engine(
-        self,
-        order: RunOrder,
-        make: impl FnOnce(
-            P,
-            &DedupConfig,
-            Arc<DedupStats>,
-            tokio::runtime::Handle,
-        ) -> Result<Box<dyn Processor>, ConfigError>,
-    ) -> Result<Engine, ConfigError> {
-        self.config.validate()?;
-        let runtime = match self.runtime {
-            Some(handle) => ListenerRuntime::Borrowed(handle),
-            None => ListenerRuntime::current_or_new()
-                .map_err(|e| ConfigError::Runtime(e.to_string()))?,
-        };
-        let stats = Arc::new(DedupStats::default());
-        let handle = runtime.handle().clone();
-        let processor = make(self.processing, &self.config, stats.clone(), handle)?;
-        Ok(Engine::new(processor, self.config, stats, order, runtime))
     }
 
     /// The namespace of the record keys: required; use the consumer group (or an application

@@ -37,9 +37,11 @@
 //! ```
 //!
 //! # Layout
-//! - [`listener`][]: [`DedupConcurrentListener`] and [`DedupOrderlyListener`], thin adapters
-//!   that map the engine's decisions to each client status.
-//! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners.
+//! - [`listener`][]: [`DedupConcurrentListener`] and [`DedupOrderlyListener`], the two kinds
+//!   of one [`DedupListener`](listener::DedupListener): thin adapters that map the engine's
+//!   decisions to each client status.
+//! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners, over a store
+//!   ([`StoreBacked`](builder::StoreBacked)) or an inbox.
 //! - [`client`][]: [`ConsumerRuntime`](client::ConsumerRuntime), the RocketMQ client runtime a
 //!   consumer app needs (a widened listener lane, a bounded shutdown).
 //! - [`route_check`][]: a start-up check of a topic's route, asked of the name server
@@ -97,7 +99,7 @@ pub mod store_url;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use builder::{Concurrent, DedupListenerBuilder, Orderly, StoreBacked};
+pub use builder::DedupListenerBuilder;
 pub use config::{DedupConfig, KeyFallback, StoreErrorPolicy};
 pub use error::{ConfigError, HandlerError, KeyError, StoreError, StoreOperation};
 pub use handler::{handler_fn, DedupHandler, HandlerFn, WithKey};

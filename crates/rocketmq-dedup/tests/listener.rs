@@ -396,8 +396,8 @@ fn consume_message_works_from_any_thread() {
 #[test]
 fn configuration_is_checked_at_build() {
     type Builder = rocketmq_dedup::DedupListenerBuilder<
-        rocketmq_dedup::Concurrent,
-        rocketmq_dedup::StoreBacked<Arc<Recorder>>,
+        rocketmq_dedup::builder::Concurrent,
+        rocketmq_dedup::builder::StoreBacked<Arc<Recorder>>,
     >;
     let build = |f: fn(Builder) -> Builder| {
         f(

@@ -11,15 +11,14 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::warn;
 
 use super::{Inbox, InboxBacked, InboxClaim, InboxHandler};
-use crate::builder::DedupListenerBuilder;
+use crate::builder::sealed::{MadeProcessor, MakeProcessor};
 use crate::config::DedupConfig;
 use crate::engine::calls::StoreCalls;
 use crate::engine::run::guarded;
 use crate::engine::task::{Outcome, Processor, RunOrder, Task};
-use crate::engine::Engine;
 use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::key::DedupKey;
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyLayout, RecordKey};
 use crate::shutdown::ShutdownReport;
 use crate::stats::{DedupStats, Event};
 use crate::store::OwnerToken;
@@ -36,16 +35,24 @@ pub(crate) struct InboxProcessor<H, I> {
     calls: StoreCalls,
 }
 
-impl<L, H, I> DedupListenerBuilder<L, InboxBacked<H, I>>
+impl<H, I> MakeProcessor for InboxBacked<H, I>
 where
     I: Inbox,
     H: InboxHandler<I::Database>,
 {
-    /// Checks the configuration and makes the engine, running tasks in `order`.
-    pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
-        self.into_engine(order, |processing, config, stats, _runtime| {
-            Ok(Box::new(InboxProcessor::new(processing, config, stats)))
-        })
+    fn key_layout(&self) -> Option<KeyLayout> {
+        None
+    }
+
+    fn make(
+        self,
+        config: &DedupConfig,
+        stats: Arc<DedupStats>,
+        _runtime: tokio::runtime::Handle,
+    ) -> Result<MadeProcessor, ConfigError> {
+        Ok(MadeProcessor(Box::new(InboxProcessor::new(
+            self, config, stats,
+        ))))
     }
 }
 

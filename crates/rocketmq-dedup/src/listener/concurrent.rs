@@ -1,23 +1,17 @@
 //! [`DedupConcurrentListener`]: the deduplicating `MessageListenerConcurrently`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use rocketmq_client_rust::{
     ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
     MessageListenerConcurrently,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 
-use super::Core;
-use crate::builder::{Concurrent, DedupListenerBuilder, StoreBacked};
+use super::{Concurrent, DedupListener};
+use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
 use crate::engine::task::RunOrder;
-use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
-use crate::shutdown::ShutdownReport;
-use crate::stats::DedupStats;
 
 /// A RocketMQ concurrent listener that runs its [`DedupHandler`] at most once per dedup key.
 ///
@@ -63,64 +57,28 @@ use crate::stats::DedupStats;
 /// shutdown: it finishes the commits still being retried in the background. Dropping the last
 /// clone without it gives those up at once (reported to
 /// [`DedupHandler::on_settled`] and counted as `commit_failed`).
-#[derive(Debug, Clone)]
-pub struct DedupConcurrentListener {
-    core: Core,
-}
+pub type DedupConcurrentListener = DedupListener<Concurrent>;
 
-impl DedupConcurrentListener {
+impl DedupListener<Concurrent> {
     /// A builder around `handler`.
     pub fn builder<H: DedupHandler>(
         handler: H,
     ) -> DedupListenerBuilder<Concurrent, StoreBacked<H>> {
-        DedupListenerBuilder::with_store_backed(handler, DedupConfig::new())
-    }
-
-    fn new(engine: Engine) -> Self {
-        DedupConcurrentListener {
-            core: Core {
-                engine: Arc::new(engine),
-            },
-        }
-    }
-
-    /// The listener's counters.
-    pub fn stats(&self) -> &Arc<DedupStats> {
-        self.core.stats()
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &DedupConfig {
-        self.core.config()
+        DedupListenerBuilder::with_processing(StoreBacked::new(handler), DedupConfig::new())
     }
 
     /// Processes a batch and answers the status for RocketMQ; the async core of
     /// [`consume_message`](MessageListenerConcurrently::consume_message).
     pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
-        match self.core.engine.consume(msgs).await.retry {
+        match self.engine.consume(msgs).await.retry {
             true => ConsumeConcurrentlyStatus::ReconsumeLater,
             false => ConsumeConcurrentlyStatus::ConsumeSuccess,
         }
     }
-
-    /// Finishes the listener's background work (commits being retried) within `timeout`;
-    /// what cannot be finished is given up and reported.
-    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        self.core.shutdown(timeout).await
-    }
-}
-
-impl<H: DedupHandler> DedupListenerBuilder<Concurrent, StoreBacked<H>> {
-    /// Checks the configuration and builds the listener.
-    pub fn build(self) -> Result<DedupConcurrentListener, ConfigError> {
-        Ok(DedupConcurrentListener::new(
-            self.engine(RunOrder::Independent)?,
-        ))
-    }
 }
 
 #[cfg(feature = "sql")]
-impl DedupConcurrentListener {
+impl DedupListener<Concurrent> {
     /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
     /// message's record is written too: exactly-once effects for database writes (see
     /// [`crate::inbox`]).
@@ -137,17 +95,10 @@ impl DedupConcurrentListener {
     }
 }
 
-#[cfg(feature = "sql")]
-impl<H, I> DedupListenerBuilder<Concurrent, crate::inbox::InboxBacked<H, I>>
-where
-    I: crate::inbox::Inbox,
-    H: crate::inbox::InboxHandler<I::Database>,
-{
+impl<P: Processing> DedupListenerBuilder<Concurrent, P> {
     /// Checks the configuration and builds the listener.
     pub fn build(self) -> Result<DedupConcurrentListener, ConfigError> {
-        Ok(DedupConcurrentListener::new(
-            self.engine(RunOrder::Independent)?,
-        ))
+        Ok(DedupListener::new(self.engine(RunOrder::Independent)?))
     }
 }
 
@@ -157,6 +108,6 @@ impl MessageListenerConcurrently for DedupConcurrentListener {
         msgs: &[&MessageExt],
         _context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        Ok(self.core.engine.runtime().block_on(self.consume(msgs)))
+        Ok(self.engine.runtime().block_on(self.consume(msgs)))
     }
 }

@@ -5,10 +5,15 @@
 //! |---|---|---|
 //! | processed, duplicate | CONSUME_SUCCESS | Success |
 //! | any message must be retried | RECONSUME_LATER (retry topic) | SuspendCurrentQueueAMoment |
+//!
+//! Both are a [`DedupListener`] of a kind ([`Concurrent`] or [`Orderly`]): one engine behind
+//! a handle that clones share, with its counters, its configuration and its shutdown.
 
 mod concurrent;
 mod orderly;
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,22 +26,61 @@ use crate::engine::Engine;
 use crate::shutdown::ShutdownReport;
 use crate::stats::DedupStats;
 
-/// The engine behind a listener handle, shared by its clones.
-#[derive(Debug, Clone)]
-struct Core {
+/// The kind of a [`DedupListener`] that implements `MessageListenerConcurrently`:
+/// [`DedupConcurrentListener`].
+#[derive(Debug, Clone, Copy)]
+pub enum Concurrent {}
+
+/// The kind of a [`DedupListener`] that implements `MessageListenerOrderly`:
+/// [`DedupOrderlyListener`].
+#[derive(Debug, Clone, Copy)]
+pub enum Orderly {}
+
+/// A deduplicating listener of kind `K`; use it by its names, [`DedupConcurrentListener`]
+/// and [`DedupOrderlyListener`]. Clones share one listener.
+pub struct DedupListener<K> {
     engine: Arc<Engine>,
+    kind: PhantomData<fn() -> K>,
 }
 
-impl Core {
-    fn stats(&self) -> &Arc<DedupStats> {
+impl<K> Clone for DedupListener<K> {
+    fn clone(&self) -> Self {
+        DedupListener {
+            engine: self.engine.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for DedupListener<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DedupListener")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+impl<K> DedupListener<K> {
+    pub(crate) fn new(engine: Engine) -> Self {
+        DedupListener {
+            engine: Arc::new(engine),
+            kind: PhantomData,
+        }
+    }
+
+    /// The listener's counters.
+    pub fn stats(&self) -> &Arc<DedupStats> {
         self.engine.stats()
     }
 
-    fn config(&self) -> &DedupConfig {
+    /// The configuration.
+    pub fn config(&self) -> &DedupConfig {
         self.engine.config()
     }
 
-    async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+    /// Finishes the listener's background work (commits being retried) within `timeout`;
+    /// what cannot be finished is given up and reported.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.engine.shutdown(timeout).await
     }
 }

@@ -1,6 +1,5 @@
 //! [`DedupOrderlyListener`]: the deduplicating `MessageListenerOrderly`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rocketmq_client_rust::{
@@ -8,15 +7,12 @@ use rocketmq_client_rust::{
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 
-use super::Core;
-use crate::builder::{DedupListenerBuilder, Orderly, StoreBacked};
+use super::{DedupListener, Orderly};
+use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
 use crate::engine::task::RunOrder;
-use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
-use crate::shutdown::ShutdownReport;
-use crate::stats::DedupStats;
 
 /// A RocketMQ orderly listener that runs its [`DedupHandler`] at most once per dedup key and
 /// never out of order.
@@ -55,49 +51,22 @@ use crate::stats::DedupStats;
 /// // consumer.register_message_listener_orderly(listener.clone());
 /// # Ok::<(), rocketmq_dedup::ConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
-pub struct DedupOrderlyListener {
-    core: Core,
-}
+pub type DedupOrderlyListener = DedupListener<Orderly>;
 
-impl DedupOrderlyListener {
+impl DedupListener<Orderly> {
     /// A builder around `handler`.
     pub fn builder<H: DedupHandler>(handler: H) -> DedupListenerBuilder<Orderly, StoreBacked<H>> {
-        DedupListenerBuilder::with_store_backed(handler, DedupConfig::orderly())
-    }
-
-    fn new(engine: Engine) -> Self {
-        DedupOrderlyListener {
-            core: Core {
-                engine: Arc::new(engine),
-            },
-        }
-    }
-
-    /// The listener's counters.
-    pub fn stats(&self) -> &Arc<DedupStats> {
-        self.core.stats()
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &DedupConfig {
-        self.core.config()
+        DedupListenerBuilder::with_processing(StoreBacked::new(handler), DedupConfig::orderly())
     }
 
     /// Processes a batch and answers the status for RocketMQ; the async core of
     /// [`consume_message`](MessageListenerOrderly::consume_message), which also sets the
     /// suspend time on the context when the queue is suspended.
     pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeOrderlyStatus {
-        match self.core.engine.consume(msgs).await.retry {
+        match self.engine.consume(msgs).await.retry {
             true => ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
             false => ConsumeOrderlyStatus::Success,
         }
-    }
-
-    /// Finishes the listener's background work (commits being retried) within `timeout`;
-    /// what cannot be finished is given up and reported.
-    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        self.core.shutdown(timeout).await
     }
 }
 
@@ -111,15 +80,8 @@ impl<P> DedupListenerBuilder<Orderly, P> {
     }
 }
 
-impl<H: DedupHandler> DedupListenerBuilder<Orderly, StoreBacked<H>> {
-    /// Checks the configuration and builds the listener.
-    pub fn build(self) -> Result<DedupOrderlyListener, ConfigError> {
-        Ok(DedupOrderlyListener::new(self.engine(RunOrder::InOrder)?))
-    }
-}
-
 #[cfg(feature = "sql")]
-impl DedupOrderlyListener {
+impl DedupListener<Orderly> {
     /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
     /// message's record is written too: exactly-once effects for database writes (see
     /// [`crate::inbox`]).
@@ -136,15 +98,10 @@ impl DedupOrderlyListener {
     }
 }
 
-#[cfg(feature = "sql")]
-impl<H, I> DedupListenerBuilder<Orderly, crate::inbox::InboxBacked<H, I>>
-where
-    I: crate::inbox::Inbox,
-    H: crate::inbox::InboxHandler<I::Database>,
-{
+impl<P: Processing> DedupListenerBuilder<Orderly, P> {
     /// Checks the configuration and builds the listener.
     pub fn build(self) -> Result<DedupOrderlyListener, ConfigError> {
-        Ok(DedupOrderlyListener::new(self.engine(RunOrder::InOrder)?))
+        Ok(DedupListener::new(self.engine(RunOrder::InOrder)?))
     }
 }
 
@@ -154,7 +111,7 @@ impl MessageListenerOrderly for DedupOrderlyListener {
         msgs: &[&MessageExt],
         context: &mut ConsumeOrderlyContext,
     ) -> ClientResult<ConsumeOrderlyStatus> {
-        let status = self.core.engine.runtime().block_on(self.consume(msgs));
+        let status = self.engine.runtime().block_on(self.consume(msgs));
         if status == ConsumeOrderlyStatus::SuspendCurrentQueueAMoment {
             let millis = self.config().suspend_time.as_millis();
             context.set_suspend_current_queue_time_millis(millis as i64);
