@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{DedupConfig, KeyFallback, StoreErrorPolicy};
-use crate::engine::task::RunOrder;
+use crate::engine::processor::RunOrder;
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
@@ -44,7 +44,7 @@ pub(crate) mod sealed {
     use std::sync::Arc;
 
     use crate::config::DedupConfig;
-    use crate::engine::task::Processor;
+    use crate::engine::processor::Processor;
     use crate::error::ConfigError;
     use crate::record_key::KeyLayout;
     use crate::stats::DedupStats;

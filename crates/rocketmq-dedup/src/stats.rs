@@ -88,6 +88,18 @@ impl Decision {
         )
     }
 
+    /// The decision for a copy of a message, in the same batch, decided as `self`: a copy
+    /// follows the first.
+    pub(crate) fn for_copy(self) -> Decision {
+        match self {
+            Decision::Processed | Decision::ProcessedWithoutDedup | Decision::Duplicate => {
+                Decision::Duplicate
+            }
+            Decision::HandlerFailed | Decision::HandlerPanicked => Decision::RetriedWithBatch,
+            other => other,
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tokio::sync::watch;
 
-use super::task::Outcome;
 use crate::record_key::RecordKey;
 use crate::stats::Decision;
 
 /// How a message is to be deduplicated, as derived from its key.
 #[derive(Debug)]
-pub(crate) enum Keyed {
+pub(crate) enum MessageKey {
     /// Under this record key.
     Record(RecordKey),
     /// Not at all: the handler runs without dedup.
@@ -29,7 +28,7 @@ pub(crate) enum EntryState {
     /// Another batch of this listener holds the key; the receiver sees it let go.
     Waiting(watch::Receiver<bool>),
     /// Processed.
-    Done(Outcome),
+    Done(Decision),
 }
 
 /// One record key of the batch (or one message without dedup), led by its first message.
@@ -42,9 +41,12 @@ pub(crate) struct Entry {
     pub(crate) state: EntryState,
 }
 
+/// Where a message of the batch went.
 #[derive(Debug, Clone, Copy)]
-enum Slot {
+enum Assignment {
+    /// To this entry (as its leader or a copy).
     Entry(usize),
+    /// Nowhere: its key was rejected.
     Rejected,
 }
 
@@ -53,7 +55,7 @@ enum Slot {
 pub(crate) struct Batch<'b> {
     msgs: &'b [&'b MessageExt],
     /// Per message: its entry, or rejected.
-    slots: Vec<Slot>,
+    assignments: Vec<Assignment>,
     /// In the order of their first message.
     pub(crate) entries: Vec<Entry>,
 }
@@ -62,9 +64,9 @@ impl<'b> Batch<'b> {
     /// Groups `msgs` by the record key `keyed` derives for each.
     pub(crate) fn plan(
         msgs: &'b [&'b MessageExt],
-        mut keyed: impl FnMut(&MessageExt) -> Keyed,
+        mut keyed: impl FnMut(&MessageExt) -> MessageKey,
     ) -> Self {
-        let mut slots = Vec::with_capacity(msgs.len());
+        let mut assignments = Vec::with_capacity(msgs.len());
         let mut entries: Vec<Entry> = Vec::with_capacity(msgs.len());
         let mut by_key: HashMap<RecordKey, usize> = HashMap::new();
         for (i, msg) in msgs.iter().enumerate() {
@@ -73,26 +75,26 @@ impl<'b> Batch<'b> {
                 leader: i,
                 state: EntryState::Pending,
             };
-            let slot = match keyed(msg) {
-                Keyed::Rejected => Slot::Rejected,
-                Keyed::NoDedup => {
+            let assignment = match keyed(msg) {
+                MessageKey::Rejected => Assignment::Rejected,
+                MessageKey::NoDedup => {
                     entries.push(new_entry(None));
-                    Slot::Entry(entries.len() - 1)
+                    Assignment::Entry(entries.len() - 1)
                 }
-                Keyed::Record(key) => match by_key.get(&key) {
-                    Some(&e) => Slot::Entry(e),
+                MessageKey::Record(key) => match by_key.get(&key) {
+                    Some(&e) => Assignment::Entry(e),
                     None => {
                         by_key.insert(key.clone(), entries.len());
                         entries.push(new_entry(Some(key)));
-                        Slot::Entry(entries.len() - 1)
+                        Assignment::Entry(entries.len() - 1)
                     }
                 },
             };
-            slots.push(slot);
+            assignments.push(assignment);
         }
         Batch {
             msgs,
-            slots,
+            assignments,
             entries,
         }
     }
@@ -137,16 +139,16 @@ impl<'b> Batch<'b> {
     /// One decision per message, in order: a key's first message by its outcome, copies
     /// following it; entries still waiting are deferred.
     pub(crate) fn decisions(&self) -> Vec<Decision> {
-        self.slots
+        self.assignments
             .iter()
             .enumerate()
-            .map(|(i, slot)| match *slot {
-                Slot::Rejected => Decision::KeyRejected,
-                Slot::Entry(e) => {
+            .map(|(i, assignment)| match *assignment {
+                Assignment::Rejected => Decision::KeyRejected,
+                Assignment::Entry(e) => {
                     let entry = &self.entries[e];
                     match &entry.state {
-                        EntryState::Done(outcome) if entry.leader == i => outcome.decision(),
-                        EntryState::Done(outcome) => outcome.copy_decision(),
+                        EntryState::Done(outcome) if entry.leader == i => *outcome,
+                        EntryState::Done(outcome) => outcome.for_copy(),
                         EntryState::Pending | EntryState::Waiting(_) => Decision::DeferredInFlight,
                     }
                 }
@@ -160,12 +162,12 @@ mod tests {
     use super::*;
     use crate::testing::message;
 
-    fn keyed(msg: &MessageExt) -> Keyed {
+    fn keyed(msg: &MessageExt) -> MessageKey {
         match msg.property("UNIQ_KEY") {
-            Some("bad") => Keyed::Rejected,
-            Some("free") => Keyed::NoDedup,
-            Some(k) => Keyed::Record(RecordKey::new("p", "g", "t", None, k)),
-            None => Keyed::Rejected,
+            Some("bad") => MessageKey::Rejected,
+            Some("free") => MessageKey::NoDedup,
+            Some(k) => MessageKey::Record(RecordKey::new("p", "g", "t", None, k)),
+            None => MessageKey::Rejected,
         }
     }
 
@@ -183,9 +185,9 @@ mod tests {
             "a, b and two messages without dedup"
         );
         assert_eq!(batch.entries[0].leader, 0);
-        batch.entries[0].state = EntryState::Done(Outcome::Processed);
-        batch.entries[1].state = EntryState::Done(Outcome::HandlerFailed);
-        batch.entries[2].state = EntryState::Done(Outcome::ProcessedWithoutDedup);
+        batch.entries[0].state = EntryState::Done(Decision::Processed);
+        batch.entries[1].state = EntryState::Done(Decision::HandlerFailed);
+        batch.entries[2].state = EntryState::Done(Decision::ProcessedWithoutDedup);
         assert_eq!(
             batch.decisions(),
             [

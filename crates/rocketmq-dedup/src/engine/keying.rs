@@ -4,7 +4,7 @@
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::{error, warn};
 
-use super::batch::Keyed;
+use super::batch::MessageKey;
 use crate::config::{DedupConfig, KeyFallback};
 use crate::error::KeyError;
 use crate::key::{self, DedupKey};
@@ -18,7 +18,7 @@ pub(crate) fn keyed(
     stats: &DedupStats,
     msg: &MessageExt,
     derived: Result<DedupKey, KeyError>,
-) -> Keyed {
+) -> MessageKey {
     let key = match derived {
         Ok(key) => key,
         Err(err) => {
@@ -36,15 +36,15 @@ pub(crate) fn keyed(
                     Ok(key) => key,
                     Err(err) => {
                         error!(msg_id = %msg.msg_id, error = %err, "unique id fallback failed too; retrying");
-                        return Keyed::Rejected;
+                        return MessageKey::Rejected;
                     }
                 },
-                KeyFallback::Retry => return Keyed::Rejected,
-                KeyFallback::NoDedup => return Keyed::NoDedup,
+                KeyFallback::Retry => return MessageKey::Rejected,
+                KeyFallback::NoDedup => return MessageKey::NoDedup,
             }
         }
     };
-    Keyed::Record(RecordKey::with_layout(
+    MessageKey::Record(RecordKey::with_layout(
         config.key_layout.unwrap_or_default(),
         &config.prefix,
         &config.namespace,

@@ -2,7 +2,7 @@
 //!
 //! For each batch it derives every message's record key ([`keying`]), groups copies
 //! ([`batch`]), holds the keys in this process ([`inflight`]) and hands the entries to its
-//! [`Processor`] ([`task`]), which runs the handlers and records what they did. A key that
+//! [`Processor`] ([`processor`]), which runs the handlers and records what they did. A key that
 //! another batch of this listener is processing waits for it: in a concurrent batch after the
 //! rest of the batch is done, in an in-order batch before anything runs. The listeners map the
 //! decisions to their client's status.
@@ -11,8 +11,8 @@ pub(crate) mod batch;
 pub(crate) mod calls;
 pub(crate) mod inflight;
 pub(crate) mod keying;
+pub(crate) mod processor;
 pub(crate) mod run;
-pub(crate) mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use tracing::{debug, error, info_span, Instrument};
 
 use self::batch::{Batch, EntryState};
 use self::inflight::{InFlightRegistry, Registered};
-use self::task::{Outcome, Processor, RunOrder, Task};
+use self::processor::{Processor, RunOrder, Task};
 use crate::config::DedupConfig;
 use crate::runtime::ListenerRuntime;
 use crate::shutdown::ShutdownReport;
@@ -32,11 +32,13 @@ use crate::stats::{Decision, DedupStats, Event};
 /// (at DEBUG): `RUST_LOG=rocketmq_dedup::decision=debug` prints one line per decision.
 pub const DECISION_TARGET: &str = "rocketmq_dedup::decision";
 
-/// What the engine decided for a batch.
-#[derive(Debug)]
-pub(crate) struct Verdict {
-    /// Whether the batch must be delivered again (any decision needs a retry).
-    pub(crate) retry: bool,
+/// What the engine answers for a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchAnswer {
+    /// Every message is done (processed, or a duplicate): the batch is acked.
+    Done,
+    /// Some message must be delivered again (its decision needs a retry): the whole batch is.
+    Retry,
 }
 
 /// What a pass does with an entry whose key another batch of this listener holds.
@@ -99,7 +101,7 @@ impl Engine {
     }
 
     /// Processes a batch: every message gets its decision, recorded and counted.
-    pub(crate) async fn consume(&self, msgs: &[&MessageExt]) -> Verdict {
+    pub(crate) async fn consume(&self, msgs: &[&MessageExt]) -> BatchAnswer {
         let span = info_span!(
             "dedup_batch",
             size = msgs.len(),
@@ -159,9 +161,9 @@ impl Engine {
             })
             .collect();
         self.processor.process(&mut tasks, self.order).await;
-        let outcomes: Vec<Outcome> = tasks
+        let outcomes: Vec<Decision> = tasks
             .iter()
-            .map(|task| task.outcome().expect("the processor completes every task"))
+            .map(|task| task.decision().expect("the processor completes every task"))
             .collect();
         drop(tasks);
         for (e, outcome) in entries.into_iter().zip(outcomes) {
@@ -200,17 +202,21 @@ impl Engine {
     }
 
     /// Records every message's decision (stats, metrics, one DEBUG line each).
-    fn record(&self, batch: &Batch<'_>) -> Verdict {
+    fn record(&self, batch: &Batch<'_>) -> BatchAnswer {
         let decisions = batch.decisions();
-        let retry = decisions.iter().any(|d| d.needs_retry());
+        let answer = match decisions.iter().any(|d| d.needs_retry()) {
+            true => BatchAnswer::Retry,
+            false => BatchAnswer::Done,
+        };
         for (i, decision) in decisions.into_iter().enumerate() {
-            self.record_one(batch.msg(i), decision, retry);
+            self.record_one(batch.msg(i), decision, answer);
         }
-        self.stats.answer(batch.len() as u64, retry);
-        Verdict { retry }
+        self.stats
+            .answer(batch.len() as u64, answer == BatchAnswer::Retry);
+        answer
     }
 
-    fn record_one(&self, msg: &MessageExt, decision: Decision, batch_retried: bool) {
+    fn record_one(&self, msg: &MessageExt, decision: Decision, answer: BatchAnswer) {
         self.stats.decide(decision);
         debug!(
             target: DECISION_TARGET,
@@ -218,7 +224,7 @@ impl Engine {
             topic = %msg.topic(),
             reconsume_times = msg.reconsume_times,
             decision = decision.as_str(),
-            batch_retried,
+            batch_retried = answer == BatchAnswer::Retry,
             "dedup decision"
         );
         let near_dead_letter = msg.reconsume_times + 1 >= self.config.max_reconsume_times;

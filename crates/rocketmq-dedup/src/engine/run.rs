@@ -1,4 +1,4 @@
-//! One handler run, guarded: its error or panic becomes an [`Outcome`] and a log line, never a
+//! One handler run, guarded: its error or panic becomes an [`Decision`] and a log line, never a
 //! panic on the consumer's threads.
 
 use std::future::Future;
@@ -8,13 +8,16 @@ use futures::FutureExt;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::{error, warn};
 
-use super::task::Outcome;
 use crate::error::HandlerError;
+use crate::stats::Decision;
 
 /// Runs `msg`'s handler (`handler` makes its future, when this is first polled, so that a
 /// handler that works before it returns its future runs no earlier either): `Ok` when it
 /// succeeded, else the failure outcome, logged.
-pub(crate) async fn guarded<F>(msg: &MessageExt, handler: impl FnOnce() -> F) -> Result<(), Outcome>
+pub(crate) async fn guarded<F>(
+    msg: &MessageExt,
+    handler: impl FnOnce() -> F,
+) -> Result<(), Decision>
 where
     F: Future<Output = Result<(), HandlerError>>,
 {
@@ -23,7 +26,7 @@ where
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => {
             warn!(msg_id = %msg.msg_id, topic = %msg.topic(), error = %err, "handler failed; nothing recorded, the message will be retried");
-            Err(Outcome::HandlerFailed)
+            Err(Decision::HandlerFailed)
         }
         Err(panic) => {
             let what = panic
@@ -32,7 +35,7 @@ where
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             error!(msg_id = %msg.msg_id, topic = %msg.topic(), panic = %what, "handler panicked; nothing recorded, the message will be retried");
-            Err(Outcome::HandlerPanicked)
+            Err(Decision::HandlerPanicked)
         }
     }
 }

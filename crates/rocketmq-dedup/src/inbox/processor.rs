@@ -14,13 +14,13 @@ use super::{Inbox, InboxBacked, InboxClaim, InboxHandler};
 use crate::builder::sealed::{MadeProcessor, MakeProcessor};
 use crate::config::DedupConfig;
 use crate::engine::calls::StoreCalls;
+use crate::engine::processor::{Processor, RunOrder, Task};
 use crate::engine::run::guarded;
-use crate::engine::task::{Outcome, Processor, RunOrder, Task};
 use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::key::DedupKey;
 use crate::record_key::{KeyLayout, RecordKey};
 use crate::shutdown::ShutdownReport;
-use crate::stats::{DedupStats, Event};
+use crate::stats::{Decision, DedupStats, Event};
 use crate::store::OwnerToken;
 
 /// How many times a message whose transaction deadlocked is tried in all.
@@ -86,17 +86,17 @@ where
         let mut stream = futures::stream::iter(runs).buffered(concurrency);
         while let Some(outcome) = stream.next().await {
             outcomes.push(outcome);
-            if order == RunOrder::InOrder && outcome.blocks_what_follows() {
+            if order == RunOrder::InOrder && outcome.needs_retry() {
                 break;
             }
         }
         for (i, task) in tasks.iter_mut().enumerate() {
-            task.finish(outcomes.get(i).copied().unwrap_or(Outcome::Postponed));
+            task.finish(outcomes.get(i).copied().unwrap_or(Decision::Postponed));
         }
     }
 
     /// One message: claim, handler, commit, in one transaction; a deadlock tries it again.
-    async fn run(&self, key: Option<&RecordKey>, msg: &MessageExt) -> Outcome {
+    async fn run(&self, key: Option<&RecordKey>, msg: &MessageExt) -> Decision {
         for attempt in 1..=ATTEMPTS {
             match self.run_once(key, msg).await {
                 Err(StoreError::Deadlock { .. }) if attempt < ATTEMPTS => {
@@ -104,18 +104,18 @@ where
                     warn!(msg_id = %msg.msg_id, attempt, "the message's transaction was a deadlock victim and rolled back; running it again");
                     crate::sql::deadlock_backoff(attempt).await
                 }
-                Err(_) => return Outcome::StoreUnavailable,
+                Err(_) => return Decision::StoreUnavailable,
                 Ok(outcome) => return outcome,
             }
         }
-        Outcome::StoreUnavailable
+        Decision::StoreUnavailable
     }
 
     async fn run_once(
         &self,
         key: Option<&RecordKey>,
         msg: &MessageExt,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Decision, StoreError> {
         let calls = &self.calls;
         let mut tx = calls
             .call(StoreOperation::Begin, self.inbox.begin())
@@ -125,8 +125,8 @@ where
             let claim = self.inbox.claim(&mut tx, key, token, self.record_ttl);
             match calls.call(StoreOperation::Claim, claim).await? {
                 InboxClaim::Claimed => {}
-                InboxClaim::Consumed => return Ok(Outcome::Duplicate),
-                InboxClaim::InFlight => return Ok(Outcome::InFlight),
+                InboxClaim::Consumed => return Ok(Decision::Duplicate),
+                InboxClaim::InFlight => return Ok(Decision::DeferredInFlight),
             }
         }
         let deadlocked = AtomicBool::new(false);
@@ -160,8 +160,8 @@ where
         }
         commit?;
         Ok(match key {
-            Some(_) => Outcome::Processed,
-            None => Outcome::ProcessedWithoutDedup,
+            Some(_) => Decision::Processed,
+            None => Decision::ProcessedWithoutDedup,
         })
     }
 }

@@ -23,22 +23,18 @@ use self::background::Background;
 use self::near_cache::NearCache;
 use crate::config::{DedupConfig, StoreErrorPolicy};
 use crate::engine::calls::StoreCalls;
-use crate::engine::task::{Outcome, Processor, RunOrder, Task};
+use crate::engine::processor::{Processor, RunOrder, Task};
 use crate::error::{KeyError, StoreOperation};
 use crate::handler::DedupHandler;
 use crate::key::DedupKey;
 use crate::record_key::RecordKey;
 use crate::shutdown::ShutdownReport;
-use crate::stats::DedupStats;
+use crate::stats::{Decision, DedupStats};
 use crate::store::{ClaimOutcome, DedupStore, OwnerToken};
 
-/// The [`Processor`] of a [`DedupHandler`] over a [`DedupStore`].
+/// The [`Processor`] of a [`DedupHandler`] over a [`DedupStore`], shared with its background
+/// commits (it is a processor as an `Arc`).
 pub(crate) struct LeaseProcessor<H> {
-    shared: Arc<Shared<H>>,
-}
-
-/// What the processor and its background commit retries share.
-pub(crate) struct Shared<H> {
     handler: H,
     store: Arc<dyn DedupStore>,
     config: DedupConfig,
@@ -55,22 +51,31 @@ pub(crate) struct Shared<H> {
 enum Lease {
     /// Decided without a run: its outcome is set on the task.
     Decided,
-    /// The handler is to run; `claimed`: under this batch's claim (else without a record).
-    ToRun { claimed: bool },
-    /// The handler ran, with this outcome.
-    Ran { claimed: bool, outcome: Outcome },
+    /// The handler is to run.
+    ToRun(Claim),
+    /// The handler ran, and this is the message's decision.
+    Ran(Claim, Decision),
     /// Not run: an in-order batch stopped before it.
-    Postponed { claimed: bool },
+    Postponed(Claim),
+}
+
+/// What ties a task's run to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// This batch's claim: committed or released when the batch settles.
+    Held,
+    /// None: the run has no record (no dedup key, or fail-open while the store is down).
+    Unrecorded,
 }
 
 impl Lease {
     /// Whether this batch holds the task's claim (to commit or release).
-    fn claimed(self) -> bool {
+    fn holds_claim(self) -> bool {
         match self {
             Lease::Decided => false,
-            Lease::ToRun { claimed }
-            | Lease::Ran { claimed, .. }
-            | Lease::Postponed { claimed } => claimed,
+            Lease::ToRun(claim) | Lease::Ran(claim, _) | Lease::Postponed(claim) => {
+                claim == Claim::Held
+            }
         }
     }
 }
@@ -82,49 +87,47 @@ impl<H: DedupHandler> LeaseProcessor<H> {
         config: &DedupConfig,
         stats: Arc<DedupStats>,
         runtime: tokio::runtime::Handle,
-    ) -> Self {
+    ) -> Arc<Self> {
         let calls = StoreCalls {
             kind: store.kind(),
             timeout: config.store_timeout,
             stats: stats.clone(),
         };
-        LeaseProcessor {
-            shared: Arc::new(Shared {
-                handler,
-                store,
-                config: config.clone(),
-                calls,
-                stats,
-                background: Background::new(runtime),
-                near: NearCache::new(config.near_cache_capacity),
-            }),
-        }
+        Arc::new(LeaseProcessor {
+            handler,
+            store,
+            config: config.clone(),
+            calls,
+            stats,
+            background: Background::new(runtime),
+            near: NearCache::new(config.near_cache_capacity),
+        })
     }
 }
 
-impl<H: DedupHandler> Processor for LeaseProcessor<H> {
+impl<H: DedupHandler> Processor for Arc<LeaseProcessor<H>> {
     fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError> {
-        self.shared.handler.dedup_key(msg)
+        self.handler.dedup_key(msg)
     }
 
     fn process<'t>(&'t self, tasks: &'t mut [Task<'_>], order: RunOrder) -> BoxFuture<'t, ()> {
-        Box::pin(self.shared.process(tasks, order))
+        Box::pin(self.process(tasks, order))
     }
 
     fn shutdown(&self, timeout: Duration) -> BoxFuture<'_, ShutdownReport> {
-        Box::pin(self.shared.background.drain(timeout))
+        Box::pin(self.background.drain(timeout))
     }
 
     fn abandon(&self) {
-        self.shared.background.abandon();
+        self.background.abandon();
     }
 
     fn kind(&self) -> &'static str {
-        self.shared.store.kind()
+        self.store.kind()
     }
 }
 
-impl<H: DedupHandler> Shared<H> {
+impl<H: DedupHandler> LeaseProcessor<H> {
     async fn process(self: &Arc<Self>, tasks: &mut [Task<'_>], order: RunOrder) {
         let token = OwnerToken::random();
         let mut leases = self.claim(tasks, token).await;
@@ -148,11 +151,11 @@ impl<H: DedupHandler> Shared<H> {
             tasks
                 .iter()
                 .zip(leases.iter())
-                .filter(|(_, lease)| matches!(lease, Lease::ToRun { .. }))
+                .filter(|(_, lease)| matches!(lease, Lease::ToRun(_)))
         };
         let msgs: Vec<&MessageExt> = to_run().map(|(task, _)| task.msg()).collect();
         let claimed: Vec<RecordKey> = to_run()
-            .filter(|(_, lease)| lease.claimed())
+            .filter(|(_, lease)| lease.holds_claim())
             .filter_map(|(task, _)| task.key().cloned())
             .collect();
         let mut results = self
@@ -160,24 +163,17 @@ impl<H: DedupHandler> Shared<H> {
             .await
             .into_iter();
         for lease in leases.iter_mut() {
-            let Lease::ToRun { claimed } = *lease else {
+            let Lease::ToRun(claim) = *lease else {
                 continue;
             };
-            *lease = match results.next() {
-                Some(Ok(())) if claimed => Lease::Ran {
-                    claimed,
-                    outcome: Outcome::Processed,
-                },
-                Some(Ok(())) => Lease::Ran {
-                    claimed,
-                    outcome: Outcome::ProcessedWithoutDedup,
-                },
-                Some(Err(failure)) => Lease::Ran {
-                    claimed,
-                    outcome: failure,
-                },
+            *lease = match (results.next(), claim) {
+                (Some(Ok(())), Claim::Held) => Lease::Ran(claim, Decision::Processed),
+                (Some(Ok(())), Claim::Unrecorded) => {
+                    Lease::Ran(claim, Decision::ProcessedWithoutDedup)
+                }
+                (Some(Err(failure)), _) => Lease::Ran(claim, failure),
                 // An in-order run stopped before it.
-                None => Lease::Postponed { claimed },
+                (None, _) => Lease::Postponed(claim),
             };
         }
     }
@@ -206,27 +202,27 @@ impl<H: DedupHandler> Shared<H> {
         let mut leases = Vec::with_capacity(tasks.len());
         for (task, hit) in tasks.iter_mut().zip(near) {
             if hit {
-                leases.push(decided(task, Outcome::Duplicate));
+                leases.push(decided(task, Decision::Duplicate));
                 continue;
             }
             let answer = match (&mut answers, task.key()) {
                 (_, None) => {
-                    leases.push(Lease::ToRun { claimed: false });
+                    leases.push(Lease::ToRun(Claim::Unrecorded));
                     continue;
                 }
                 (Ok(answers), Some(_)) => answers.next(),
                 (Err(_), Some(_)) => None,
             };
             let lease = match answer {
-                Some(ClaimOutcome::Claimed) => Lease::ToRun { claimed: true },
-                Some(ClaimOutcome::Consumed) => decided(task, Outcome::Duplicate),
-                Some(ClaimOutcome::InFlight) => decided(task, Outcome::InFlight),
-                None if fail_open => Lease::ToRun { claimed: false },
+                Some(ClaimOutcome::Claimed) => Lease::ToRun(Claim::Held),
+                Some(ClaimOutcome::Consumed) => decided(task, Decision::Duplicate),
+                Some(ClaimOutcome::InFlight) => decided(task, Decision::DeferredInFlight),
+                None if fail_open => Lease::ToRun(Claim::Unrecorded),
                 None => {
                     if answers.is_ok() {
                         error!("the store answered fewer claims than keys; treating the rest as unavailable");
                     }
-                    decided(task, Outcome::StoreUnavailable)
+                    decided(task, Decision::StoreUnavailable)
                 }
             };
             leases.push(lease);
@@ -242,14 +238,11 @@ impl<H: DedupHandler> Shared<H> {
         let mut holds = Vec::new();
         let mut releases = Vec::new();
         for (task, lease) in tasks.iter_mut().zip(leases) {
-            let Some(key) = task.key().filter(|_| lease.claimed()) else {
+            let Some(key) = task.key().filter(|_| lease.holds_claim()) else {
                 continue;
             };
             match lease {
-                Lease::Ran {
-                    outcome: Outcome::Processed,
-                    ..
-                } => {
+                Lease::Ran(_, Decision::Processed) => {
                     commits.push(key.clone());
                     if background && !self.near.enabled() {
                         // Copies in this process keep waiting until the commit lands.
@@ -274,15 +267,15 @@ impl<H: DedupHandler> Shared<H> {
         for (task, lease) in tasks.iter_mut().zip(leases) {
             match *lease {
                 Lease::Decided => {}
-                Lease::Ran { outcome, .. } => task.finish(outcome),
-                Lease::ToRun { .. } | Lease::Postponed { .. } => task.finish(Outcome::Postponed),
+                Lease::Ran(_, decision) => task.finish(decision),
+                Lease::ToRun(_) | Lease::Postponed(_) => task.finish(Decision::Postponed),
             }
         }
     }
 }
 
 /// Sets `task`'s outcome: decided without a run.
-fn decided(task: &mut Task<'_>, outcome: Outcome) -> Lease {
+fn decided(task: &mut Task<'_>, outcome: Decision) -> Lease {
     task.finish(outcome);
     Lease::Decided
 }
@@ -291,11 +284,11 @@ fn decided(task: &mut Task<'_>, outcome: Outcome) -> Lease {
 fn postpone_after_first_blocked(tasks: &[Task<'_>], leases: &mut [Lease]) {
     let blocked = tasks
         .iter()
-        .position(|t| t.outcome().is_some_and(Outcome::blocks_what_follows));
+        .position(|t| t.decision().is_some_and(Decision::needs_retry));
     if let Some(first) = blocked {
         for lease in &mut leases[first + 1..] {
-            if let Lease::ToRun { claimed } = *lease {
-                *lease = Lease::Postponed { claimed };
+            if let Lease::ToRun(claim) = *lease {
+                *lease = Lease::Postponed(claim);
             }
         }
     }

@@ -4,16 +4,16 @@ use futures::StreamExt;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::warn;
 
-use super::Shared;
+use super::LeaseProcessor;
+use crate::engine::processor::RunOrder;
 use crate::engine::run::guarded;
-use crate::engine::task::{Outcome, RunOrder};
 use crate::error::StoreOperation;
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
-use crate::stats::Event;
+use crate::stats::{Decision, Event};
 use crate::store::OwnerToken;
 
-impl<H: DedupHandler> Shared<H> {
+impl<H: DedupHandler> LeaseProcessor<H> {
     /// Runs the handlers of `msgs`, renewing `claimed` while they run. Answers one result per
     /// message, in order; in order, the run stops at the first failure and answers only up
     /// to it.
@@ -23,7 +23,7 @@ impl<H: DedupHandler> Shared<H> {
         claimed: &[RecordKey],
         token: OwnerToken,
         order: RunOrder,
-    ) -> Vec<Result<(), Outcome>> {
+    ) -> Vec<Result<(), Decision>> {
         let concurrency = match order {
             RunOrder::Independent => self.config.handler_concurrency,
             RunOrder::InOrder => 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{debug, error, warn};
 
 use super::background::Tracked;
-use super::Shared;
+use super::LeaseProcessor;
 use crate::engine::inflight::Registration;
 use crate::error::{StoreError, StoreOperation};
 use crate::handler::DedupHandler;
@@ -19,7 +19,7 @@ use crate::store::{CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
 /// The longest wait between two attempts of a background commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-impl<H: DedupHandler> Shared<H> {
+impl<H: DedupHandler> LeaseProcessor<H> {
     /// Commits the keys of successful handlers, on the ack path. A failed call is retried in
     /// the background for the commit retry window: the handlers already succeeded, so their
     /// messages are acked either way.
@@ -45,27 +45,27 @@ impl<H: DedupHandler> Shared<H> {
     ) {
         let tracked = self.background.track(keys.len());
         let sent_at = tokio::time::Instant::now();
-        let shared = Arc::clone(self);
+        let processor = Arc::clone(self);
         let ttl = self.config.record_ttl;
         let commit = DetachedCommit::new(keys, token, ttl, move |keys, result| {
-            shared
+            processor
                 .calls
                 .record(StoreOperation::Commit, sent_at.elapsed(), &result);
             // This may run on another batch's thread (the one whose call carried the commit):
             // a panic in the handler's `on_settled` must not reach that batch.
-            let settle = || shared.committed(keys, token, result, sent_at, Some(tracked));
+            let settle = || processor.committed(keys, token, result, sent_at, Some(tracked));
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(settle)).is_err() {
                 error!("the handler's on_settled panicked after a background commit");
             }
             drop(holds);
         });
         if let Some(commit) = self.store.commit_detached(commit) {
-            let shared = Arc::clone(self);
+            let processor = Arc::clone(self);
             self.background.spawn(async move {
-                let call = shared
+                let call = processor
                     .store
                     .commit(commit.keys(), commit.token(), commit.ttl());
-                let result = shared
+                let result = processor
                     .calls
                     .within_timeout(StoreOperation::Commit, call)
                     .await;
@@ -102,9 +102,9 @@ impl<H: DedupHandler> Shared<H> {
                     "commit failed after the handlers succeeded; acking, and retrying the commit in the background"
                 );
                 let tracked = tracked.unwrap_or_else(|| self.background.track(keys.len()));
-                let shared = Arc::clone(self);
+                let processor = Arc::clone(self);
                 self.background
-                    .spawn(shared.retry_commit(keys.to_vec(), token, tracked));
+                    .spawn(processor.retry_commit(keys.to_vec(), token, tracked));
             }
         }
     }

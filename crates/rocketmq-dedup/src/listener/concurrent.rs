@@ -9,7 +9,8 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use super::{Concurrent, DedupListener};
 use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
-use crate::engine::task::RunOrder;
+use crate::engine::processor::RunOrder;
+use crate::engine::BatchAnswer;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 
@@ -70,9 +71,9 @@ impl DedupListener<Concurrent> {
     /// Processes a batch and answers the status for RocketMQ; the async core of
     /// [`consume_message`](MessageListenerConcurrently::consume_message).
     pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
-        match self.engine.consume(msgs).await.retry {
-            true => ConsumeConcurrentlyStatus::ReconsumeLater,
-            false => ConsumeConcurrentlyStatus::ConsumeSuccess,
+        match self.engine.consume(msgs).await {
+            BatchAnswer::Retry => ConsumeConcurrentlyStatus::ReconsumeLater,
+            BatchAnswer::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,
         }
     }
 }

@@ -10,7 +10,8 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use super::{DedupListener, Orderly};
 use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
-use crate::engine::task::RunOrder;
+use crate::engine::processor::RunOrder;
+use crate::engine::BatchAnswer;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 
@@ -63,9 +64,9 @@ impl DedupListener<Orderly> {
     /// [`consume_message`](MessageListenerOrderly::consume_message), which also sets the
     /// suspend time on the context when the queue is suspended.
     pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeOrderlyStatus {
-        match self.engine.consume(msgs).await.retry {
-            true => ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
-            false => ConsumeOrderlyStatus::Success,
+        match self.engine.consume(msgs).await {
+            BatchAnswer::Retry => ConsumeOrderlyStatus::SuspendCurrentQueueAMoment,
+            BatchAnswer::Done => ConsumeOrderlyStatus::Success,
         }
     }
 }

@@ -96,7 +96,7 @@ pub(super) struct BlockingLane {
     /// Slots (threads) now.
     open: AtomicUsize,
     /// Every thread's slot, for the sweeper and for closing them with the lane.
-    slots: Mutex<Vec<Weak<Slot>>>,
+    slots: Mutex<Vec<Weak<ThreadConnection>>>,
     /// Calls go the multiplexed way until this many milliseconds after `born`.
     paused_until_ms: AtomicU64,
     born: std::time::Instant,
@@ -110,13 +110,13 @@ pub(super) struct BlockingLane {
 
 /// One thread's connection and waiting commits. Its thread locks it for a call; the sweeper
 /// only ever tries to.
-struct Slot {
+struct ThreadConnection {
     lane: Weak<BlockingLane>,
-    state: Mutex<SlotState>,
+    state: Mutex<ThreadConnectionState>,
 }
 
 #[derive(Default)]
-struct SlotState {
+struct ThreadConnectionState {
     conn: Option<redis::Connection>,
     riders: Vec<Rider>,
     /// When the oldest waiting rider came (Tokio's clock: the sweeper sleeps on it).
@@ -137,7 +137,7 @@ struct SweeperSignal {
 struct ThreadSlot {
     lane_id: u64,
     lane: Weak<BlockingLane>,
-    slot: Arc<Slot>,
+    slot: Arc<ThreadConnection>,
 }
 
 thread_local! {
@@ -194,7 +194,7 @@ impl BlockingLane {
     }
 
     /// This thread's slot; `None` when `max_open` threads have one already.
-    fn thread_slot(self: &Arc<Self>) -> Option<Arc<Slot>> {
+    fn thread_slot(self: &Arc<Self>) -> Option<Arc<ThreadConnection>> {
         THREAD_SLOTS
             .try_with(|slots| {
                 let mut slots = slots.borrow_mut();
@@ -207,7 +207,7 @@ impl BlockingLane {
                         (n < self.max_open).then_some(n + 1)
                     })
                     .ok()?;
-                let slot = Arc::new(Slot {
+                let slot = Arc::new(ThreadConnection {
                     lane: Arc::downgrade(self),
                     state: Mutex::default(),
                 });
@@ -264,7 +264,11 @@ impl BlockingLane {
 
     /// One pipeline on the slot's connection (connected first if it has none). A connection
     /// that fails is dropped (it may hold a late answer) and pauses the lane.
-    fn round_trip(&self, state: &mut SlotState, pipe: &redis::Pipeline) -> RedisResult<Vec<Value>> {
+    fn round_trip(
+        &self,
+        state: &mut ThreadConnectionState,
+        pipe: &redis::Pipeline,
+    ) -> RedisResult<Vec<Value>> {
         let conn = match &mut state.conn {
             Some(conn) => conn,
             None => state
@@ -345,7 +349,7 @@ impl BlockingLane {
     }
 }
 
-impl Drop for Slot {
+impl Drop for ThreadConnection {
     fn drop(&mut self) {
         if let Some(lane) = self.lane.upgrade() {
             lane.open.fetch_sub(1, Ordering::SeqCst);

@@ -1,5 +1,5 @@
 //! The seam between the engine and what ties a handler's run to its record: the [`Processor`]
-//! trait, the [`Task`]s it completes and the [`Outcome`]s it gives them.
+//! trait and the [`Task`]s it completes, each with the [`Decision`] for its message.
 //!
 //! The engine decides which messages need a handler run and which wait; a processor decides
 //! how a run and its record are tied together. The lease processor
@@ -19,59 +19,6 @@ use crate::record_key::RecordKey;
 use crate::shutdown::ShutdownReport;
 use crate::stats::Decision;
 
-/// What a processor did with one task (one record key, or one message without dedup).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The handler ran and succeeded; its record is (being) written.
-    Processed,
-    /// The handler ran and succeeded without a record (fail-open, or no dedup for this key).
-    ProcessedWithoutDedup,
-    /// The record says it was processed: the handler did not run.
-    Duplicate,
-    /// Another owner holds the key: the handler did not run.
-    InFlight,
-    /// The handler returned an error; nothing was recorded.
-    HandlerFailed,
-    /// The handler panicked; nothing was recorded.
-    HandlerPanicked,
-    /// The store could not answer (fail-closed): the handler did not run.
-    StoreUnavailable,
-    /// Not run: an earlier message of an in-order batch must be retried first.
-    Postponed,
-}
-
-impl Outcome {
-    /// The decision for the message that carries the task.
-    pub(crate) fn decision(self) -> Decision {
-        match self {
-            Outcome::Processed => Decision::Processed,
-            Outcome::ProcessedWithoutDedup => Decision::ProcessedWithoutDedup,
-            Outcome::Duplicate => Decision::Duplicate,
-            Outcome::InFlight => Decision::DeferredInFlight,
-            Outcome::HandlerFailed => Decision::HandlerFailed,
-            Outcome::HandlerPanicked => Decision::HandlerPanicked,
-            Outcome::StoreUnavailable => Decision::StoreUnavailable,
-            Outcome::Postponed => Decision::Postponed,
-        }
-    }
-
-    /// The decision for a copy of that message in the same batch: it follows the first.
-    pub(crate) fn copy_decision(self) -> Decision {
-        match self {
-            Outcome::Processed | Outcome::ProcessedWithoutDedup | Outcome::Duplicate => {
-                Decision::Duplicate
-            }
-            Outcome::HandlerFailed | Outcome::HandlerPanicked => Decision::RetriedWithBatch,
-            other => other.decision(),
-        }
-    }
-
-    /// Whether a message with this outcome stops the messages after it in an in-order batch.
-    pub(crate) fn blocks_what_follows(self) -> bool {
-        self.decision().needs_retry()
-    }
-}
-
 /// How a batch's tasks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunOrder {
@@ -88,8 +35,8 @@ pub(crate) enum RunOrder {
 pub(crate) struct Task<'b> {
     key: Option<&'b RecordKey>,
     msg: &'b MessageExt,
-    outcome: Option<Outcome>,
-    /// Released when the outcome is set, so that a waiting copy in another batch of this
+    decision: Option<Decision>,
+    /// Released when the decision is set, so that a waiting copy in another batch of this
     /// listener goes on as soon as the key is settled.
     hold: Option<Registration>,
 }
@@ -103,7 +50,7 @@ impl<'b> Task<'b> {
         Task {
             key,
             msg,
-            outcome: None,
+            decision: None,
             hold,
         }
     }
@@ -118,9 +65,9 @@ impl<'b> Task<'b> {
         self.msg
     }
 
-    /// The outcome, once set.
-    pub(crate) fn outcome(&self) -> Option<Outcome> {
-        self.outcome
+    /// The decision, once set.
+    pub(crate) fn decision(&self) -> Option<Decision> {
+        self.decision
     }
 
     /// Takes the same-process hold on the key (for work that outlives the batch's answer, such
@@ -129,9 +76,9 @@ impl<'b> Task<'b> {
         self.hold.take()
     }
 
-    /// Sets the outcome and lets the key go in this process.
-    pub(crate) fn finish(&mut self, outcome: Outcome) {
-        self.outcome = Some(outcome);
+    /// Sets the decision and lets the key go in this process.
+    pub(crate) fn finish(&mut self, decision: Decision) {
+        self.decision = Some(decision);
         self.hold = None;
     }
 }
@@ -141,7 +88,7 @@ pub(crate) trait Processor: Send + Sync + 'static {
     /// The message's dedup key, from the handler.
     fn dedup_key(&self, msg: &MessageExt) -> Result<DedupKey, KeyError>;
 
-    /// Completes every task: each ends with an [`Outcome`] set by [`Task::finish`].
+    /// Completes every task: each ends with a [`Decision`] set by [`Task::finish`].
     /// In-order tasks run one at a time in slice order.
     fn process<'t>(&'t self, tasks: &'t mut [Task<'_>], order: RunOrder) -> BoxFuture<'t, ()>;
 
