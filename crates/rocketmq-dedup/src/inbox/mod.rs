@@ -13,7 +13,7 @@
 //! | the consumer dies anywhere before the commit | rolled back | rolled back | redelivered, runs |
 //! | the commit's answer is lost | either both or neither | | retried: runs, or is a duplicate |
 //! | a committed record exists | not run | | acked |
-//! | the transaction is a deadlock victim (claim, handler or commit) | rolled back | rolled back | run again at once (3 times in all) |
+//! | the transaction is a deadlock victim (claim, handler or commit) | rolled back | rolled back | run again at once (5 times in all, as the store's transactions) |
 //! | another consumer's transaction holds the record | not run | | waits at most the lock wait, then deferred |
 //!
 //! There is no CONSUMING state and no renewal: the open transaction's row lock is the claim,

@@ -20,11 +20,9 @@ use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::key::DedupKey;
 use crate::record_key::{KeyLayout, RecordKey};
 use crate::shutdown::ShutdownReport;
+use crate::sql::DEADLOCK_ATTEMPTS;
 use crate::stats::{Decision, DedupStats, Event};
 use crate::store::OwnerToken;
-
-/// How many times a message whose transaction deadlocked is tried in all.
-const ATTEMPTS: u32 = 3;
 
 /// Runs each message in one inbox transaction.
 pub(crate) struct InboxProcessor<H, I> {
@@ -97,9 +95,9 @@ where
 
     /// One message: claim, handler, commit, in one transaction; a deadlock tries it again.
     async fn run(&self, key: Option<&RecordKey>, msg: &MessageExt) -> Decision {
-        for attempt in 1..=ATTEMPTS {
+        for attempt in 1..=DEADLOCK_ATTEMPTS {
             match self.run_once(key, msg).await {
-                Err(StoreError::Deadlock { .. }) if attempt < ATTEMPTS => {
+                Err(StoreError::Deadlock { .. }) if attempt < DEADLOCK_ATTEMPTS => {
                     self.calls.stats.event(Event::TransactionRetried, 1);
                     warn!(msg_id = %msg.msg_id, attempt, "the message's transaction was a deadlock victim and rolled back; running it again");
                     crate::sql::deadlock_backoff(attempt).await

@@ -1,16 +1,36 @@
-//! What differs between MySQL and PostgreSQL: the statements. The stores and the inbox are
-//! written once over this trait; each database implements it.
+//! What differs between MySQL and PostgreSQL: the statements. The store and the inbox are
+//! written once over [`SqlDatabase`]; each database implements [`Dialect`] with its own
+//! statements, in its module.
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use sqlx::{Database, Pool, Transaction};
+use std::future::Future;
 
 use super::decide::{Row, Write};
 use super::table::{BatchColumns, KeyColumns, Table};
 
-/// One live row as an operator reads it: status, owner token, milliseconds left.
-pub(crate) type AdminRow = (String, Option<i64>, i64);
+/// One live row as an operator reads it.
+#[derive(Debug)]
+pub struct AdminRow {
+    /// `CONSUMING` or `CONSUMED`.
+    pub(crate) status: String,
+    /// A claim's owner token.
+    pub(crate) owner: Option<i64>,
+    /// Milliseconds until it expires.
+    pub(crate) left_ms: i64,
+}
+
+/// Rows of a scope, by state.
+#[derive(Debug)]
+pub struct RowCounts {
+    /// Live CONSUMING rows.
+    pub(crate) consuming: i64,
+    /// Live CONSUMED rows.
+    pub(crate) consumed: i64,
+    /// Expired rows (not purged yet).
+    pub(crate) expired: i64,
+}
 use super::{Failure, PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
@@ -18,7 +38,7 @@ use crate::store::OwnerToken;
 
 /// The inbox's statements, prepared once per pool in the server's own syntax.
 #[derive(Debug)]
-pub(crate) struct InboxStatements {
+pub struct InboxStatements {
     /// Inserts a record, CONSUMED: key columns, owner, TTL in ms.
     pub(crate) insert: String,
     /// Reads a record's status, owner and liveness, locking it: key columns.
@@ -31,8 +51,14 @@ pub(crate) struct InboxStatements {
     pub(crate) lock_wait: Duration,
 }
 
-/// A database the SQL stores run on.
-pub(crate) trait Dialect: Database {
+/// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
+/// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
+pub trait SqlDatabase: Dialect {}
+
+impl<DB: Dialect> SqlDatabase for DB {}
+
+/// What differs between the databases: their statements (see the module docs).
+pub trait Dialect: Database {
     /// The store's name in logs and metrics.
     const STORE_KIND: &'static str;
     /// The inbox's name in logs and metrics.
@@ -45,14 +71,14 @@ pub(crate) trait Dialect: Database {
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
-    ) -> BoxFuture<'_, Result<Pool<Self>, sqlx::Error>>;
+    ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
 
     /// Locks the batch's keys (rows or not) for the transaction and reads their rows.
     fn read<'a>(
         conn: &'a mut Self::Connection,
         table: &'a Table,
         batch: &'a BatchColumns,
-    ) -> BoxFuture<'a, Result<Vec<Row>, sqlx::Error>>;
+    ) -> impl Future<Output = Result<Vec<Row>, sqlx::Error>> + Send + 'a;
 
     /// Writes the keys' last states.
     fn write<'a>(
@@ -60,31 +86,38 @@ pub(crate) trait Dialect: Database {
         table: &'a Table,
         batch: &'a BatchColumns,
         writes: &'a [(usize, Write)],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
-    /// Starts the purge job.
-    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger>;
+    /// Starts the purge job of `table` on `pool`.
+    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
+        let (pool, owned) = (pool.clone(), table.clone());
+        let delete = move || {
+            let (pool, table) = (pool.clone(), owned.clone());
+            async move { Self::purge(&pool, &table, options.batch).await }
+        };
+        Purger::start(table.name(), options, delete)
+    }
 
     /// Deletes up to `batch` expired rows.
     fn purge<'a>(
         pool: &'a Pool<Self>,
         table: &'a Table,
         batch: u32,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
 
     /// An operator's read of one live row.
     fn admin_inspect<'a>(
         pool: &'a Pool<Self>,
         table: &'a Table,
         key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<Option<AdminRow>, sqlx::Error>>;
+    ) -> impl Future<Output = Result<Option<AdminRow>, sqlx::Error>> + Send + 'a;
 
     /// Deletes one row; answers the rows deleted.
     fn admin_forget<'a>(
         pool: &'a Pool<Self>,
         table: &'a Table,
         key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
 
     /// Live CONSUMING, live CONSUMED and expired rows of one application name, or of one
     /// topic and tag in it.
@@ -93,10 +126,13 @@ pub(crate) trait Dialect: Database {
         table: &'a Table,
         namespace: &'a [u8],
         topic_and_tag: Option<(&'a [u8], &'a [u8])>,
-    ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>>;
+    ) -> impl Future<Output = Result<RowCounts, sqlx::Error>> + Send + 'a;
 
     /// Runs a migration's statements.
-    fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    fn migrate<'a>(
+        pool: &'a Pool<Self>,
+        sql: String,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
     /// What an error means.
     fn classify(err: &sqlx::Error) -> Failure;
@@ -106,7 +142,7 @@ pub(crate) trait Dialect: Database {
         pool: &'a Pool<Self>,
         table: &'a Table,
         lock_wait: Duration,
-    ) -> BoxFuture<'a, Result<InboxStatements, sqlx::Error>>;
+    ) -> impl Future<Output = Result<InboxStatements, sqlx::Error>> + Send + 'a;
 
     /// Inserts `key`'s record, CONSUMED, in `tx`; see [`crate::inbox::Inbox::claim`].
     fn inbox_claim<'a>(
@@ -115,5 +151,5 @@ pub(crate) trait Dialect: Database {
         key: &'a RecordKey,
         token: OwnerToken,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<InboxClaim, sqlx::Error>>;
+    ) -> impl Future<Output = Result<InboxClaim, sqlx::Error>> + Send + 'a;
 }

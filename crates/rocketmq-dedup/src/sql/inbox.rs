@@ -6,13 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::{Database, Pool, Transaction};
 
-use super::dialect::{Dialect, InboxStatements};
+use super::dialect::{InboxStatements, SqlDatabase};
 use super::table::{Table, DEFAULT_TABLE};
-use super::{store_error, PurgeOptions, Purger};
+use super::{store_error, Failure, PurgeOptions, Purger};
 use crate::error::{StoreError, StoreOperation};
-use crate::inbox::InboxClaim;
+use crate::inbox::{Inbox, InboxClaim};
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
 
@@ -72,7 +73,7 @@ impl<DB: Database> SqlInboxBuilder<DB> {
     /// Default wait for another transaction that holds a message's record.
     pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(1);
 
-    pub(crate) fn new(pool: Pool<DB>) -> Self {
+    fn new(pool: Pool<DB>) -> Self {
         SqlInboxBuilder {
             pool,
             table: DEFAULT_TABLE.to_owned(),
@@ -102,10 +103,9 @@ impl<DB: Database> SqlInboxBuilder<DB> {
     }
 }
 
-// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
-#[allow(private_bounds)]
-impl<DB: Dialect> SqlInboxBuilder<DB> {
-    pub(crate) async fn connect_inbox(self) -> Result<SqlInbox<DB>, StoreError> {
+impl<DB: SqlDatabase> SqlInboxBuilder<DB> {
+    /// Prepares the inbox's statements for this server and starts the purge job.
+    pub async fn connect(self) -> Result<SqlInbox<DB>, StoreError> {
         let table =
             Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
         let statements = DB::prepare_inbox(&self.pool, &table, self.lock_wait)
@@ -135,104 +135,64 @@ impl<DB: Database> SqlInbox<DB> {
     }
 }
 
-// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
-#[allow(private_bounds)]
-impl<DB: Dialect> SqlInbox<DB> {
-    pub(crate) async fn migrate_table(&self) -> Result<(), StoreError> {
+impl<DB: SqlDatabase> SqlInbox<DB> {
+    /// A builder for an inbox on `pool`.
+    pub fn builder(pool: Pool<DB>) -> SqlInboxBuilder<DB> {
+        SqlInboxBuilder::new(pool)
+    }
+
+    /// Creates the table unless it exists (the shipped migration).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         let sql = self.table.migration(DB::MIGRATION);
         DB::migrate(&self.pool, sql)
             .await
             .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
     }
-
-    pub(crate) async fn begin_tx(&self) -> Result<Transaction<'static, DB>, StoreError> {
-        self.pool
-            .begin()
-            .await
-            .map_err(|e| error::<DB>(StoreOperation::Begin, e))
-    }
-
-    pub(crate) async fn claim_in(
-        &self,
-        tx: &mut Transaction<'static, DB>,
-        key: &RecordKey,
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> Result<InboxClaim, StoreError> {
-        DB::inbox_claim(&self.statements, tx, key, token, ttl)
-            .await
-            .map_err(|e| error::<DB>(StoreOperation::Claim, e))
-    }
-
-    pub(crate) async fn commit_tx(&self, tx: Transaction<'static, DB>) -> Result<(), StoreError> {
-        tx.commit()
-            .await
-            .map_err(|e| error::<DB>(StoreOperation::Commit, e))
-    }
 }
 
-fn error<DB: Dialect>(operation: StoreOperation, err: sqlx::Error) -> StoreError {
+fn error<DB: SqlDatabase>(operation: StoreOperation, err: sqlx::Error) -> StoreError {
     store_error(operation, DB::classify(&err), err)
 }
 
-/// The per-database faces of [`SqlInbox`]: its constructor, `migrate`, and the
-/// [`Inbox`](crate::inbox::Inbox) impl, forwarding to the shared code.
-macro_rules! sql_inbox_for {
-    ($db:ty) => {
-        impl $crate::sql::inbox::SqlInbox<$db> {
-            /// A builder for an inbox on `pool`.
-            pub fn builder(pool: sqlx::Pool<$db>) -> $crate::sql::inbox::SqlInboxBuilder<$db> {
-                $crate::sql::inbox::SqlInboxBuilder::new(pool)
-            }
+impl<DB: SqlDatabase> Inbox for SqlInbox<DB> {
+    type Database = DB;
 
-            /// Creates the table unless it exists (the shipped migration).
-            pub async fn migrate(&self) -> Result<(), $crate::StoreError> {
-                self.migrate_table().await
-            }
-        }
+    fn begin(&self) -> BoxFuture<'_, Result<Transaction<'static, DB>, StoreError>> {
+        Box::pin(async move {
+            self.pool
+                .begin()
+                .await
+                .map_err(|e| error::<DB>(StoreOperation::Begin, e))
+        })
+    }
 
-        impl $crate::sql::inbox::SqlInboxBuilder<$db> {
-            /// Prepares the inbox's statements for this server and starts the purge job.
-            pub async fn connect(self) -> Result<$crate::sql::inbox::SqlInbox<$db>, $crate::StoreError> {
-                self.connect_inbox().await
-            }
-        }
+    fn claim<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, DB>,
+        key: &'a RecordKey,
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<InboxClaim, StoreError>> {
+        Box::pin(async move {
+            DB::inbox_claim(&self.statements, tx, key, token, ttl)
+                .await
+                .map_err(|e| error::<DB>(StoreOperation::Claim, e))
+        })
+    }
 
-        impl $crate::inbox::Inbox for $crate::sql::inbox::SqlInbox<$db> {
-            type Database = $db;
+    fn commit(&self, tx: Transaction<'static, DB>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            tx.commit()
+                .await
+                .map_err(|e| error::<DB>(StoreOperation::Commit, e))
+        })
+    }
 
-            fn begin(
-                &self,
-            ) -> futures::future::BoxFuture<'_, Result<sqlx::Transaction<'static, $db>, $crate::StoreError>> {
-                Box::pin(self.begin_tx())
-            }
+    fn is_deadlock(&self, err: &sqlx::Error) -> bool {
+        DB::classify(err) == Failure::Deadlock
+    }
 
-            fn claim<'a>(
-                &'a self,
-                tx: &'a mut sqlx::Transaction<'static, $db>,
-                key: &'a $crate::record_key::RecordKey,
-                token: $crate::store::OwnerToken,
-                ttl: std::time::Duration,
-            ) -> futures::future::BoxFuture<'a, Result<$crate::inbox::InboxClaim, $crate::StoreError>> {
-                Box::pin(self.claim_in(tx, key, token, ttl))
-            }
-
-            fn commit(
-                &self,
-                tx: sqlx::Transaction<'static, $db>,
-            ) -> futures::future::BoxFuture<'_, Result<(), $crate::StoreError>> {
-                Box::pin(self.commit_tx(tx))
-            }
-
-            fn is_deadlock(&self, err: &sqlx::Error) -> bool {
-                <$db as $crate::sql::dialect::Dialect>::classify(err)
-                    == $crate::sql::Failure::Deadlock
-            }
-
-            fn kind(&self) -> &'static str {
-                <$db as $crate::sql::dialect::Dialect>::INBOX_KIND
-            }
-        }
-    };
+    fn kind(&self) -> &'static str {
+        DB::INBOX_KIND
+    }
 }
-pub(crate) use sql_inbox_for;

@@ -4,19 +4,23 @@
 //! - As a [`DedupStore`](crate::DedupStore) (`MySqlStore`, `PostgresStore`): claims, commits,
 //!   releases and renewals are rows, as the Redis store's records are keys. Each batch call is
 //!   one transaction: the batch's keys are locked, their rows read (with their liveness by the
-//!   database's clock), the state machine decides every answer ([`decide`]), and the rows are
+//!   database's clock), the state machine decides every answer (`decide`), and the rows are
 //!   written in one statement. Shared by every consumer of the group; the same guarantee as
 //!   Redis, and the same window: a consumer killed between its handler's effect and its commit.
 //! - As a transactional inbox (`MySqlInbox`, `PostgresInbox`): the handler gets the open
 //!   database transaction in which its record was inserted; the two commit together, so the
 //!   handler's database writes take effect exactly once, crashes included.
 //!
+//! The table's semantics are written once, over [`SqlDatabase`] (`store`, `inbox`, and
+//! `decide`, the state machine); what differs between the databases, their statements, is
+//! one `impl` per database (`mysql`, `postgres`).
+//!
 //! The schema is shipped as migrations (`migrations/mysql`, `migrations/postgres`, also
 //! applied by the stores' `migrate`). Expired rows count as absent; each store runs a purge
 //! job ([`PurgeOptions`]) that deletes them in bounded batches until the store is shut down.
 
 pub(crate) mod decide;
-pub(crate) mod dialect;
+mod dialect;
 pub mod inbox;
 mod purge;
 pub mod store;
@@ -27,6 +31,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+pub use dialect::SqlDatabase;
 pub use purge::PurgeOptions;
 pub use table::DEFAULT_TABLE;
 
@@ -36,7 +41,7 @@ use crate::error::{StoreError, StoreOperation};
 
 /// What a database error means to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// A deadlock victim or a serialization failure: try the transaction again.
     Deadlock,
     /// A lock wait ran out.

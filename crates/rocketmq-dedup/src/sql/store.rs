@@ -7,15 +7,17 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::{Database, Pool};
 
 use super::decide::Batch;
-use super::dialect::Dialect;
+use super::dialect::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{deadlock_backoff, store_error, Failure, PurgeOptions, Purger, DEADLOCK_ATTEMPTS};
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::{KeyLayout, RecordKey, RecordScope};
-use crate::store::{ClaimOutcome, CommitOutcome, OwnerToken};
+use crate::store::admin::{RecordAdmin, RecordCounts, RecordState};
+use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
 /// A [`DedupStore`](crate::DedupStore) in a SQL table, shared by all consumers of a group.
 ///
@@ -31,6 +33,8 @@ pub struct SqlStore<DB: Database> {
     pub(crate) pool: Pool<DB>,
     pub(crate) table: Table,
     purger: Option<Arc<Purger>>,
+    /// Rows per `DELETE` of an operator's purge (the purge job's).
+    purge_batch: u32,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
@@ -39,6 +43,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
             pool: self.pool.clone(),
             table: self.table.clone(),
             purger: self.purger.clone(),
+            purge_batch: self.purge_batch,
         }
     }
 }
@@ -62,7 +67,7 @@ pub struct SqlStoreBuilder<DB: Database> {
     database: PhantomData<DB>,
 }
 
-pub(crate) enum Source<DB: Database> {
+enum Source<DB: Database> {
     Url(String),
     Pool(Pool<DB>),
 }
@@ -85,7 +90,7 @@ impl<DB: Database> SqlStoreBuilder<DB> {
     /// Default wait for a connection (and for the first one, at connect).
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-    pub(crate) fn new(source: Source<DB>) -> Self {
+    fn new(source: Source<DB>) -> Self {
         SqlStoreBuilder {
             source,
             table: DEFAULT_TABLE.to_owned(),
@@ -122,11 +127,9 @@ impl<DB: Database> SqlStoreBuilder<DB> {
     }
 }
 
-// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
-#[allow(private_bounds)]
-impl<DB: Dialect> SqlStoreBuilder<DB> {
+impl<DB: SqlDatabase> SqlStoreBuilder<DB> {
     /// Connects (a wrong address or password fails here) and starts the purge job.
-    pub(crate) async fn connect_store(self) -> Result<SqlStore<DB>, StoreError> {
+    pub async fn connect(self) -> Result<SqlStore<DB>, StoreError> {
         let connect = |e: sqlx::Error| super::connect_error(DB::classify(&e), e);
         let table =
             Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
@@ -141,6 +144,7 @@ impl<DB: Dialect> SqlStoreBuilder<DB> {
             pool,
             table,
             purger,
+            purge_batch: self.purge.batch.max(1),
         })
     }
 }
@@ -159,17 +163,8 @@ impl<DB: Database> SqlStore<DB> {
     }
 }
 
-// Every item here is crate-private; the per-database faces (`sql_*_for!`) forward to them.
-#[allow(private_bounds)]
-impl<DB: Dialect> SqlStore<DB> {
-    pub(crate) async fn migrate_table(&self) -> Result<(), StoreError> {
-        let sql = self.table.migration(DB::MIGRATION);
-        DB::migrate(&self.pool, sql)
-            .await
-            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
-    }
-
-    pub(crate) async fn admin_inspect(
+impl<DB: SqlDatabase> SqlStore<DB> {
+    async fn admin_inspect(
         &self,
         key: &RecordKey,
     ) -> Result<crate::store::admin::RecordState, StoreError> {
@@ -178,11 +173,11 @@ impl<DB: Dialect> SqlStore<DB> {
         let row = DB::admin_inspect(&self.pool, &self.table, &columns)
             .await
             .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
-        let Some((status, owner, left_ms)) = row else {
+        let Some(row) = row else {
             return Ok(RecordState::Absent);
         };
-        let ttl_left = Duration::from_millis(left_ms.max(0) as u64);
-        match (status.as_str(), owner) {
+        let ttl_left = Duration::from_millis(row.left_ms.max(0) as u64);
+        match (row.status.as_str(), row.owner) {
             (super::decide::CONSUMED, _) => Ok(RecordState::Consumed { ttl_left }),
             (super::decide::CONSUMING, Some(owner)) => Ok(RecordState::Consuming {
                 owner: owner as u64,
@@ -195,7 +190,7 @@ impl<DB: Dialect> SqlStore<DB> {
         }
     }
 
-    pub(crate) async fn admin_forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
+    async fn admin_forget(&self, key: &RecordKey) -> Result<bool, StoreError> {
         let columns = super::table::KeyColumns::of(key);
         DB::admin_forget(&self.pool, &self.table, &columns)
             .await
@@ -203,7 +198,7 @@ impl<DB: Dialect> SqlStore<DB> {
             .map_err(|e| StoreError::backend(StoreOperation::Admin, e))
     }
 
-    pub(crate) async fn admin_counts(
+    async fn admin_counts(
         &self,
         scope: &RecordScope<'_>,
     ) -> Result<crate::store::admin::RecordCounts, StoreError> {
@@ -228,7 +223,7 @@ impl<DB: Dialect> SqlStore<DB> {
         let topic_and_tag = scope
             .topic
             .map(|_| (columns.topic.as_slice(), columns.tag.as_slice()));
-        let (consuming, consumed, expired) = DB::admin_counts(
+        let rows = DB::admin_counts(
             &self.pool,
             &self.table,
             &columns.application_name,
@@ -237,57 +232,18 @@ impl<DB: Dialect> SqlStore<DB> {
         .await
         .map_err(|e| StoreError::backend(StoreOperation::Admin, e))?;
         Ok(crate::store::admin::RecordCounts {
-            consuming: consuming.max(0) as u64,
-            consumed: consumed.max(0) as u64,
-            expired: expired.max(0) as u64,
+            consuming: rows.consuming.max(0) as u64,
+            consumed: rows.consumed.max(0) as u64,
+            expired: rows.expired.max(0) as u64,
             memory_bytes: None,
         })
     }
 
-    pub(crate) async fn purge_all(&self, batch: u32) -> Result<u64, StoreError> {
+    async fn purge_all(&self, batch: u32) -> Result<u64, StoreError> {
         let delete = || DB::purge(&self.pool, &self.table, batch);
         super::purge_once(&delete, batch)
             .await
             .map_err(|e| StoreError::backend(StoreOperation::Purge, e))
-    }
-
-    pub(crate) async fn claim_keys(
-        &self,
-        keys: &[RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> Result<Vec<ClaimOutcome>, StoreError> {
-        self.transact(StoreOperation::Claim, keys, |b| b.claim(token, ttl))
-            .await
-    }
-
-    pub(crate) async fn commit_keys(
-        &self,
-        keys: &[RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> Result<Vec<CommitOutcome>, StoreError> {
-        self.transact(StoreOperation::Commit, keys, |b| b.commit(token, ttl))
-            .await
-    }
-
-    pub(crate) async fn release_keys(
-        &self,
-        keys: &[RecordKey],
-        token: OwnerToken,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.transact(StoreOperation::Release, keys, |b| b.release(token))
-            .await
-    }
-
-    pub(crate) async fn renew_keys(
-        &self,
-        keys: &[RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.transact(StoreOperation::Renew, keys, |b| b.renew(token, ttl))
-            .await
     }
 
     /// Runs one call: lock and read the keys' rows, decide, write; a deadlock is tried again.
@@ -334,111 +290,87 @@ impl<DB: Dialect> SqlStore<DB> {
     }
 }
 
-/// The per-database faces of [`SqlStore`]: constructors, and what needs the database's own
-/// statements (a `DedupStore` impl and `migrate`), forwarding to the shared code.
-macro_rules! sql_store_for {
-    ($db:ty, $url_example:literal) => {
-        impl $crate::sql::store::SqlStore<$db> {
-            #[doc = concat!("A builder for a store with its own pool on `url` (`", $url_example, "`).")]
-            pub fn builder(url: impl Into<String>) -> $crate::sql::store::SqlStoreBuilder<$db> {
-                $crate::sql::store::SqlStoreBuilder::new($crate::sql::store::Source::Url(url.into()))
-            }
+impl<DB: SqlDatabase> SqlStore<DB> {
+    /// A builder for a store with its own pool on `url` (`mysql://user:password@host:port/database`
+    /// or `postgres://user:password@host:port/database`).
+    pub fn builder(url: impl Into<String>) -> SqlStoreBuilder<DB> {
+        SqlStoreBuilder::new(Source::Url(url.into()))
+    }
 
-            /// A builder for a store on an existing pool (shared with the application).
-            pub fn from_pool(pool: sqlx::Pool<$db>) -> $crate::sql::store::SqlStoreBuilder<$db> {
-                $crate::sql::store::SqlStoreBuilder::new($crate::sql::store::Source::Pool(pool))
-            }
+    /// A builder for a store on an existing pool (shared with the application).
+    pub fn from_pool(pool: Pool<DB>) -> SqlStoreBuilder<DB> {
+        SqlStoreBuilder::new(Source::Pool(pool))
+    }
 
-            /// Creates the table unless it exists (the shipped migration, for this store's
-            /// table name).
-            pub async fn migrate(&self) -> Result<(), $crate::StoreError> {
-                self.migrate_table().await
-            }
-
-            /// Deletes every expired row now, in batches of `batch`; answers how many.
-            pub async fn purge_expired(&self, batch: u32) -> Result<u64, $crate::StoreError> {
-                self.purge_all(batch).await
-            }
-        }
-
-        impl $crate::sql::store::SqlStoreBuilder<$db> {
-            /// Connects (a wrong address or password fails here) and starts the purge job.
-            pub async fn connect(self) -> Result<$crate::sql::store::SqlStore<$db>, $crate::StoreError> {
-                self.connect_store().await
-            }
-        }
-
-        impl $crate::store::admin::RecordAdmin for $crate::sql::store::SqlStore<$db> {
-            fn inspect<'a>(
-                &'a self,
-                key: &'a $crate::record_key::RecordKey,
-            ) -> futures::future::BoxFuture<'a, Result<$crate::store::admin::RecordState, $crate::StoreError>> {
-                Box::pin(self.admin_inspect(key))
-            }
-
-            fn forget<'a>(
-                &'a self,
-                key: &'a $crate::record_key::RecordKey,
-            ) -> futures::future::BoxFuture<'a, Result<bool, $crate::StoreError>> {
-                Box::pin(self.admin_forget(key))
-            }
-
-            fn counts<'a>(
-                &'a self,
-                scope: &'a $crate::record_key::RecordScope<'a>,
-            ) -> futures::future::BoxFuture<'a, Result<$crate::store::admin::RecordCounts, $crate::StoreError>> {
-                Box::pin(self.admin_counts(scope))
-            }
-
-            fn purge_expired(&self) -> futures::future::BoxFuture<'_, Result<Option<u64>, $crate::StoreError>> {
-                Box::pin(async move {
-                    self.purge_all($crate::sql::PurgeOptions::DEFAULT_BATCH)
-                        .await
-                        .map(Some)
-                })
-            }
-        }
-
-        impl $crate::store::DedupStore for $crate::sql::store::SqlStore<$db> {
-            fn claim<'a>(
-                &'a self,
-                keys: &'a [$crate::record_key::RecordKey],
-                token: $crate::store::OwnerToken,
-                ttl: std::time::Duration,
-            ) -> futures::future::BoxFuture<'a, Result<Vec<$crate::store::ClaimOutcome>, $crate::StoreError>> {
-                Box::pin(self.claim_keys(keys, token, ttl))
-            }
-
-            fn commit<'a>(
-                &'a self,
-                keys: &'a [$crate::record_key::RecordKey],
-                token: $crate::store::OwnerToken,
-                ttl: std::time::Duration,
-            ) -> futures::future::BoxFuture<'a, Result<Vec<$crate::store::CommitOutcome>, $crate::StoreError>> {
-                Box::pin(self.commit_keys(keys, token, ttl))
-            }
-
-            fn release<'a>(
-                &'a self,
-                keys: &'a [$crate::record_key::RecordKey],
-                token: $crate::store::OwnerToken,
-            ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, $crate::StoreError>> {
-                Box::pin(self.release_keys(keys, token))
-            }
-
-            fn renew<'a>(
-                &'a self,
-                keys: &'a [$crate::record_key::RecordKey],
-                token: $crate::store::OwnerToken,
-                ttl: std::time::Duration,
-            ) -> futures::future::BoxFuture<'a, Result<Vec<bool>, $crate::StoreError>> {
-                Box::pin(self.renew_keys(keys, token, ttl))
-            }
-
-            fn kind(&self) -> &'static str {
-                <$db as $crate::sql::dialect::Dialect>::STORE_KIND
-            }
-        }
-    };
+    /// Creates the table unless it exists (the shipped migration, for this store's table
+    /// name).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let sql = self.table.migration(DB::MIGRATION);
+        DB::migrate(&self.pool, sql)
+            .await
+            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+    }
 }
-pub(crate) use sql_store_for;
+
+impl<DB: SqlDatabase> RecordAdmin for SqlStore<DB> {
+    fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
+        Box::pin(self.admin_inspect(key))
+    }
+
+    fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.admin_forget(key))
+    }
+
+    fn counts<'a>(
+        &'a self,
+        scope: &'a RecordScope<'a>,
+    ) -> BoxFuture<'a, Result<RecordCounts, StoreError>> {
+        Box::pin(self.admin_counts(scope))
+    }
+
+    /// Deletes every expired row now, in batches of the purge job's size.
+    fn purge_expired(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move { self.purge_all(self.purge_batch).await.map(Some) })
+    }
+}
+
+impl<DB: SqlDatabase> DedupStore for SqlStore<DB> {
+    fn claim<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
+        Box::pin(self.transact(StoreOperation::Claim, keys, move |b| b.claim(token, ttl)))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        Box::pin(self.transact(StoreOperation::Commit, keys, move |b| b.commit(token, ttl)))
+    }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(self.transact(StoreOperation::Release, keys, move |b| b.release(token)))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a [RecordKey],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
+        Box::pin(self.transact(StoreOperation::Renew, keys, move |b| b.renew(token, ttl)))
+    }
+
+    fn kind(&self) -> &'static str {
+        DB::STORE_KIND
+    }
+}

@@ -16,19 +16,18 @@
 //! absent key's row would go; two transactions that want the same absent keys can deadlock
 //! there, and the one InnoDB rolls back is tried again.
 
-mod inbox;
-pub(crate) mod queries;
-
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
-use sqlx::{Pool, Transaction};
+use sqlx::mysql::{
+    MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
-use super::decide::{Row, Write};
-use super::dialect::{Dialect, InboxStatements};
+use super::decide::{owner, Row, Write, CONSUMED, CONSUMING};
+use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
 use super::table::{BatchColumns, KeyColumns, Table};
-use super::{Failure, PurgeOptions, Purger};
+use super::Failure;
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
@@ -50,109 +49,339 @@ pub type MySqlInbox = super::inbox::SqlInbox<MySql>;
 /// Configures a [`MySqlInbox`].
 pub type MySqlInboxBuilder = super::inbox::SqlInboxBuilder<MySql>;
 
-super::store::sql_store_for!(MySql, "mysql://user:password@host:port/database");
-super::inbox::sql_inbox_for!(MySql);
-
 impl Dialect for MySql {
     const STORE_KIND: &'static str = "mysql";
     const INBOX_KIND: &'static str = "mysql-inbox";
     const MIGRATION: &'static str = MIGRATION;
 
-    fn connect(
+    async fn connect(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
-    ) -> BoxFuture<'_, Result<MySqlPool, sqlx::Error>> {
-        Box::pin(
-            MySqlPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect(url),
-        )
+    ) -> Result<MySqlPool, sqlx::Error> {
+        MySqlPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await
     }
 
-    fn read<'a>(
-        conn: &'a mut Self::Connection,
-        table: &'a Table,
-        batch: &'a BatchColumns,
-    ) -> BoxFuture<'a, Result<Vec<Row>, sqlx::Error>> {
-        Box::pin(queries::select_rows(conn, table, batch, true))
+    /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
+    /// batch, `FOR UPDATE` (rows and, for absent keys, their gaps).
+    async fn read(
+        conn: &mut MySqlConnection,
+        table: &Table,
+        batch: &BatchColumns,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        let mut query = QueryBuilder::<MySql>::new(format!(
+            "SELECT {KEY_COLUMNS}, status, owner_token, CAST(expire_time > {NOW_MS} AS SIGNED) AS live FROM {} WHERE ({KEY_COLUMNS}) IN",
+            table.name()
+        ));
+        query.push_tuples(batch.distinct(), |mut tuple, (_, key)| {
+            push_key(&mut tuple, key);
+        });
+        query.push(" FOR UPDATE");
+        let mut found = vec![Row::Absent; batch.columns.len()];
+        for row in query.build().fetch_all(&mut *conn).await? {
+            let key = KeyColumns {
+                application_name: row.try_get(0)?,
+                topic: row.try_get(1)?,
+                tag: row.try_get(2)?,
+                msg_uniq_key: row.try_get(3)?,
+            };
+            let status: String = row.try_get(4)?;
+            let owner: Option<i64> = row.try_get(5)?;
+            let live: i64 = row.try_get(6)?;
+            if let Some(i) = batch.index_of(&key) {
+                found[i] = Row::read(&status, owner, live != 0);
+            }
+        }
+        Ok(found)
     }
 
-    fn write<'a>(
-        conn: &'a mut Self::Connection,
-        table: &'a Table,
-        batch: &'a BatchColumns,
-        writes: &'a [(usize, Write)],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(queries::write(conn, table, batch, writes))
+    /// Writes the last state of each written key: one upsert, one delete.
+    async fn write(
+        conn: &mut MySqlConnection,
+        table: &Table,
+        batch: &BatchColumns,
+        writes: &[(usize, Write)],
+    ) -> Result<(), sqlx::Error> {
+        let puts: Vec<_> = writes
+            .iter()
+            .filter_map(|&(i, w)| match w {
+                Write::Put {
+                    consumed,
+                    owner,
+                    ttl,
+                } => Some((&batch.columns[i], consumed, owner, ttl)),
+                Write::Delete => None,
+            })
+            .collect();
+        if !puts.is_empty() {
+            let mut query = QueryBuilder::<MySql>::new(format!(
+                "INSERT INTO {} ({KEY_COLUMNS}, status, owner_token, expire_time) ",
+                table.name()
+            ));
+            query.push_values(puts, |mut row, (key, consumed, owner, ttl)| {
+                push_key(&mut row, key);
+                row.push_bind(if consumed { CONSUMED } else { CONSUMING });
+                row.push_bind(owner);
+                row.push(NOW_MS)
+                    .push_unseparated(" + ")
+                    .push_bind_unseparated(ttl_ms(ttl));
+            });
+            query.push(
+                " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)",
+            );
+            query.build().execute(&mut *conn).await?;
+        }
+        let deletes: Vec<_> = writes
+            .iter()
+            .filter(|(_, w)| *w == Write::Delete)
+            .map(|&(i, _)| &batch.columns[i])
+            .collect();
+        if !deletes.is_empty() {
+            let mut query = QueryBuilder::<MySql>::new(format!(
+                "DELETE FROM {} WHERE ({KEY_COLUMNS}) IN",
+                table.name()
+            ));
+            query.push_tuples(deletes, |mut tuple, key| push_key(&mut tuple, key));
+            query.build().execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
-    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
-        queries::start_purger(pool, table, options)
+    /// Deletes up to `batch` expired rows; answers how many.
+    async fn purge(pool: &MySqlPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
+        let sql = format!(
+            "DELETE FROM {} WHERE expire_time < {NOW_MS} LIMIT {batch}",
+            table.name()
+        );
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await?
+            .rows_affected())
     }
 
-    fn purge<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        batch: u32,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
-        Box::pin(queries::purge(pool, table, batch))
+    /// An operator's read of one row: status, owner token and milliseconds left, while live.
+    async fn admin_inspect(
+        pool: &MySqlPool,
+        table: &Table,
+        key: &KeyColumns,
+    ) -> Result<Option<AdminRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT status, owner_token, CAST(expire_time - {NOW_MS} AS SIGNED) FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ? AND expire_time >= {NOW_MS}",
+            table.name()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key.application_name.clone())
+            .bind(key.topic.clone())
+            .bind(key.tag.clone())
+            .bind(key.msg_uniq_key.clone())
+            .fetch_optional(pool)
+            .await?;
+        row.map(|row| {
+            Ok(AdminRow {
+                status: row.try_get(0)?,
+                owner: row.try_get(1)?,
+                left_ms: row.try_get(2)?,
+            })
+        })
+        .transpose()
     }
 
-    fn admin_inspect<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<Option<super::dialect::AdminRow>, sqlx::Error>> {
-        Box::pin(queries::admin_inspect(pool, table, key))
+    /// Deletes one row, whatever its state; answers the rows deleted.
+    async fn admin_forget(
+        pool: &MySqlPool,
+        table: &Table,
+        key: &KeyColumns,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = format!(
+            "DELETE FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ?",
+            table.name()
+        );
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key.application_name.clone())
+            .bind(key.topic.clone())
+            .bind(key.tag.clone())
+            .bind(key.msg_uniq_key.clone())
+            .execute(pool)
+            .await?
+            .rows_affected())
     }
 
-    fn admin_forget<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
-        Box::pin(queries::admin_forget(pool, table, key))
-    }
-
-    fn admin_counts<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        namespace: &'a [u8],
-        topic_and_tag: Option<(&'a [u8], &'a [u8])>,
-    ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>> {
-        Box::pin(queries::admin_counts(pool, table, namespace, topic_and_tag))
-    }
-
-    fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await?;
-            Ok(())
+    /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
+    async fn admin_counts(
+        pool: &MySqlPool,
+        table: &Table,
+        namespace: &[u8],
+        topic_and_tag: Option<(&[u8], &[u8])>,
+    ) -> Result<RowCounts, sqlx::Error> {
+        let mut sql = format!(
+            "SELECT CAST(COALESCE(SUM(status = 'CONSUMING' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(status = 'CONSUMED' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(expire_time < {NOW_MS}), 0) AS SIGNED) FROM {} WHERE application_name = ?",
+            table.name()
+        );
+        if topic_and_tag.is_some() {
+            sql.push_str(" AND topic = ? AND tag = ?");
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
+        if let Some((topic, tag)) = topic_and_tag {
+            query = query.bind(topic.to_vec()).bind(tag.to_vec());
+        }
+        let row = query.fetch_one(pool).await?;
+        Ok(RowCounts {
+            consuming: row.try_get(0)?,
+            consumed: row.try_get(1)?,
+            expired: row.try_get(2)?,
         })
     }
 
+    async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// What a MySQL / MariaDB error means to the store.
     fn classify(err: &sqlx::Error) -> Failure {
-        queries::classify(err)
+        let Some(db) = err.as_database_error() else {
+            return Failure::Other;
+        };
+        if db.is_unique_violation() {
+            return Failure::Duplicate;
+        }
+        match db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(|e| e.number())
+        {
+            // ER_LOCK_DEADLOCK
+            Some(1213) => Failure::Deadlock,
+            // ER_LOCK_WAIT_TIMEOUT
+            Some(1205) => Failure::LockTimeout,
+            // ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+            Some(1290) | Some(1792) | Some(1836) => Failure::ReadOnly,
+            // ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR
+            Some(1045) | Some(1044) => Failure::AuthFailed,
+            _ => Failure::Other,
+        }
     }
 
-    fn prepare_inbox<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
+    /// The claim's statements, the lock wait bound in the server's own syntax.
+    async fn prepare_inbox(
+        pool: &MySqlPool,
+        table: &Table,
         lock_wait: Duration,
-    ) -> BoxFuture<'a, Result<InboxStatements, sqlx::Error>> {
-        Box::pin(inbox::prepare(pool, table, lock_wait))
+    ) -> Result<InboxStatements, sqlx::Error> {
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(pool)
+            .await?;
+        let seconds = lock_wait.as_secs_f64().ceil().max(1.0) as u64;
+        let bounded = |statement: String| match version.contains("MariaDB") {
+            true => format!("SET STATEMENT innodb_lock_wait_timeout = {seconds} FOR {statement}"),
+            false => statement.replacen(
+                ' ',
+                &format!(" /*+ SET_VAR(innodb_lock_wait_timeout = {seconds}) */ "),
+                1,
+            ),
+        };
+        let name = table.name();
+        let key = "application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ?";
+        Ok(InboxStatements {
+            insert: bounded(format!(
+                "INSERT INTO {name} (application_name, topic, tag, msg_uniq_key, status, owner_token, expire_time) VALUES (?, ?, ?, ?, '{CONSUMED}', ?, {NOW_MS} + ?)"
+            )),
+            select: bounded(format!(
+                "SELECT status, owner_token, CAST(expire_time > {NOW_MS} AS SIGNED) FROM {name} WHERE {key} FOR UPDATE"
+            )),
+            take_over: format!(
+                "UPDATE {name} SET status = '{CONSUMED}', owner_token = ?, expire_time = {NOW_MS} + ? WHERE {key}"
+            ),
+            lock_wait,
+        })
     }
 
-    fn inbox_claim<'a>(
-        statements: &'a InboxStatements,
-        tx: &'a mut Transaction<'static, Self>,
-        key: &'a RecordKey,
+    /// Claims `key` in `tx`; see [`crate::inbox::Inbox::claim`].
+    async fn inbox_claim(
+        statements: &InboxStatements,
+        tx: &mut Transaction<'static, MySql>,
+        key: &RecordKey,
         token: OwnerToken,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<InboxClaim, sqlx::Error>> {
-        Box::pin(inbox::claim(statements, tx, key, token, ttl))
+    ) -> Result<InboxClaim, sqlx::Error> {
+        let columns = KeyColumns::of(key);
+        let ttl = ttl_ms(ttl);
+        let insert = sqlx::query(AssertSqlSafe(statements.insert.as_str()));
+        let inserted = bind_key(insert, &columns, 0)
+            .bind(owner(token))
+            .bind(ttl)
+            .execute(&mut **tx)
+            .await;
+        match inserted.as_ref().map_err(Self::classify) {
+            Ok(_) => return Ok(InboxClaim::Claimed),
+            Err(Failure::Duplicate) => {}
+            Err(Failure::LockTimeout) => return Ok(InboxClaim::InFlight),
+            Err(_) => return inserted.map(|_| InboxClaim::Claimed),
+        }
+        // A committed record: processed, or expired (then it is ours to take over).
+        let select = sqlx::query(AssertSqlSafe(statements.select.as_str()));
+        let found = bind_key(select, &columns, 0)
+            .fetch_optional(&mut **tx)
+            .await;
+        let row = match found {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(InboxClaim::InFlight),
+            Err(e) if Self::classify(&e) == Failure::LockTimeout => {
+                return Ok(InboxClaim::InFlight)
+            }
+            Err(e) => return Err(e),
+        };
+        let live: i64 = row.try_get(2)?;
+        match Row::read(&row.try_get::<String, _>(0)?, row.try_get(1)?, live != 0) {
+            Row::Consumed => Ok(InboxClaim::Consumed),
+            Row::Consuming(_) => Ok(InboxClaim::InFlight),
+            Row::Absent => {
+                let update = sqlx::query(AssertSqlSafe(statements.take_over.as_str()))
+                    .bind(owner(token))
+                    .bind(ttl);
+                bind_key(update, &columns, 0).execute(&mut **tx).await?;
+                Ok(InboxClaim::Claimed)
+            }
+        }
     }
+}
+
+/// Now, in milliseconds since the epoch, by the database's clock.
+const NOW_MS: &str = "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)";
+
+const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
+
+fn push_key(tuple: &mut sqlx::query_builder::Separated<'_, MySql, &'static str>, key: &KeyColumns) {
+    tuple.push_bind(key.application_name.clone());
+    tuple.push_bind(key.topic.clone());
+    tuple.push_bind(key.tag.clone());
+    tuple.push_bind(key.msg_uniq_key.clone());
+}
+
+/// A TTL in milliseconds, as stores keep it (see [`crate::store::clamp_ttl`]).
+fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    crate::store::clamp_ttl(ttl).as_millis() as i64
+}
+
+/// Binds the key's columns, but the first `skip` (already bound).
+fn bind_key<'q>(
+    query: Query<'q, MySql, MySqlArguments>,
+    key: &'q KeyColumns,
+    skip: usize,
+) -> Query<'q, MySql, MySqlArguments> {
+    let columns = [
+        &key.application_name,
+        &key.topic,
+        &key.tag,
+        &key.msg_uniq_key,
+    ];
+    columns
+        .into_iter()
+        .skip(skip)
+        .fold(query, |query, column| query.bind(column.as_slice()))
 }

@@ -16,19 +16,16 @@
 //! advisory locks (ids from the record keys' fingerprints, taken in id order), whether their
 //! rows exist or not. Expiry uses `clock_timestamp()`, not the transaction's start.
 
-mod inbox;
-pub(crate) mod queries;
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
+use sqlx::postgres::{PgArguments, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, Postgres};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
-use futures::future::BoxFuture;
-use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
-use sqlx::{Pool, Transaction};
-
-use super::decide::{Row, Write};
-use super::dialect::{Dialect, InboxStatements};
-use super::table::{BatchColumns, KeyColumns, Table};
-use super::{Failure, PurgeOptions, Purger};
+use super::decide::{owner, Row, Write, CONSUMED, CONSUMING};
+use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
+use super::table::{lock_id, BatchColumns, KeyColumns, Table};
+use super::Failure;
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
@@ -50,112 +47,367 @@ pub type PostgresInbox = super::inbox::SqlInbox<Postgres>;
 /// Configures a [`PostgresInbox`].
 pub type PostgresInboxBuilder = super::inbox::SqlInboxBuilder<Postgres>;
 
-super::store::sql_store_for!(Postgres, "postgres://user:password@host:port/database");
-super::inbox::sql_inbox_for!(Postgres);
-
 impl Dialect for Postgres {
     const STORE_KIND: &'static str = "postgres";
     const INBOX_KIND: &'static str = "postgres-inbox";
     const MIGRATION: &'static str = MIGRATION;
 
-    fn connect(
+    async fn connect(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
-    ) -> BoxFuture<'_, Result<PgPool, sqlx::Error>> {
-        Box::pin(
-            PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                .connect(url),
-        )
+    ) -> Result<PgPool, sqlx::Error> {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await
     }
 
-    fn read<'a>(
-        conn: &'a mut Self::Connection,
-        table: &'a Table,
-        batch: &'a BatchColumns,
-    ) -> BoxFuture<'a, Result<Vec<Row>, sqlx::Error>> {
-        Box::pin(async move {
-            queries::lock_keys(conn, batch).await?;
-            queries::select_rows(conn, table, batch).await
+    /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
+    /// batch, after taking the keys' locks ([`lock_keys`]).
+    async fn read(
+        conn: &mut PgConnection,
+        table: &Table,
+        batch: &BatchColumns,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        lock_keys(conn, batch).await?;
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {KEY_COLUMNS}, status, owner_token, expire_time > {NOW_MS} AS live FROM {} WHERE ({KEY_COLUMNS}) IN",
+            table.name()
+        ));
+        query.push_tuples(batch.distinct(), |mut tuple, (_, key)| {
+            push_key(&mut tuple, key);
+        });
+        let mut found = vec![Row::Absent; batch.columns.len()];
+        for row in query.build().fetch_all(&mut *conn).await? {
+            let key = KeyColumns {
+                application_name: row.try_get(0)?,
+                topic: row.try_get(1)?,
+                tag: row.try_get(2)?,
+                msg_uniq_key: row.try_get(3)?,
+            };
+            let status: String = row.try_get(4)?;
+            if let Some(i) = batch.index_of(&key) {
+                found[i] = Row::read(&status, row.try_get(5)?, row.try_get(6)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the last state of each written key: one upsert, one delete.
+    async fn write(
+        conn: &mut PgConnection,
+        table: &Table,
+        batch: &BatchColumns,
+        writes: &[(usize, Write)],
+    ) -> Result<(), sqlx::Error> {
+        let puts: Vec<_> = writes
+            .iter()
+            .filter_map(|&(i, w)| match w {
+                Write::Put {
+                    consumed,
+                    owner,
+                    ttl,
+                } => Some((&batch.columns[i], consumed, owner, ttl)),
+                Write::Delete => None,
+            })
+            .collect();
+        if !puts.is_empty() {
+            let mut query = QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO {} ({KEY_COLUMNS}, status, owner_token, expire_time) ",
+                table.name()
+            ));
+            query.push_values(puts, |mut row, (key, consumed, owner, ttl)| {
+                push_key(&mut row, key);
+                row.push_bind(if consumed { CONSUMED } else { CONSUMING });
+                row.push_bind(owner);
+                row.push(NOW_MS)
+                    .push_unseparated(" + ")
+                    .push_bind_unseparated(ttl_ms(ttl));
+            });
+            query.push(format!(
+                " ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time"
+            ));
+            query.build().execute(&mut *conn).await?;
+        }
+        let deletes: Vec<_> = writes
+            .iter()
+            .filter(|(_, w)| *w == Write::Delete)
+            .map(|&(i, _)| &batch.columns[i])
+            .collect();
+        if !deletes.is_empty() {
+            let mut query = QueryBuilder::<Postgres>::new(format!(
+                "DELETE FROM {} WHERE ({KEY_COLUMNS}) IN",
+                table.name()
+            ));
+            query.push_tuples(deletes, |mut tuple, key| push_key(&mut tuple, key));
+            query.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `batch` expired rows; answers how many.
+    async fn purge(pool: &PgPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
+        let name = table.name();
+        let sql = format!(
+            "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE expire_time < {NOW_MS} LIMIT {batch}))"
+        );
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .execute(pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// An operator's read of one row: status, owner token and milliseconds left, while live.
+    async fn admin_inspect(
+        pool: &PgPool,
+        table: &Table,
+        key: &KeyColumns,
+    ) -> Result<Option<AdminRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT status, owner_token, (expire_time - {NOW_MS})::bigint FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4 AND expire_time >= {NOW_MS}",
+            table.name()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key.application_name.clone())
+            .bind(key.topic.clone())
+            .bind(key.tag.clone())
+            .bind(key.msg_uniq_key.clone())
+            .fetch_optional(pool)
+            .await?;
+        row.map(|row| {
+            Ok(AdminRow {
+                status: row.try_get(0)?,
+                owner: row.try_get(1)?,
+                left_ms: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes one row, whatever its state; answers the rows deleted.
+    async fn admin_forget(
+        pool: &PgPool,
+        table: &Table,
+        key: &KeyColumns,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = format!("DELETE FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4", table.name());
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key.application_name.clone())
+            .bind(key.topic.clone())
+            .bind(key.tag.clone())
+            .bind(key.msg_uniq_key.clone())
+            .execute(pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
+    async fn admin_counts(
+        pool: &PgPool,
+        table: &Table,
+        namespace: &[u8],
+        topic_and_tag: Option<(&[u8], &[u8])>,
+    ) -> Result<RowCounts, sqlx::Error> {
+        let mut sql = format!(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'CONSUMING' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN status = 'CONSUMED' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN expire_time < {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint FROM {} WHERE application_name = $1",
+            table.name()
+        );
+        if topic_and_tag.is_some() {
+            sql.push_str(" AND topic = $2 AND tag = $3");
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
+        if let Some((topic, tag)) = topic_and_tag {
+            query = query.bind(topic.to_vec()).bind(tag.to_vec());
+        }
+        let row = query.fetch_one(pool).await?;
+        Ok(RowCounts {
+            consuming: row.try_get(0)?,
+            consumed: row.try_get(1)?,
+            expired: row.try_get(2)?,
         })
     }
 
-    fn write<'a>(
-        conn: &'a mut Self::Connection,
-        table: &'a Table,
-        batch: &'a BatchColumns,
-        writes: &'a [(usize, Write)],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(queries::write(conn, table, batch, writes))
+    async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
-    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
-        queries::start_purger(pool, table, options)
-    }
-
-    fn purge<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        batch: u32,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
-        Box::pin(queries::purge(pool, table, batch))
-    }
-
-    fn admin_inspect<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<Option<super::dialect::AdminRow>, sqlx::Error>> {
-        Box::pin(queries::admin_inspect(pool, table, key))
-    }
-
-    fn admin_forget<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
-        Box::pin(queries::admin_forget(pool, table, key))
-    }
-
-    fn admin_counts<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        namespace: &'a [u8],
-        topic_and_tag: Option<(&'a [u8], &'a [u8])>,
-    ) -> BoxFuture<'a, Result<(i64, i64, i64), sqlx::Error>> {
-        Box::pin(queries::admin_counts(pool, table, namespace, topic_and_tag))
-    }
-
-    fn migrate<'a>(pool: &'a Pool<Self>, sql: String) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await?;
-            Ok(())
-        })
-    }
-
+    /// What a PostgreSQL error means to the store.
     fn classify(err: &sqlx::Error) -> Failure {
-        queries::classify(err)
+        let Some(db) = err.as_database_error() else {
+            return Failure::Other;
+        };
+        if db.is_unique_violation() {
+            return Failure::Duplicate;
+        }
+        match db.try_downcast_ref::<PgDatabaseError>().map(|e| e.code()) {
+            // deadlock_detected, serialization_failure
+            Some("40P01") | Some("40001") => Failure::Deadlock,
+            // lock_not_available
+            Some("55P03") => Failure::LockTimeout,
+            // read_only_sql_transaction
+            Some("25006") => Failure::ReadOnly,
+            // invalid_password, invalid_authorization_specification
+            Some("28P01") | Some("28000") => Failure::AuthFailed,
+            _ => Failure::Other,
+        }
     }
 
-    fn prepare_inbox<'a>(
-        _pool: &'a Pool<Self>,
-        table: &'a Table,
+    /// Claims `key` in `tx`; see [`crate::inbox::Inbox::claim`].
+    async fn prepare_inbox(
+        _pool: &PgPool,
+        table: &Table,
         lock_wait: Duration,
-    ) -> BoxFuture<'a, Result<InboxStatements, sqlx::Error>> {
-        Box::pin(async move { Ok(inbox::statements(table, lock_wait)) })
+    ) -> Result<InboxStatements, sqlx::Error> {
+        Ok(statements(table, lock_wait))
     }
 
-    fn inbox_claim<'a>(
-        statements: &'a InboxStatements,
-        tx: &'a mut Transaction<'static, Self>,
-        key: &'a RecordKey,
+    async fn inbox_claim(
+        statements: &InboxStatements,
+        tx: &mut Transaction<'static, Postgres>,
+        key: &RecordKey,
         token: OwnerToken,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<InboxClaim, sqlx::Error>> {
-        Box::pin(inbox::claim(statements, tx, key, token, ttl))
+    ) -> Result<InboxClaim, sqlx::Error> {
+        if !lock(tx, lock_id(key), statements.lock_wait).await? {
+            return Ok(InboxClaim::InFlight);
+        }
+        let columns = KeyColumns::of(key);
+        let ttl = ttl_ms(ttl);
+        let insert = bind_key(
+            sqlx::query(AssertSqlSafe(statements.insert.as_str())),
+            &columns,
+        );
+        let inserted = insert
+            .bind(owner(token))
+            .bind(ttl)
+            .execute(&mut **tx)
+            .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(InboxClaim::Claimed);
+        }
+        // A committed record: processed, or expired (then it is ours to take over).
+        let select = bind_key(
+            sqlx::query(AssertSqlSafe(statements.select.as_str())),
+            &columns,
+        );
+        let Some(row) = select.fetch_optional(&mut **tx).await? else {
+            return Ok(InboxClaim::InFlight);
+        };
+        match Row::read(
+            &row.try_get::<String, _>(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+        ) {
+            Row::Consumed => Ok(InboxClaim::Consumed),
+            Row::Consuming(_) => Ok(InboxClaim::InFlight),
+            Row::Absent => {
+                let update = bind_key(
+                    sqlx::query(AssertSqlSafe(statements.take_over.as_str())),
+                    &columns,
+                );
+                update
+                    .bind(owner(token))
+                    .bind(ttl)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(InboxClaim::Claimed)
+            }
+        }
     }
+}
+
+/// Now, in milliseconds since the epoch, by the database's clock (the wall clock, not the
+/// transaction's start).
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
+
+/// Takes the batch's key locks (transaction-scoped advisory locks, in id order): PostgreSQL
+/// has no gap locks, so these order the transactions that want the same keys, rows or not.
+async fn lock_keys(conn: &mut PgConnection, batch: &BatchColumns) -> Result<(), sqlx::Error> {
+    let mut ids = batch.lock_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(id) FROM (SELECT unnest($1::int8[]) AS id ORDER BY 1) AS ids",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn push_key(
+    tuple: &mut sqlx::query_builder::Separated<'_, Postgres, &'static str>,
+    key: &KeyColumns,
+) {
+    tuple.push_bind(key.application_name.clone());
+    tuple.push_bind(key.topic.clone());
+    tuple.push_bind(key.tag.clone());
+    tuple.push_bind(key.msg_uniq_key.clone());
+}
+
+/// A TTL in milliseconds, as stores keep it (see [`crate::store::clamp_ttl`]).
+fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    crate::store::clamp_ttl(ttl).as_millis() as i64
+}
+
+/// The claim's statements.
+fn statements(table: &Table, lock_wait: Duration) -> InboxStatements {
+    let name = table.name();
+    let key = "application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4";
+    InboxStatements {
+        insert: format!(
+            "INSERT INTO {name} (application_name, topic, tag, msg_uniq_key, status, owner_token, expire_time) VALUES ($1, $2, $3, $4, '{CONSUMED}', $5, {NOW_MS} + $6) ON CONFLICT DO NOTHING"
+        ),
+        select: format!(
+            "SELECT status, owner_token, expire_time > {NOW_MS} FROM {name} WHERE {key} FOR UPDATE"
+        ),
+        take_over: format!(
+            "UPDATE {name} SET status = '{CONSUMED}', owner_token = $5, expire_time = {NOW_MS} + $6 WHERE {key}"
+        ),
+        lock_wait,
+    }
+}
+
+/// Takes the advisory lock `id` for the transaction, trying until `wait` runs out; answers
+/// whether it got it.
+async fn lock(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+    wait: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        if got {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+fn bind_key<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    key: &'q KeyColumns,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(key.application_name.as_slice())
+        .bind(key.topic.as_slice())
+        .bind(key.tag.as_slice())
+        .bind(key.msg_uniq_key.as_slice())
 }
