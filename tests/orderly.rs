@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{init_tracing, stack, wait_until};
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{ClaimOutcome, DedupStore, OwnerToken, RedisStore};
 use rocketmq_dedup::{Decision, DedupOrderlyListener};
 use rocketmq_dedup_testkit::{unique_name, ClientEnv, ConsumerSpec, RedisServer};
@@ -58,11 +58,13 @@ async fn each_event_takes_effect_once_and_in_order_through_duplicates_failures_a
     let foreign = RedisStore::builder(redis.url()).connect().await.unwrap();
     let held = RecordKey::with_layout(
         foreign.key_layout(),
-        "dedup",
-        &group,
-        &topic,
-        None,
-        &format!("{}#2", order(5)),
+        KeyParts {
+            prefix: "dedup",
+            namespace: &group,
+            topic: &topic,
+            tag: None,
+            key: &format!("{}#2", order(5)),
+        },
     );
     let other = OwnerToken::random();
     let ttl = Duration::from_secs(60);

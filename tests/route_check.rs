@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rocketmq_dedup::route_check::{check_topic_route, RouteCheckError};
+use rocketmq_dedup::client::{check_topic_route, RouteCheckError};
 use rocketmq_dedup_testkit::{free_port, unique_name, ClientEnv, RecordedNameServer};
 
 const WITHIN: Duration = Duration::from_secs(5);

@@ -53,7 +53,7 @@ const ROUTE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// 4.x), before any client starts: its error is the last line the program prints.
 pub async fn check_route(namesrv: &str, topic: &str) -> anyhow::Result<()> {
     let route =
-        rocketmq_dedup::route_check::check_topic_route(namesrv, topic, ROUTE_CHECK_TIMEOUT).await?;
+        rocketmq_dedup::client::check_topic_route(namesrv, topic, ROUTE_CHECK_TIMEOUT).await?;
     println!(
         "{topic}: {} read queues on {} broker(s)",
         route.read_queues, route.brokers
@@ -64,7 +64,7 @@ pub async fn check_route(namesrv: &str, topic: &str) -> anyhow::Result<()> {
 /// As [`check_route`], for a producer: a topic with no route yet is fine (a broker that
 /// creates topics makes it at the first send).
 pub async fn check_name_server(namesrv: &str, topic: &str) -> anyhow::Result<()> {
-    use rocketmq_dedup::route_check::{check_topic_route, RouteCheckError};
+    use rocketmq_dedup::client::{check_topic_route, RouteCheckError};
     match check_topic_route(namesrv, topic, ROUTE_CHECK_TIMEOUT).await {
         Ok(_) | Err(RouteCheckError::NoRoute { .. }) => Ok(()),
         Err(e) => Err(e.into()),

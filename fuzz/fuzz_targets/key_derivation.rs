@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rocketmq_dedup::key::{KeyStrategy, MAX_KEY_BYTES};
-use rocketmq_dedup::record_key::{RecordKey, HASHED_KEY_THRESHOLD};
+use rocketmq_dedup::record_key::{KeyParts, RecordKey, HASHED_KEY_THRESHOLD};
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup::DedupKey;
 
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     for strategy in &strategies {
         let Ok(key) = strategy.derive(&msg) else { continue };
         assert!(!key.value().is_empty() && key.value().len() <= MAX_KEY_BYTES);
-        let record = RecordKey::new("dedup", &uniq, "Topic:T", key.tag(), key.value());
+        let record = RecordKey::new(KeyParts { prefix: "dedup", namespace: &uniq, topic: "Topic:T", tag: key.tag(), key: key.value() });
         let parts = decode(record.as_str());
         assert_eq!(parts.len(), 5, "five parts in {:?}", record.as_str());
         assert_eq!(parts[1], uniq);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use std::time::Duration;
 
-use rocketmq_dedup::record_key::{KeyLayout, RecordKey};
+use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
 use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken, RedisStore};
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup_testkit::RedisServer;
@@ -29,13 +29,13 @@ pub async fn memory_store_bytes_per_record(records: usize) -> f64 {
     let token = OwnerToken::random();
     let mut batch = Vec::with_capacity(1000);
     for i in 0..records {
-        batch.push(RecordKey::new(
-            "dedup",
-            "bench-consumer-group",
-            "BenchTopic",
-            None,
-            &uniq_id(i),
-        ));
+        batch.push(RecordKey::new(KeyParts {
+            prefix: "dedup",
+            namespace: "bench-consumer-group",
+            topic: "BenchTopic",
+            tag: None,
+            key: &uniq_id(i),
+        }));
         if batch.len() == 1000 || i + 1 == records {
             store
                 .claim(&batch, token, LONG)
@@ -155,13 +155,13 @@ fn used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
 
 /// The record key of message `i` of the bench's group and topic.
 fn bench_key(i: usize) -> RecordKey {
-    RecordKey::new(
-        "dedup",
-        "bench-consumer-group",
-        "BenchTopic",
-        None,
-        &uniq_id(i),
-    )
+    RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "bench-consumer-group",
+        topic: "BenchTopic",
+        tag: None,
+        key: &uniq_id(i),
+    })
 }
 
 /// Claims per second over `n` fresh keys (from `first`), in batches of 32.
@@ -250,11 +250,13 @@ pub async fn redis_bytes_per_record(
         |i| {
             let key = RecordKey::with_layout(
                 KeyLayout::Scoped,
-                "dedup",
-                "bench-consumer-group",
-                "BenchTopic",
-                None,
-                &uniq_id(i),
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: "bench-consumer-group",
+                    topic: "BenchTopic",
+                    tag: None,
+                    key: &uniq_id(i),
+                },
             );
             key.as_str().to_owned()
         },

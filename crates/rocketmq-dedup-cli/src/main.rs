@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rocketmq_dedup::connect_admin;
-use rocketmq_dedup::record_key::{KeyLayout, RecordKey, RecordScope, DEFAULT_PREFIX};
+use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope, DEFAULT_PREFIX};
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 
 #[derive(Debug, Parser)]
@@ -177,11 +177,13 @@ async fn stats(
 fn record_key(cli: &Cli, layout: KeyLayout, key: &str) -> RecordKey {
     RecordKey::with_layout(
         layout,
-        &cli.prefix,
-        &cli.namespace,
-        &cli.topic,
-        cli.tag.as_deref(),
-        key,
+        KeyParts {
+            prefix: &cli.prefix,
+            namespace: &cli.namespace,
+            topic: &cli.topic,
+            tag: cli.tag.as_deref(),
+            key,
+        },
     )
 }
 

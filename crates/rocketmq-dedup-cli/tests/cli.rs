@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::sql::mysql::MySqlStore;
 use rocketmq_dedup::sql::postgres::PostgresStore;
 use rocketmq_dedup::store::{DedupStore, OwnerToken, RedisStore};
@@ -34,7 +34,16 @@ fn stderr(out: &Output) -> String {
 
 /// The record key of `k` as a listener on `store` writes it (in the store's layout).
 fn key(store: &impl DedupStore, k: &str) -> RecordKey {
-    RecordKey::with_layout(store.key_layout(), "dedup", "payments", "Orders", None, k)
+    RecordKey::with_layout(
+        store.key_layout(),
+        KeyParts {
+            prefix: "dedup",
+            namespace: "payments",
+            topic: "Orders",
+            tag: None,
+            key: k,
+        },
+    )
 }
 
 /// Puts one CONSUMED record (`done`) and one CONSUMING (`busy`) in `store`.
@@ -128,7 +137,13 @@ async fn redis_status_forget_stats_purge() {
         stderr(&out)
     );
     // The readable layout, the default, counts a namespace: its topics' claims and buckets.
-    let readable = RecordKey::new("dedup", "payments", "Refunds", None, "r-1");
+    let readable = RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "payments",
+        topic: "Refunds",
+        tag: None,
+        key: "r-1",
+    });
     store.claim(&[readable], token, LONG).await.unwrap();
     let out = stats(&["--namespace", "payments"]);
     assert!(
@@ -177,7 +192,13 @@ async fn sql_case(url: &str, store: &impl DedupStore) {
         .await
         .unwrap();
     // And one in another topic of the namespace.
-    let refund = RecordKey::new("dedup", "payments", "Refunds", None, "r-1");
+    let refund = RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "payments",
+        topic: "Refunds",
+        tag: None,
+        key: "r-1",
+    });
     store.claim(&[refund], token, LONG).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     for (args, expected) in [

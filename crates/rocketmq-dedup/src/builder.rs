@@ -271,7 +271,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
     /// Acks a batch as soon as its handlers succeeded, and writes its commit in the background
     /// (tracked, drained by `shutdown`) instead of on the consume thread: one store round trip
     /// less on the ack path. The commit goes to the store detached
-    /// ([`DedupStore::commit_detached`](crate::DedupStore::commit_detached)), so a store that
+    /// ([`DedupStore::commit_detached`]), so a store that
     /// can finish it without a task of its own does (the memory and Redis stores). Default
     /// on; `false` answers only once the commit is written.
     ///

@@ -1,5 +1,5 @@
 //! Listener settings: their defaults, their limits, and the check that rejects a configuration
-//! that cannot work ([`DedupConfig::validate`]).
+//! that cannot work when the listener is built (a [`ConfigError`]).
 
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ pub enum KeyFallback {
 }
 
 /// The listener's settings, set through
-/// [`DedupListenerBuilder`](crate::DedupListenerBuilder) and checked by
-/// [`validate`](DedupConfig::validate) when the listener is built.
+/// [`DedupListenerBuilder`](crate::DedupListenerBuilder) and checked when the listener is built
+/// (the first setting that cannot work is a [`ConfigError`]).
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
     pub(crate) namespace: String,
@@ -120,7 +120,7 @@ impl DedupConfig {
 
     /// Checks every setting and their combinations; the first one that cannot work is the
     /// error.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.namespace.is_empty() {
             return Err(ConfigError::MissingNamespace);
         }

@@ -60,7 +60,7 @@ pub trait DedupHandler: Send + Sync + 'static {
     /// Called once the store has settled a key whose handler succeeded: `Ok` with the
     /// commit's outcome, or `Err` when the commit could not be written within the listener's
     /// commit retry window (the claim then expires after the processing TTL). A commit made
-    /// after the ack ([`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit)),
+    /// after the ack ([`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit)),
     /// or one that fails at first and is retried in the background, settles after the message
     /// was acked: this then runs on a runtime thread, or on the consume thread whose store
     /// call carried the commit (the Redis store's commit linger), so keep it short and never

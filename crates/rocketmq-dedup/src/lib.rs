@@ -42,11 +42,11 @@
 //!   decisions to each client status.
 //! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners, over a store
 //!   ([`StoreBacked`](builder::StoreBacked)) or an inbox.
-//! - [`client`][]: [`ConsumerRuntime`](client::ConsumerRuntime), the RocketMQ client runtime a
-//!   consumer app needs (a widened listener lane, a bounded shutdown).
-//! - [`route_check`][]: a start-up check of a topic's route, asked of the name server
-//!   directly, that tells an unreachable name server, a topic without a route and a route
-//!   this client cannot read (Apache RocketMQ 4.x) apart.
+//! - [`client`][]: workarounds for rocketmq-client-rust 1.0.0, grouped:
+//!   [`ConsumerRuntime`](client::ConsumerRuntime), the client runtime a consumer app needs (a
+//!   widened listener lane, a bounded shutdown), and
+//!   [`check_topic_route`](client::check_topic_route), a start-up check of a topic's route that
+//!   names the cause the client hides (Apache RocketMQ 4.x).
 //! - `engine` (private): the batch pipeline shared by both listeners: keys, copies, waits for
 //!   same-process twins, decisions; and the seam for what ties a run to its record.
 //! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
@@ -60,7 +60,8 @@
 //!   `inbox`: the transactional inbox, whose handler writes in the record's transaction.
 //! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
 //! - `runtime` (private): how a listener drives its futures on the client's consume thread.
-//! - [`config`][]: settings, defaults and their validation ([`DedupConfig::validate`]).
+//! - [`config`][]: settings, their defaults and limits, read back from a listener
+//!   ([`DedupConcurrentListener::config`](listener::DedupListener::config)).
 //! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
 //! - [`shutdown`][]: what a listener's shutdown finished.
 //! - [`error`][]: errors by operation.
@@ -88,7 +89,6 @@ pub mod key;
 mod lease;
 pub mod listener;
 pub mod record_key;
-pub mod route_check;
 mod runtime;
 pub mod shutdown;
 #[cfg(feature = "sql")]

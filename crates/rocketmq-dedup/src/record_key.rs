@@ -24,12 +24,12 @@
 //! with `#` cannot be taken for a hashed one.
 //!
 //! ```
-//! use rocketmq_dedup::record_key::{KeyLayout, RecordKey};
+//! use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
 //!
-//! let key = RecordKey::new("dedup", "order-service", "Orders", None, "o:42");
+//! let key = RecordKey::new(KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
 //! assert_eq!(key.as_str(), "dedup:order-service:Orders::o%3A42");
 //!
-//! let compact = RecordKey::with_layout(KeyLayout::Compact, "dedup", "order-service", "Orders", None, "o:42");
+//! let compact = RecordKey::with_layout(KeyLayout::Compact, KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
 //! assert_eq!(compact.as_str().len(), "dedup:".len() + 22);
 //! ```
 //!
@@ -50,9 +50,9 @@
 //! ([`RecordScope`]). Two scopes share a scope string with probability 2^-64 per pair.
 //!
 //! ```
-//! use rocketmq_dedup::record_key::{KeyLayout, RecordKey};
+//! use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
 //!
-//! let key = RecordKey::with_layout(KeyLayout::Scoped, "dedup", "order-service", "Orders", None, "o:42");
+//! let key = RecordKey::with_layout(KeyLayout::Scoped, KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
 //! assert!(key.as_str().starts_with("dedup:") && key.as_str().ends_with(":o%3A42"));
 //! assert_eq!(key.as_str().len(), "dedup:".len() + 11 + ":o%3A42".len());
 //! ```
@@ -97,7 +97,7 @@ pub enum KeyLayout {
     Compact,
 }
 
-/// A store key, built by [`RecordKey::new`] as the module docs describe.
+/// A store key, built from its [`KeyParts`] by [`RecordKey::new`] as the module docs describe.
 #[derive(Clone)]
 pub struct RecordKey {
     /// Shared, not copied, by clones: a listener clones each key for its in-flight registry,
@@ -149,23 +149,65 @@ impl Ord for RecordKey {
     }
 }
 
+/// The parts a [`RecordKey`] is made of, by name (the module docs say how they are written).
+///
+/// ```
+/// use rocketmq_dedup::record_key::{KeyParts, RecordKey};
+///
+/// let key = RecordKey::new(KeyParts { namespace: "payments", topic: "Orders", key: "o-42", ..KeyParts::default() });
+/// assert_eq!(key.as_str(), "dedup:payments:Orders::o-42");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyParts<'a> {
+    /// The first part ([`DEFAULT_PREFIX`] by default).
+    pub prefix: &'a str,
+    /// The consumer group, or an application name.
+    pub namespace: &'a str,
+    /// The message's topic.
+    pub topic: &'a str,
+    /// The tag, for a tag-qualified key.
+    pub tag: Option<&'a str>,
+    /// The dedup key.
+    pub key: &'a str,
+}
+
+impl Default for KeyParts<'_> {
+    /// [`DEFAULT_PREFIX`], every other part empty.
+    fn default() -> Self {
+        KeyParts {
+            prefix: DEFAULT_PREFIX,
+            namespace: "",
+            topic: "",
+            tag: None,
+            key: "",
+        }
+    }
+}
+
 impl RecordKey {
-    /// Builds the record key of `key` under `prefix`, `namespace`, `topic` and `tag`.
-    pub fn new(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>, key: &str) -> Self {
+    /// The record key of `parts`, in the readable layout.
+    pub fn new(parts: KeyParts<'_>) -> Self {
+        let KeyParts {
+            prefix,
+            namespace,
+            topic,
+            tag,
+            key,
+        } = parts;
         RecordKey::from_text(readable_text(prefix, namespace, topic, tag, key))
     }
 
-    /// Builds the record key in `layout`.
-    pub fn with_layout(
-        layout: KeyLayout,
-        prefix: &str,
-        namespace: &str,
-        topic: &str,
-        tag: Option<&str>,
-        key: &str,
-    ) -> Self {
+    /// The record key of `parts` in `layout`.
+    pub fn with_layout(layout: KeyLayout, parts: KeyParts<'_>) -> Self {
+        let KeyParts {
+            prefix,
+            namespace,
+            topic,
+            tag,
+            key,
+        } = parts;
         match layout {
-            KeyLayout::Readable => RecordKey::new(prefix, namespace, topic, tag, key),
+            KeyLayout::Readable => RecordKey::new(parts),
             KeyLayout::Scoped => {
                 let mut out = scope_start(prefix, namespace, topic, tag);
                 push_part(&mut out, key);
@@ -195,9 +237,9 @@ impl RecordKey {
     /// its hash stays `#` and the hash.
     ///
     /// ```
-    /// use rocketmq_dedup::record_key::RecordKey;
+    /// use rocketmq_dedup::record_key::{KeyParts, RecordKey};
     ///
-    /// let key = RecordKey::new("dedup", "payments", "Orders", Some("paid"), "o:42");
+    /// let key = RecordKey::new(KeyParts { prefix: "dedup", namespace: "payments", topic: "Orders", tag: Some("paid"), key: "o:42" });
     /// let parts = key.parts().unwrap();
     /// assert_eq!((parts.topic.as_ref(), parts.tag.as_ref(), parts.key.as_ref()), ("Orders", "paid", "o:42"));
     /// ```
@@ -257,10 +299,10 @@ impl RecordScope<'_> {
     /// layout (its scope string covers the topic too), or anything in the compact one.
     ///
     /// ```
-    /// use rocketmq_dedup::record_key::{KeyLayout, RecordKey, RecordScope};
+    /// use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope};
     ///
     /// let scope = RecordScope { layout: KeyLayout::Scoped, prefix: "dedup", namespace: "g", topic: Some("Orders"), tag: None };
-    /// let key = RecordKey::with_layout(KeyLayout::Scoped, "dedup", "g", "Orders", None, "o-42");
+    /// let key = RecordKey::with_layout(KeyLayout::Scoped, KeyParts { prefix: "dedup", namespace: "g", topic: "Orders", tag: None, key: "o-42" });
     /// assert!(key.as_str().starts_with(&scope.key_start().unwrap()));
     /// assert_eq!(RecordScope { topic: None, ..scope }.key_start(), None);
     /// ```
@@ -381,21 +423,49 @@ mod tests {
     use super::*;
 
     fn key(topic: &str, tag: Option<&str>, k: &str) -> String {
-        RecordKey::new(DEFAULT_PREFIX, "g", topic, tag, k)
-            .text
-            .to_string()
+        RecordKey::new(KeyParts {
+            prefix: DEFAULT_PREFIX,
+            namespace: "g",
+            topic,
+            tag,
+            key: k,
+        })
+        .text
+        .to_string()
     }
 
     #[test]
     fn the_fingerprint_is_the_first_128_bits_of_the_sha256() {
         // The SQL tables keep part of it: it must never change between versions.
-        let key = RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "k");
+        let key = RecordKey::new(KeyParts {
+            prefix: DEFAULT_PREFIX,
+            namespace: "g",
+            topic: "T",
+            tag: None,
+            key: "k",
+        });
         let expected = 160_558_044_611_421_284_538_152_943_924_780_289_560u128;
         assert_eq!(key.fingerprint(), expected);
         assert_eq!(key.clone().fingerprint(), expected, "a clone keeps it");
-        assert_eq!(RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "k"), key);
+        assert_eq!(
+            RecordKey::new(KeyParts {
+                prefix: DEFAULT_PREFIX,
+                namespace: "g",
+                topic: "T",
+                tag: None,
+                key: "k"
+            }),
+            key
+        );
         assert_ne!(
-            RecordKey::new(DEFAULT_PREFIX, "g", "T", None, "l").fingerprint(),
+            RecordKey::new(KeyParts {
+                prefix: DEFAULT_PREFIX,
+                namespace: "g",
+                topic: "T",
+                tag: None,
+                key: "l"
+            })
+            .fingerprint(),
             expected
         );
     }
@@ -449,7 +519,13 @@ mod tests {
         for _ in 0..20_000 {
             let parts = [part(6), part(6), part(6), part(6), part(12)];
             let tag = (!parts[3].is_empty()).then_some(parts[3].as_str());
-            let key = RecordKey::new(&parts[0], &parts[1], &parts[2], tag, &parts[4]);
+            let key = RecordKey::new(KeyParts {
+                prefix: &parts[0],
+                namespace: &parts[1],
+                topic: &parts[2],
+                tag,
+                key: &parts[4],
+            });
             assert_eq!(decode(key.as_str()), parts.to_vec(), "{:?}", key.as_str());
             if let Some(other) = seen.insert(key.as_str().to_owned(), parts.clone()) {
                 assert_eq!(other, parts, "two part lists share {}", key.as_str());
@@ -460,9 +536,18 @@ mod tests {
     #[test]
     fn compact_keys_are_short_and_follow_the_readable_key() {
         let compact = |topic: &str, key: &str| {
-            RecordKey::with_layout(KeyLayout::Compact, "dedup", "g", topic, None, key)
-                .text
-                .to_string()
+            RecordKey::with_layout(
+                KeyLayout::Compact,
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: "g",
+                    topic,
+                    tag: None,
+                    key,
+                },
+            )
+            .text
+            .to_string()
         };
         assert_eq!(compact("T", "k").len(), 28);
         assert_eq!(compact("T", "k"), compact("T", "k"));
@@ -474,9 +559,18 @@ mod tests {
     #[test]
     fn scoped_keys_keep_the_key_and_hash_the_scope() {
         let scoped = |ns: &str, topic: &str, tag: Option<&str>, key: &str| {
-            RecordKey::with_layout(KeyLayout::Scoped, "dedup", ns, topic, tag, key)
-                .text
-                .to_string()
+            RecordKey::with_layout(
+                KeyLayout::Scoped,
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: ns,
+                    topic,
+                    tag,
+                    key,
+                },
+            )
+            .text
+            .to_string()
         };
         // The stored format, pinned (the README shows these keys): records written by one
         // version must be found by the next.
@@ -487,11 +581,13 @@ mod tests {
         assert_eq!(
             RecordKey::with_layout(
                 KeyLayout::Compact,
-                "dedup",
-                "payment-consumer",
-                "Orders",
-                None,
-                "o-42"
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: "payment-consumer",
+                    topic: "Orders",
+                    tag: None,
+                    key: "o-42"
+                }
             )
             .text
             .to_string(),
@@ -532,9 +628,18 @@ mod tests {
             tag,
         };
         let key = |layout, ns: &str, topic: &str, tag| {
-            RecordKey::with_layout(layout, "dedup", ns, topic, tag, "k")
-                .text
-                .to_string()
+            RecordKey::with_layout(
+                layout,
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: ns,
+                    topic,
+                    tag,
+                    key: "k",
+                },
+            )
+            .text
+            .to_string()
         };
         for layout in [KeyLayout::Readable, KeyLayout::Scoped] {
             let start = scope(layout, Some("T"), None).key_start().unwrap();
@@ -557,31 +662,76 @@ mod tests {
     fn every_part_is_bounded_so_the_whole_key_is() {
         let huge = "t".repeat(1 << 20);
         let other = format!("{huge}x");
-        let key = RecordKey::new(&huge, &huge, &huge, Some(&huge), &huge);
+        let key = RecordKey::new(KeyParts {
+            prefix: &huge,
+            namespace: &huge,
+            topic: &huge,
+            tag: Some(&huge),
+            key: &huge,
+        });
         assert!(
             key.as_str().len() <= MAX_RECORD_KEY_BYTES,
             "{}",
             key.as_str().len()
         );
         assert_eq!(key.as_str().matches('#').count(), 5);
-        let differs = RecordKey::new("p", "g", &other, None, "k");
-        assert_ne!(differs, RecordKey::new("p", "g", &huge, None, "k"));
+        let differs = RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g",
+            topic: &other,
+            tag: None,
+            key: "k",
+        });
+        assert_ne!(
+            differs,
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: &huge,
+                tag: None,
+                key: "k"
+            })
+        );
         // Escaping can make a part long: 100 colons are 300 bytes escaped.
         let colons = ":".repeat(100);
-        assert!(RecordKey::new("p", "g", &colons, None, "k")
-            .as_str()
-            .contains('#'));
+        assert!(RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g",
+            topic: &colons,
+            tag: None,
+            key: "k"
+        })
+        .as_str()
+        .contains('#'));
         // A literal part that looks like a hash stays a literal.
         let hashed_topic = key.as_str().split(':').nth(2).unwrap().to_owned();
         assert_ne!(
-            RecordKey::new("p", "g", &hashed_topic, None, "k"),
-            RecordKey::new("p", "g", &huge, None, "k")
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: &hashed_topic,
+                tag: None,
+                key: "k"
+            }),
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: &huge,
+                tag: None,
+                key: "k"
+            })
         );
     }
 
     #[test]
     fn parts_undo_the_escapes_and_compact_keys_have_none() {
-        let key = RecordKey::new("p", "g:1", "a%3Ab", Some("#t"), "k%:#");
+        let key = RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g:1",
+            topic: "a%3Ab",
+            tag: Some("#t"),
+            key: "k%:#",
+        });
         let parts = key.parts().unwrap();
         assert_eq!(
             [
@@ -594,9 +744,26 @@ mod tests {
             ["p", "g:1", "a%3Ab", "#t", "k%:#"]
         );
         let long = "x".repeat(HASHED_KEY_THRESHOLD + 1);
-        let hashed = RecordKey::new("p", "g", "t", None, &long).parts().unwrap();
+        let hashed = RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g",
+            topic: "t",
+            tag: None,
+            key: &long,
+        })
+        .parts()
+        .unwrap();
         assert!(hashed.key.starts_with('#') && hashed.key.len() == 33);
-        let compact = RecordKey::with_layout(KeyLayout::Compact, "p", "g", "t", None, "k");
+        let compact = RecordKey::with_layout(
+            KeyLayout::Compact,
+            KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: "t",
+                tag: None,
+                key: "k",
+            },
+        );
         assert_eq!(compact.parts(), None);
     }
 
@@ -607,6 +774,16 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        assert!(!format!("{:?}", RecordKey::new("p", "g", "t", None, "secret")).contains("secret"));
+        assert!(!format!(
+            "{:?}",
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: "t",
+                tag: None,
+                key: "secret"
+            })
+        )
+        .contains("secret"));
     }
 }

@@ -3,7 +3,7 @@
 /// The background work a listener's shutdown found, and what became of it.
 ///
 /// A listener works in the background after the ack: commits written after the batch was
-/// answered ([`ack_before_commit`](crate::DedupConfig::ack_before_commit), the default), and
+/// answered ([`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit), the default), and
 /// commits that failed after a successful handler, retried for the commit retry window.
 /// Shutdown waits for them until its timeout; a commit written by then is settled as usual,
 /// one that is not is given up:

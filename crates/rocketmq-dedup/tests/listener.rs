@@ -8,7 +8,7 @@ use std::time::Duration;
 use rocketmq_client_rust::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListenerConcurrently,
 };
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{
     ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, MemoryStore, OwnerToken,
 };
@@ -99,7 +99,13 @@ async fn eventually(done: impl Fn() -> bool) {
 }
 
 fn record_key(uniq: &str) -> RecordKey {
-    RecordKey::new("dedup", "group", "Orders", None, uniq)
+    RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "group",
+        topic: "Orders",
+        tag: None,
+        key: uniq,
+    })
 }
 
 #[tokio::test]

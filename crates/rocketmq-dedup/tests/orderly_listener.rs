@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rocketmq_client_rust::{ConsumeOrderlyContext, ConsumeOrderlyStatus, MessageListenerOrderly};
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken};
 use rocketmq_dedup::testing::{message, FaultyStore};
 use rocketmq_dedup::{
@@ -60,7 +60,13 @@ fn msgs(keys: &[&str]) -> Vec<MessageExt> {
 }
 
 fn record_key(uniq: &str) -> RecordKey {
-    RecordKey::new("dedup", "group", "Orders", None, uniq)
+    RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "group",
+        topic: "Orders",
+        tag: None,
+        key: uniq,
+    })
 }
 
 fn listener(handler: &Arc<Ordered>, store: Arc<dyn DedupStore>) -> DedupOrderlyListener {

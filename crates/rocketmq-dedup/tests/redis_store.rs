@@ -7,7 +7,7 @@ mod redis_keys;
 use std::time::Duration;
 
 use redis_keys::keys_matching;
-use rocketmq_dedup::record_key::RecordKey;
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG};
 use rocketmq_dedup::store::{
@@ -34,7 +34,13 @@ fn number(answer: &str) -> i64 {
 async fn records_use_the_documented_layout_and_values() {
     let server = local(RedisOptions::default());
     let store = RedisStore::builder(server.url()).connect().await.unwrap();
-    let key = RecordKey::new("dedup", "group", "Orders", Some("paid"), "o:1");
+    let key = RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "group",
+        topic: "Orders",
+        tag: Some("paid"),
+        key: "o:1",
+    });
     let token = OwnerToken::from_u64(0xabc).unwrap();
     store
         .claim(std::slice::from_ref(&key), token, LONG)
@@ -96,7 +102,13 @@ async fn records_use_the_documented_layout_and_values() {
     ));
 
     // A record kept an hour, under two bucket widths: in its claim key, as `1`, for the hour.
-    let short = RecordKey::new("dedup", "group", "Orders", Some("paid"), "o:2");
+    let short = RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "group",
+        topic: "Orders",
+        tag: Some("paid"),
+        key: "o:2",
+    });
     store
         .claim(std::slice::from_ref(&short), token, LONG)
         .await
@@ -354,8 +366,18 @@ async fn the_listener_writes_the_stores_layout_unless_told_otherwise() {
             .consume(&[&message("Orders").uniq_key(uniq).build()])
             .await;
         listener.shutdown(Duration::from_secs(5)).await;
-        let in_layout =
-            |layout| RecordKey::with_layout(layout, "dedup", "group", "Orders", None, uniq);
+        let in_layout = |layout| {
+            RecordKey::with_layout(
+                layout,
+                KeyParts {
+                    prefix: "dedup",
+                    namespace: "group",
+                    topic: "Orders",
+                    tag: None,
+                    key: uniq,
+                },
+            )
+        };
         let expected = layout.unwrap_or(KeyLayout::Readable);
         for other in [KeyLayout::Readable, KeyLayout::Scoped, KeyLayout::Compact] {
             let found = state(&store, &in_layout(other)).await;
@@ -374,7 +396,13 @@ fn long_keys(n: usize) -> Vec<RecordKey> {
     (0..n)
         .map(|i| {
             let key = format!("{run:x}-{i:04}");
-            RecordKey::new("dedup", &namespace, &topic, Some(&tag), &key)
+            RecordKey::new(KeyParts {
+                prefix: "dedup",
+                namespace: &namespace,
+                topic: &topic,
+                tag: Some(&tag),
+                key: &key,
+            })
         })
         .collect()
 }

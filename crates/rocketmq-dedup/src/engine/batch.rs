@@ -160,13 +160,20 @@ impl<'b> Batch<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_key::KeyParts;
     use crate::testing::message;
 
     fn keyed(msg: &MessageExt) -> MessageKey {
         match msg.property("UNIQ_KEY") {
             Some("bad") => MessageKey::Rejected,
             Some("free") => MessageKey::NoDedup,
-            Some(k) => MessageKey::Record(RecordKey::new("p", "g", "t", None, k)),
+            Some(k) => MessageKey::Record(RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: "t",
+                tag: None,
+                key: k,
+            })),
             None => MessageKey::Rejected,
         }
     }

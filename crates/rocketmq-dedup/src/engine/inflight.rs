@@ -130,9 +130,16 @@ pub(crate) async fn all_let_go(receivers: Vec<watch::Receiver<bool>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_key::KeyParts;
 
     fn key(k: &str) -> RecordKey {
-        RecordKey::new("p", "g", "t", None, k)
+        RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g",
+            topic: "t",
+            tag: None,
+            key: k,
+        })
     }
 
     #[tokio::test]

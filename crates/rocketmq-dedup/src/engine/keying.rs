@@ -8,7 +8,7 @@ use super::batch::MessageKey;
 use crate::config::{DedupConfig, KeyFallback};
 use crate::error::KeyError;
 use crate::key::{self, DedupKey};
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyParts, RecordKey};
 use crate::stats::{DedupStats, Event};
 
 /// Derives `msg`'s record key from `derived` (the handler's answer), applying the fallback
@@ -46,10 +46,12 @@ pub(crate) fn keyed(
     };
     MessageKey::Record(RecordKey::with_layout(
         config.key_layout.unwrap_or_default(),
-        &config.prefix,
-        &config.namespace,
-        msg.topic().as_str(),
-        key.tag(),
-        key.value(),
+        KeyParts {
+            prefix: &config.prefix,
+            namespace: &config.namespace,
+            topic: msg.topic().as_str(),
+            tag: key.tag(),
+            key: key.value(),
+        },
     ))
 }

@@ -110,9 +110,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::record_key::KeyParts;
 
     fn key(k: &str) -> RecordKey {
-        RecordKey::new("p", "g", "t", None, k)
+        RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: "g",
+            topic: "t",
+            tag: None,
+            key: k,
+        })
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! The listeners: thin adapters from rocketmq-client-rust's listener traits to the dedup
-//! [engine](crate::engine), which decides; each maps the decisions to its client's status.
+//! engine, which decides; each maps the decisions to its client's status.
 //!
 //! | the engine decides | [`DedupConcurrentListener`] answers | [`DedupOrderlyListener`] answers |
 //! |---|---|---|

@@ -15,11 +15,11 @@ use super::dialect::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{deadlock_backoff, store_error, Failure, PurgeOptions, Purger, DEADLOCK_ATTEMPTS};
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::{KeyLayout, RecordKey, RecordScope};
+use crate::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope};
 use crate::store::admin::{RecordAdmin, RecordCounts, RecordState};
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
-/// A [`DedupStore`](crate::DedupStore) in a SQL table, shared by all consumers of a group.
+/// A [`DedupStore`] in a SQL table, shared by all consumers of a group.
 ///
 /// Each call is one transaction over the batch's keys: they are locked (their rows, and
 /// where there is none the place one would go), their rows read with their liveness by the
@@ -212,13 +212,13 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             });
         }
         // The columns hold the parts as the record key writes them.
-        let probe = RecordKey::new(
-            "p",
-            scope.namespace,
-            scope.topic.unwrap_or(""),
-            scope.tag,
-            "k",
-        );
+        let probe = RecordKey::new(KeyParts {
+            prefix: "p",
+            namespace: scope.namespace,
+            topic: scope.topic.unwrap_or(""),
+            tag: scope.tag,
+            key: "k",
+        });
         let columns = super::table::KeyColumns::of(&probe);
         let topic_and_tag = scope
             .topic

@@ -116,6 +116,7 @@ impl BatchColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_key::KeyParts;
 
     #[test]
     fn table_names_are_checked() {
@@ -127,7 +128,15 @@ mod tests {
 
     #[test]
     fn repeated_keys_share_their_first_index() {
-        let k = |s: &str| RecordKey::new("p", "g", "t", None, s);
+        let k = |s: &str| {
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic: "t",
+                tag: None,
+                key: s,
+            })
+        };
         let batch = BatchColumns::of(&[k("a"), k("b"), k("a")]);
         assert_eq!(batch.first, [0, 1, 0]);
         assert_eq!(batch.distinct().count(), 2);

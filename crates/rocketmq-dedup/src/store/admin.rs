@@ -8,12 +8,12 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), rocketmq_dedup::StoreError> {
-//! use rocketmq_dedup::record_key::RecordKey;
+//! use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 //! use rocketmq_dedup::connect_admin;
 //! use rocketmq_dedup::store::admin::RecordState;
 //!
 //! let store = connect_admin("redis://127.0.0.1:6379").await?;
-//! let key = RecordKey::new("dedup", "payments", "Orders", None, "o-42");
+//! let key = RecordKey::new(KeyParts { prefix: "dedup", namespace: "payments", topic: "Orders", tag: None, key: "o-42" });
 //! match store.inspect(&key).await? {
 //!     RecordState::Absent => println!("never processed, or expired"),
 //!     RecordState::Consuming { owner, ttl_left } => println!("in flight ({owner:x}), {ttl_left:?} left"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::{ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyParts, RecordKey};
 
 /// A processing TTL long enough never to expire during a rule that does not wait for it.
 pub const LONG: Duration = Duration::from_secs(60);
@@ -33,7 +33,15 @@ fn wait_out_short() -> tokio::time::Sleep {
 pub fn fresh_keys(n: usize) -> Vec<RecordKey> {
     let run = fastrand::u64(..);
     (0..n)
-        .map(|i| RecordKey::new("contract", "group", "Topic", None, &format!("{run:x}-{i}")))
+        .map(|i| {
+            RecordKey::new(KeyParts {
+                prefix: "contract",
+                namespace: "group",
+                topic: "Topic",
+                tag: None,
+                key: &format!("{run:x}-{i}"),
+            })
+        })
         .collect()
 }
 

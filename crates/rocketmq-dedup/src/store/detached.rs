@@ -9,12 +9,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use rocketmq_dedup::record_key::RecordKey;
+//! use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 //! use rocketmq_dedup::store::{CommitOutcome, DedupStore, DetachedCommit, MemoryStore, OwnerToken};
 //!
 //! # #[tokio::main] async fn main() {
 //! let store = MemoryStore::new();
-//! let (keys, token) = (vec![RecordKey::new("dedup", "g", "T", None, "k")], OwnerToken::random());
+//! let (keys, token) = (vec![RecordKey::new(KeyParts { prefix: "dedup", namespace: "g", topic: "T", tag: None, key: "k" })], OwnerToken::random());
 //! store.claim(&keys, token, Duration::from_secs(60)).await.unwrap();
 //! let (tx, rx) = tokio::sync::oneshot::channel();
 //! let commit = DetachedCommit::new(keys, token, Duration::from_secs(600), move |_keys, result| {

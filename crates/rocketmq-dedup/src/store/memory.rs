@@ -367,10 +367,19 @@ impl DedupStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_key::KeyParts;
 
     fn keys(n: usize, round: usize) -> Vec<RecordKey> {
         (0..n)
-            .map(|i| RecordKey::new("dedup", "g", "T", None, &format!("k{round}-{i}")))
+            .map(|i| {
+                RecordKey::new(KeyParts {
+                    prefix: "dedup",
+                    namespace: "g",
+                    topic: "T",
+                    tag: None,
+                    key: &format!("k{round}-{i}"),
+                })
+            })
             .collect()
     }
 

@@ -146,7 +146,7 @@ pub trait DedupStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>>;
 
     /// Takes a commit to write without its caller waiting for it (a listener's commit after
-    /// the ack, [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit)):
+    /// the ack, [`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit)):
     /// the store writes it as [`commit`](Self::commit) would and calls
     /// [`DetachedCommit::finish`] once with the answer, from whatever thread the answer
     /// arrives on. `Some`: the store gives the commit back, and the caller runs it through

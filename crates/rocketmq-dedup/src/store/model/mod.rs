@@ -1,7 +1,7 @@
 //! A model-based check of the [`DedupStore`] contract: concurrent workers call a store on a
 //! few keys with short TTLs, fresh, stale and never-claimed tokens and batches that repeat a
 //! key, while the caller may inject faults; then every answer is checked against what a
-//! correct store could have answered ([`check`]), given when each call began and ended.
+//! correct store could have answered (`check`), given when each call began and ended.
 //!
 //! Where the contract suite checks one rule at a time, this finds what no single rule thought
 //! of: races between owners, TTL edges, answers after a restart. Each store runs it through

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ModelOptions;
-use crate::record_key::RecordKey;
+use crate::record_key::{KeyParts, RecordKey};
 use crate::store::contract::commit_detached_awaited;
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
@@ -90,7 +90,15 @@ pub(super) async fn run<S: DedupStore + ?Sized>(store: Arc<S>, options: &ModelOp
     let run = fastrand::u64(..);
     let keys: Arc<Vec<RecordKey>> = Arc::new(
         (0..options.keys)
-            .map(|k| RecordKey::new("model", "group", "Topic", None, &format!("{run:x}-{k}")))
+            .map(|k| {
+                RecordKey::new(KeyParts {
+                    prefix: "model",
+                    namespace: "group",
+                    topic: "Topic",
+                    tag: None,
+                    key: &format!("{run:x}-{k}"),
+                })
+            })
             .collect(),
     );
     let began = Instant::now();

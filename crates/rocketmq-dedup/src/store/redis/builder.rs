@@ -171,7 +171,7 @@ impl RedisStoreBuilder {
     }
 
     /// How long a detached commit (one a listener hands over after acking,
-    /// [`DedupConfig::ack_before_commit`](crate::DedupConfig::ack_before_commit) and
+    /// [`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit) and
     /// [`DedupStore::commit_detached`]) may wait for its thread's next pipeline, to go in front
     /// of its commands instead of in a round trip of its own (default
     /// [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the claim of the thread's next

@@ -262,6 +262,7 @@ pub(super) fn kind_of(key: &str) -> KeyKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_key::KeyParts;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -318,7 +319,13 @@ mod tests {
 
     #[test]
     fn a_record_and_its_buckets_share_a_hash_tag_and_are_told_apart() {
-        let key = RecordKey::new("dedup", "g{1}", "Orders", None, "o:42");
+        let key = RecordKey::new(KeyParts {
+            prefix: "dedup",
+            namespace: "g{1}",
+            topic: "Orders",
+            tag: None,
+            key: "o:42",
+        });
         let layout = BucketLayout {
             width_ms: 1_000,
             shards: 16,
@@ -339,7 +346,13 @@ mod tests {
         assert_eq!(kind_of(&at.claim), KeyKind::Claim);
         assert_eq!(kind_of(&bucket), KeyKind::Bucket);
         assert_eq!(kind_of("dedup:g:Orders::{layout}"), KeyKind::Layout);
-        let digits = RecordKey::new("dedup", "g", "Orders", None, "123");
+        let digits = RecordKey::new(KeyParts {
+            prefix: "dedup",
+            namespace: "g",
+            topic: "Orders",
+            tag: None,
+            key: "123",
+        });
         assert_eq!(
             kind_of(&Location::of(&digits, &layout).claim),
             KeyKind::Claim

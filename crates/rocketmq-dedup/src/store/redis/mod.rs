@@ -41,9 +41,9 @@ use crate::record_key::RecordKey;
 ///
 /// A CONSUMED record is a 12-byte field in a small hash of the records committed in the same
 /// time bucket, which expires as a whole: about an eighth of the Redis memory of one key per
-/// record (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its
-/// own holding `c<token>` with the processing TTL. [`layout`] says where each lives; size the
-/// buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
+/// record (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its own holding
+/// `c<token>` with the processing TTL. The README's "Redis memory" says where each lives; size
+/// the buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
 ///
 /// Every operation is single-slot commands, sent as one pipeline per batch and server: one
 /// round trip per batch on one server, at most one per master touched on a Redis Cluster (a
@@ -97,7 +97,8 @@ impl RedisStore {
     }
 
     /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two: the load
-    /// and the commands sent again).
+    /// and the commands sent again), for the bench and tests.
+    #[cfg(feature = "test-util")]
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -128,8 +129,9 @@ impl RedisStore {
         at.into_iter().next().map(|at| at.claim)
     }
 
-    /// The connection, for tools and tests that inspect records (it implements redis-rs's
-    /// `ConnectionLike`).
+    /// The connection, for the bench and tests that look at records in Redis (it implements
+    /// redis-rs's `ConnectionLike`).
+    #[cfg(feature = "test-util")]
     pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }

@@ -19,7 +19,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! let route = rocketmq_dedup::route_check::check_topic_route("127.0.0.1:9876", "Orders", Duration::from_secs(3)).await?;
+//! let route = rocketmq_dedup::client::check_topic_route("127.0.0.1:9876", "Orders", Duration::from_secs(3)).await?;
 //! println!("Orders has {} read queues on {} brokers", route.read_queues, route.brokers);
 //! # Ok(()) }
 //! ```
@@ -31,9 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The remoting request code of GET_ROUTEINFO_BY_TOPIC.
-pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
+const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
 /// The response code a name server gives for a topic it has no route for (TOPIC_NOT_EXIST).
-pub const TOPIC_NOT_EXIST: i32 = 17;
+const TOPIC_NOT_EXIST: i32 = 17;
 /// The largest answer read (a route of a few thousand queues is far smaller).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -148,7 +148,7 @@ pub async fn check_topic_route(
 
 /// Decodes a route body with rocketmq-client-rust's own route type: what it cannot read,
 /// the client cannot either.
-pub fn decode_route(body: &[u8]) -> Result<TopicRoute, String> {
+fn decode_route(body: &[u8]) -> Result<TopicRoute, String> {
     let route: TopicRouteData = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(TopicRoute {
         brokers: route.broker_datas.len(),
@@ -161,7 +161,7 @@ pub fn decode_route(body: &[u8]) -> Result<TopicRoute, String> {
 }
 
 /// A GET_ROUTEINFO_BY_TOPIC request frame (JSON header, no body).
-pub fn route_request(topic: &str, opaque: i32) -> Vec<u8> {
+fn route_request(topic: &str, opaque: i32) -> Vec<u8> {
     let header = serde_json::json!({
         "code": GET_ROUTEINFO_BY_TOPIC,
         "language": "OTHER",
@@ -176,7 +176,7 @@ pub fn route_request(topic: &str, opaque: i32) -> Vec<u8> {
 
 /// A remoting frame: total length, header length (serialize type JSON = 0 in the high
 /// byte), header, body.
-pub fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
+fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + header.len() + body.len());
     out.extend_from_slice(&((4 + header.len() + body.len()) as u32).to_be_bytes());
     out.extend_from_slice(&((header.len() as u32) & 0x00FF_FFFF).to_be_bytes());
@@ -186,7 +186,7 @@ pub fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one remoting frame: its header and body.
-pub async fn read_frame(
+async fn read_frame(
     stream: &mut (impl AsyncReadExt + Unpin),
 ) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
