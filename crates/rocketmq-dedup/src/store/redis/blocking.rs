@@ -399,8 +399,10 @@ async fn sweep(lane: Weak<BlockingLane>) {
             return;
         };
         if !due.is_empty() {
-            send_swept(&mut conn, due).await;
+            // Counted before it is sent: the answers finish the commits, whose waiters may
+            // read the count at once.
             round_trips.fetch_add(1, Ordering::Relaxed);
+            send_swept(&mut conn, due).await;
             continue;
         }
         match next {
