@@ -56,16 +56,13 @@ async fn each_event_takes_effect_once_and_in_order_through_duplicates_failures_a
 
     // Another consumer of the group holds order 5's second event and commits it later.
     let foreign = RedisStore::builder(redis.url()).connect().await.unwrap();
-    let held = RecordKey::with_layout(
-        foreign.key_layout(),
-        KeyParts {
-            prefix: "dedup",
-            namespace: &group,
-            topic: &topic,
-            tag: None,
-            key: &format!("{}#2", order(5)),
-        },
-    );
+    let held = RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: &group,
+        topic: &topic,
+        tag: None,
+        key: &format!("{}#2", order(5)),
+    });
     let other = OwnerToken::random();
     let ttl = Duration::from_secs(60);
     let claimed = foreign

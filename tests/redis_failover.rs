@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey, DEFAULT_PREFIX};
+use rocketmq_dedup::record_key::{KeyParts, RecordKey, DEFAULT_PREFIX};
 use rocketmq_dedup::store::RedisStore;
 use rocketmq_dedup::{
     DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy,
@@ -127,16 +127,13 @@ async fn record_of(store: &RedisStore, group: &str, topic: &str, key: &str) -> (
     use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
     let mut found = None;
     for tag in [None, Some("paid")] {
-        let record = RecordKey::with_layout(
-            KeyLayout::Readable,
-            KeyParts {
-                prefix: DEFAULT_PREFIX,
-                namespace: group,
-                topic,
-                tag,
-                key,
-            },
-        );
+        let record = RecordKey::new(KeyParts {
+            prefix: DEFAULT_PREFIX,
+            namespace: group,
+            topic,
+            tag,
+            key,
+        });
         let consumed = matches!(
             store.inspect(&record).await.unwrap(),
             RecordState::Consumed { .. }

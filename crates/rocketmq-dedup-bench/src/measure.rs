@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use std::time::Duration;
 
-use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
+use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken, RedisStore};
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup_testkit::RedisServer;
+
+/// The scope part of the previous layout's keys for the bench's group and topic:
+/// base64url of the first 64 bits of SHA-256(`dedup:bench-consumer-group:BenchTopic::`).
+const PREVIOUS_LAYOUT_SCOPE: &str = "s-b5-uyXlT8";
 
 use crate::{name, work_name, Key, Kind, Work};
 
@@ -246,20 +250,11 @@ pub async fn redis_bytes_per_record(
             Ok::<f64, anyhow::Error>(bytes)
         }
     };
+    // The previous Redis store's layout, one key per record: `dedup:<scope>:<id>`, the scope
+    // being 11 base64url characters of the SHA-256 of `dedup:<group>:<topic>::` (its
+    // `KeyLayout::Scoped`, removed since), the value `1`.
     let one_key = one_key_layout(
-        |i| {
-            let key = RecordKey::with_layout(
-                KeyLayout::Scoped,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: "bench-consumer-group",
-                    topic: "BenchTopic",
-                    tag: None,
-                    key: &uniq_id(i),
-                },
-            );
-            key.as_str().to_owned()
-        },
+        |i| format!("dedup:{PREVIOUS_LAYOUT_SCOPE}:{}", uniq_id(i)),
         "1",
     )
     .await?;

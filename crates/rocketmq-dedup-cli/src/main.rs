@@ -10,11 +10,9 @@
 //! The store URL (`--store` or `DEDUP_STORE_URL`) is any shared store's: `redis://`,
 //! `rediss://`, `redis+cluster://`, `redis+sentinel://`, `mysql://`, `postgres://`. The key is
 //! the dedup key (the message's UNIQ_KEY, or the business key the handler derives); the record
-//! key is built from `--prefix`, `--namespace`, `--topic`, `--tag` and `--layout` as the
-//! listener builds it (`--layout` defaults to the store's: scoped on Redis, readable on SQL).
-//! `stats` counts a namespace's records, or one topic's with `--topic`; on Redis the scoped
-//! layout can count a topic only (its keys hash the namespace and topic together). `forget` deletes the record so that the next copy of the message is
-//! processed again: it asks for `--yes`.
+//! key is built from `--prefix`, `--namespace`, `--topic` and `--tag` as the listener builds
+//! it. `stats` counts a namespace's records, or one topic's with `--topic`. `forget` deletes
+//! the record so that the next copy of the message is processed again: it asks for `--yes`.
 //!
 //! Exit status: 0 done; 1 an error (printed with its causes: a wrong URL, an unreachable
 //! server, refused credentials are told apart); 2 `forget` without `--yes`.
@@ -23,9 +21,9 @@ use std::error::Error as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use rocketmq_dedup::connect_admin;
-use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope, DEFAULT_PREFIX};
+use rocketmq_dedup::record_key::{KeyParts, RecordKey, RecordScope, DEFAULT_PREFIX};
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 
 #[derive(Debug, Parser)]
@@ -50,18 +48,8 @@ struct Cli {
     /// The record-key prefix the listener uses.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
-    /// The listener's record-key layout (default: the store's, scoped on Redis, readable on SQL).
-    #[arg(long, value_enum)]
-    layout: Option<Layout>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Layout {
-    Readable,
-    Scoped,
-    Compact,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,19 +101,13 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
         return Ok(ExitCode::FAILURE);
     }
     let store = connect_admin(&cli.store).await?;
-    let layout = match cli.layout {
-        Some(Layout::Readable) => KeyLayout::Readable,
-        Some(Layout::Scoped) => KeyLayout::Scoped,
-        Some(Layout::Compact) => KeyLayout::Compact,
-        None => store.key_layout(),
-    };
     match &cli.command {
         Command::Status { key } => {
-            let record = record_key(cli, layout, key);
+            let record = record_key(cli, key);
             println!("{}", describe(store.inspect(&record).await?));
         }
         Command::Forget { key, yes } => {
-            let record = record_key(cli, layout, key);
+            let record = record_key(cli, key);
             let state = store.inspect(&record).await?;
             if !yes {
                 println!("{}: {}", record.as_str(), describe(state));
@@ -137,7 +119,7 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
                 false => println!("no record to forget"),
             }
         }
-        Command::Stats => stats(store.as_ref(), cli, layout).await?,
+        Command::Stats => stats(store.as_ref(), cli).await?,
         Command::Purge => match store.purge_expired().await? {
             Some(n) => println!("deleted {n} expired rows"),
             None => println!("nothing to purge: Redis expires records itself"),
@@ -146,14 +128,9 @@ async fn run(cli: &Cli) -> Result<ExitCode, rocketmq_dedup::StoreError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stats(
-    store: &dyn RecordAdmin,
-    cli: &Cli,
-    layout: KeyLayout,
-) -> Result<(), rocketmq_dedup::StoreError> {
+async fn stats(store: &dyn RecordAdmin, cli: &Cli) -> Result<(), rocketmq_dedup::StoreError> {
     let topic = (!cli.topic.is_empty()).then_some(cli.topic.as_str());
     let scope = RecordScope {
-        layout,
         prefix: &cli.prefix,
         namespace: &cli.namespace,
         topic,
@@ -174,17 +151,14 @@ async fn stats(
     Ok(())
 }
 
-fn record_key(cli: &Cli, layout: KeyLayout, key: &str) -> RecordKey {
-    RecordKey::with_layout(
-        layout,
-        KeyParts {
-            prefix: &cli.prefix,
-            namespace: &cli.namespace,
-            topic: &cli.topic,
-            tag: cli.tag.as_deref(),
-            key,
-        },
-    )
+fn record_key(cli: &Cli, key: &str) -> RecordKey {
+    RecordKey::new(KeyParts {
+        prefix: &cli.prefix,
+        namespace: &cli.namespace,
+        topic: &cli.topic,
+        tag: cli.tag.as_deref(),
+        key,
+    })
 }
 
 fn describe(state: RecordState) -> String {

@@ -32,24 +32,21 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The record key of `k` as a listener on `store` writes it (in the store's layout).
-fn key(store: &impl DedupStore, k: &str) -> RecordKey {
-    RecordKey::with_layout(
-        store.key_layout(),
-        KeyParts {
-            prefix: "dedup",
-            namespace: "payments",
-            topic: "Orders",
-            tag: None,
-            key: k,
-        },
-    )
+/// The record key of `k` as a listener writes it.
+fn key(k: &str) -> RecordKey {
+    RecordKey::new(KeyParts {
+        prefix: "dedup",
+        namespace: "payments",
+        topic: "Orders",
+        tag: None,
+        key: k,
+    })
 }
 
 /// Puts one CONSUMED record (`done`) and one CONSUMING (`busy`) in `store`.
 async fn two_records(store: &impl DedupStore) -> OwnerToken {
     let token = OwnerToken::random();
-    let (done, busy) = (key(store, "done"), key(store, "busy"));
+    let (done, busy) = (key("done"), key("busy"));
     store
         .claim(&[done.clone(), busy], token, LONG)
         .await
@@ -127,16 +124,7 @@ async fn redis_status_forget_stats_purge() {
             stdout(&out)
         );
     }
-    // The scoped layout hashes the namespace with the topic: a whole namespace cannot be
-    // counted in it, and the CLI says so.
-    let out = stats(&["--layout", "scoped", "--namespace", "payments"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("does not keep the namespace"),
-        "{}",
-        stderr(&out)
-    );
-    // The readable layout, the default, counts a namespace: its topics' claims and buckets.
+    // A namespace is counted too: its topics' claims and buckets.
     let readable = RecordKey::new(KeyParts {
         prefix: "dedup",
         namespace: "payments",
@@ -167,7 +155,7 @@ async fn redis_cluster_status_forget_stats() {
         .unwrap();
     let token = two_records(&store).await;
     // More records, spread over the masters.
-    let many: Vec<RecordKey> = (0..30).map(|i| key(&store, &format!("k{i}"))).collect();
+    let many: Vec<RecordKey> = (0..30).map(|i| key(&format!("k{i}"))).collect();
     store.claim(&many, token, LONG).await.unwrap();
     store.commit(&many, token, LONG).await.unwrap();
     let stats = cli(
@@ -188,7 +176,7 @@ async fn sql_case(url: &str, store: &impl DedupStore) {
     let token = two_records(store).await;
     // One record that has expired (and is not purged yet).
     store
-        .claim(&[key(store, "stale")], token, Duration::from_millis(1))
+        .claim(&[key("stale")], token, Duration::from_millis(1))
         .await
         .unwrap();
     // And one in another topic of the namespace.

@@ -19,7 +19,6 @@ use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 use crate::lease::LeaseProcessor;
 pub use crate::listener::{Concurrent, Orderly};
-use crate::record_key::KeyLayout;
 use crate::runtime::ListenerRuntime;
 use crate::stats::DedupStats;
 use crate::store::DedupStore;
@@ -46,7 +45,6 @@ pub(crate) mod sealed {
     use crate::config::DedupConfig;
     use crate::engine::processor::Processor;
     use crate::error::ConfigError;
-    use crate::record_key::KeyLayout;
     use crate::stats::DedupStats;
 
     /// A processor made for a listener (opaque outside the crate).
@@ -60,9 +58,6 @@ pub(crate) mod sealed {
 
     /// What [`Processing`](super::Processing) does: make the listener's processor.
     pub trait MakeProcessor {
-        /// The key layout its records want, when the configuration names none.
-        fn key_layout(&self) -> Option<KeyLayout>;
-
         /// The processor, for a configuration already checked.
         fn make(
             self,
@@ -98,10 +93,6 @@ impl<H: DedupHandler> StoreBacked<H> {
 }
 
 impl<H: DedupHandler> sealed::MakeProcessor for StoreBacked<H> {
-    fn key_layout(&self) -> Option<KeyLayout> {
-        self.store.as_ref().map(|store| store.key_layout())
-    }
-
     fn make(
         self,
         config: &DedupConfig,
@@ -141,10 +132,7 @@ impl<L, H: DedupHandler> DedupListenerBuilder<L, StoreBacked<H>> {
 impl<L, P: Processing> DedupListenerBuilder<L, P> {
     /// Checks the configuration, settles the runtime and makes the engine, running tasks in
     /// `order`.
-    pub(crate) fn engine(mut self, order: RunOrder) -> Result<Engine, ConfigError> {
-        if let Some(layout) = self.processing.key_layout() {
-            self.config.key_layout.get_or_insert(layout);
-        }
+    pub(crate) fn engine(self, order: RunOrder) -> Result<Engine, ConfigError> {
         self.config.validate()?;
         let runtime = match self.runtime {
             Some(handle) => ListenerRuntime::Borrowed(handle),
@@ -177,16 +165,6 @@ impl<L, P> DedupListenerBuilder<L, P> {
     /// name shared by the consumers that must not process a key twice).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.config.namespace = namespace.into();
-        self
-    }
-
-    /// How record keys are written (default: the store's
-    /// [`key_layout`](crate::store::DedupStore::key_layout), [`KeyLayout::Scoped`] on Redis and
-    /// [`KeyLayout::Readable`] on the SQL stores). On Redis, [`KeyLayout::Readable`] shows the
-    /// namespace and topic in clear for about a third more memory per record;
-    /// [`KeyLayout::Compact`] uses the least memory and hides the dedup key too.
-    pub fn key_layout(mut self, layout: KeyLayout) -> Self {
-        self.config.key_layout = Some(layout);
         self
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::record_key::{KeyLayout, DEFAULT_PREFIX};
+use crate::record_key::DEFAULT_PREFIX;
 
 /// What the listener does when the dedup store cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,8 +51,6 @@ pub struct DedupConfig {
     pub(crate) ack_before_commit: bool,
     pub(crate) near_cache_capacity: usize,
     pub(crate) in_flight_wait: Duration,
-    /// `None`: the store's layout, chosen when the listener is built.
-    pub(crate) key_layout: Option<KeyLayout>,
     pub(crate) suspend_time: Duration,
 }
 
@@ -104,7 +102,6 @@ impl DedupConfig {
             ack_before_commit: true,
             near_cache_capacity: Self::DEFAULT_NEAR_CACHE_CAPACITY,
             in_flight_wait: Self::DEFAULT_IN_FLIGHT_WAIT,
-            key_layout: None,
             suspend_time: Self::DEFAULT_SUSPEND_TIME,
         }
     }

@@ -163,15 +163,6 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
-    /// The store cannot do what was asked as asked (counting a namespace whose record keys
-    /// hash it away, for one).
-    #[error("dedup store {operation}: {detail}")]
-    Unsupported {
-        /// The operation asked for.
-        operation: StoreOperation,
-        /// What cannot be done, and what can.
-        detail: String,
-    },
 }
 
 impl StoreError {
@@ -195,7 +186,6 @@ impl StoreError {
                 | StoreError::BadUrl { .. }
                 | StoreError::AuthFailed { .. }
                 | StoreError::TlsFailed { .. }
-                | StoreError::Unsupported { .. }
         )
     }
 
@@ -207,8 +197,7 @@ impl StoreError {
             | StoreError::CorruptRecord { operation, .. }
             | StoreError::LockTimeout { operation }
             | StoreError::Deadlock { operation, .. }
-            | StoreError::ReadOnly { operation }
-            | StoreError::Unsupported { operation, .. } => Some(*operation),
+            | StoreError::ReadOnly { operation } => Some(*operation),
             StoreError::CapacityExceeded { .. } => Some(StoreOperation::Claim),
             StoreError::BadUrl { .. }
             | StoreError::Unreachable { .. }
@@ -232,7 +221,6 @@ impl StoreError {
             StoreError::Unreachable { .. } => "unreachable",
             StoreError::AuthFailed { .. } => "auth_failed",
             StoreError::TlsFailed { .. } => "tls_failed",
-            StoreError::Unsupported { .. } => "unsupported",
         }
     }
 }

@@ -24,45 +24,16 @@
 //! with `#` cannot be taken for a hashed one.
 //!
 //! ```
-//! use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
+//! use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 //!
 //! let key = RecordKey::new(KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
 //! assert_eq!(key.as_str(), "dedup:order-service:Orders::o%3A42");
-//!
-//! let compact = RecordKey::with_layout(KeyLayout::Compact, KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
-//! assert_eq!(compact.as_str().len(), "dedup:".len() + 22);
 //! ```
 //!
-//! # Scoped layout
-//!
-//! [`KeyLayout::Scoped`] keeps the dedup key in clear and replaces
-//! the namespace, topic and tag by their scope: 11 base64url characters of the first 64 bits of
-//! the SHA-256 of `<prefix>:<namespace>:<topic>:<tag>:` as the readable layout writes it.
-//!
-//! ```text
-//! <prefix>:<scope>:<key>
-//! ```
-//!
-//! A record of a UNIQ_KEY (32 hex characters) is then a 50-byte key, where the readable layout
-//! of a typical group and topic needs 70 or more (shorter claim keys in Redis, whose CONSUMED
-//! records are fields of bucket hashes whatever the layout). An operator still finds a message's record by its id (`SCAN MATCH dedup:*:<id>`, or the CLI,
-//! which computes the scope), and counts a scope's records by scanning `<prefix>:<scope>:*`
-//! ([`RecordScope`]). Two scopes share a scope string with probability 2^-64 per pair.
-//!
-//! ```
-//! use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey};
-//!
-//! let key = RecordKey::with_layout(KeyLayout::Scoped, KeyParts { prefix: "dedup", namespace: "order-service", topic: "Orders", tag: None, key: "o:42" });
-//! assert!(key.as_str().starts_with("dedup:") && key.as_str().ends_with(":o%3A42"));
-//! assert_eq!(key.as_str().len(), "dedup:".len() + 11 + ":o%3A42".len());
-//! ```
-//!
-//! # Compact layout
-//!
-//! [`KeyLayout::Compact`] stores `<prefix>:` and 22 base64url characters of the first 128 bits
-//! of the SHA-256 of the readable key: the least Redis memory per record, at the cost of keys
-//! that cannot be read, searched by id or counted by scope. Two different readable keys share a
-//! compact key with probability 2^-128 per pair.
+//! Every store writes this one layout: an operator finds a message's record by its parts (the
+//! CLI's `status`), and counts a namespace's or a topic's records by the start their keys share
+//! ([`RecordScope`]). The Redis store keeps a CONSUMED record as a 12-byte fingerprint of this
+//! key, whatever its length (the README's "Redis memory").
 
 use std::fmt;
 use std::sync::Arc;
@@ -78,24 +49,6 @@ pub const HASHED_KEY_THRESHOLD: usize = 128;
 /// The longest record key: five parts of at most [`HASHED_KEY_THRESHOLD`] bytes and their
 /// four separators.
 pub const MAX_RECORD_KEY_BYTES: usize = 5 * HASHED_KEY_THRESHOLD + 4;
-
-/// How record keys are written.
-///
-/// A listener writes its store's layout ([`DedupStore::key_layout`](crate::store::DedupStore::key_layout):
-/// [`Readable`](KeyLayout::Readable) on every store of this crate) unless the builder sets one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum KeyLayout {
-    /// `<prefix>:<namespace>:<topic>:<tag>:<key>`, escaped: every part readable in `redis-cli`.
-    /// Every store's default.
-    #[default]
-    Readable,
-    /// `<prefix>:<scope>:<key>`: the key in clear, the namespace, topic and tag as a 64-bit
-    /// hash.
-    Scoped,
-    /// `<prefix>:<128-bit hash, base64url>`: fixed size, the least memory.
-    Compact,
-}
 
 /// A store key, built from its [`KeyParts`] by [`RecordKey::new`] as the module docs describe.
 #[derive(Clone)]
@@ -185,46 +138,9 @@ impl Default for KeyParts<'_> {
 }
 
 impl RecordKey {
-    /// The record key of `parts`, in the readable layout.
+    /// The record key of `parts`.
     pub fn new(parts: KeyParts<'_>) -> Self {
-        let KeyParts {
-            prefix,
-            namespace,
-            topic,
-            tag,
-            key,
-        } = parts;
-        RecordKey::from_text(readable_text(prefix, namespace, topic, tag, key))
-    }
-
-    /// The record key of `parts` in `layout`.
-    pub fn with_layout(layout: KeyLayout, parts: KeyParts<'_>) -> Self {
-        let KeyParts {
-            prefix,
-            namespace,
-            topic,
-            tag,
-            key,
-        } = parts;
-        match layout {
-            KeyLayout::Readable => RecordKey::new(parts),
-            KeyLayout::Scoped => {
-                let mut out = scope_start(prefix, namespace, topic, tag);
-                push_part(&mut out, key);
-                RecordKey::from_text(out)
-            }
-            KeyLayout::Compact => {
-                let readable = readable_text(prefix, namespace, topic, tag, key);
-                use base64::Engine;
-                let digest = Sha256::digest(readable.as_bytes());
-                let mut out = String::with_capacity(prefix.len() * 3 + 23);
-                escape_into(&mut out, prefix);
-                out.push(':');
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode_string(&digest[..16], &mut out);
-                RecordKey::from_text(out)
-            }
-        }
+        RecordKey::from_text(readable_text(parts))
     }
 
     /// The key as stored.
@@ -232,9 +148,8 @@ impl RecordKey {
         &self.text
     }
 
-    /// The key's parts as written, escapes undone (`None` for a [`KeyLayout::Scoped`] or
-    /// [`KeyLayout::Compact`] key, whose namespace, topic and tag are hashed). A part stored by
-    /// its hash stays `#` and the hash.
+    /// The key's parts as written, escapes undone (`None` for a text that is not a record
+    /// key). A part stored by its hash stays `#` and the hash.
     ///
     /// ```
     /// use rocketmq_dedup::record_key::{KeyParts, RecordKey};
@@ -281,8 +196,6 @@ pub struct RecordParts {
 /// ([`RecordAdmin::counts`](crate::store::admin::RecordAdmin::counts)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordScope<'a> {
-    /// The layout the listener writes.
-    pub layout: KeyLayout,
     /// The record-key prefix.
     pub prefix: &'a str,
     /// The namespace (the consumer group, or an application name).
@@ -295,53 +208,47 @@ pub struct RecordScope<'a> {
 
 impl RecordScope<'_> {
     /// The start every record key of this scope has, for a store that finds records by key
-    /// prefix; `None` where the layout does not keep the scope: a whole namespace in the scoped
-    /// layout (its scope string covers the topic too), or anything in the compact one.
+    /// prefix.
     ///
     /// ```
-    /// use rocketmq_dedup::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope};
+    /// use rocketmq_dedup::record_key::{KeyParts, RecordKey, RecordScope};
     ///
-    /// let scope = RecordScope { layout: KeyLayout::Scoped, prefix: "dedup", namespace: "g", topic: Some("Orders"), tag: None };
-    /// let key = RecordKey::with_layout(KeyLayout::Scoped, KeyParts { prefix: "dedup", namespace: "g", topic: "Orders", tag: None, key: "o-42" });
-    /// assert!(key.as_str().starts_with(&scope.key_start().unwrap()));
-    /// assert_eq!(RecordScope { topic: None, ..scope }.key_start(), None);
+    /// let scope = RecordScope { prefix: "dedup", namespace: "g", topic: Some("Orders"), tag: None };
+    /// let key = RecordKey::new(KeyParts { prefix: "dedup", namespace: "g", topic: "Orders", tag: None, key: "o-42" });
+    /// assert!(key.as_str().starts_with(&scope.key_start()));
+    /// assert!(key.as_str().starts_with(&RecordScope { topic: None, ..scope }.key_start()));
     /// ```
-    pub fn key_start(&self) -> Option<String> {
-        match (self.layout, self.topic) {
-            (KeyLayout::Readable, None) => {
+    pub fn key_start(&self) -> String {
+        match self.topic {
+            None => {
                 let mut out = String::new();
                 push_part(&mut out, self.prefix);
                 out.push(':');
                 push_part(&mut out, self.namespace);
                 out.push(':');
-                Some(out)
+                out
             }
             // The key of an empty dedup key ends with the separator before it.
-            (KeyLayout::Readable, Some(topic)) => Some(readable_text(
-                self.prefix,
-                self.namespace,
+            Some(topic) => readable_text(KeyParts {
+                prefix: self.prefix,
+                namespace: self.namespace,
                 topic,
-                self.tag,
-                "",
-            )),
-            (KeyLayout::Scoped, Some(topic)) => {
-                Some(scope_start(self.prefix, self.namespace, topic, self.tag))
-            }
-            _ => None,
+                tag: self.tag,
+                key: "",
+            }),
         }
     }
 }
 
-/// `<prefix>:<scope>:` of the scoped layout.
-/// The text of a [`KeyLayout::Readable`] key, without the key's fingerprint: what the other
-/// layouts hash, and what an operator's scan of a topic starts with.
-fn readable_text(
-    prefix: &str,
-    namespace: &str,
-    topic: &str,
-    tag: Option<&str>,
-    key: &str,
-) -> String {
+/// The text of a record key, without its fingerprint.
+fn readable_text(parts: KeyParts<'_>) -> String {
+    let KeyParts {
+        prefix,
+        namespace,
+        topic,
+        tag,
+        key,
+    } = parts;
     let mut out =
         String::with_capacity(prefix.len() + namespace.len() + topic.len() + key.len().min(64) + 8);
     let parts = [prefix, namespace, topic, tag.unwrap_or(""), key];
@@ -351,18 +258,6 @@ fn readable_text(
         }
         push_part(&mut out, part);
     }
-    out
-}
-
-fn scope_start(prefix: &str, namespace: &str, topic: &str, tag: Option<&str>) -> String {
-    use base64::Engine;
-    let readable = readable_text(prefix, namespace, topic, tag, "");
-    let digest = Sha256::digest(readable.as_bytes());
-    let mut out = String::with_capacity(prefix.len() + 13 + 32);
-    push_part(&mut out, prefix);
-    out.push(':');
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&digest[..8], &mut out);
-    out.push(':');
     out
 }
 
@@ -534,128 +429,35 @@ mod tests {
     }
 
     #[test]
-    fn compact_keys_are_short_and_follow_the_readable_key() {
-        let compact = |topic: &str, key: &str| {
-            RecordKey::with_layout(
-                KeyLayout::Compact,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: "g",
-                    topic,
-                    tag: None,
-                    key,
-                },
-            )
-            .text
-            .to_string()
-        };
-        assert_eq!(compact("T", "k").len(), 28);
-        assert_eq!(compact("T", "k"), compact("T", "k"));
-        assert_ne!(compact("a:b", "c"), compact("a", "b:c"));
-        assert_eq!(compact("T", &"x".repeat(10_000)).len(), 28);
-        assert!(compact("T", "k").starts_with("dedup:"));
-    }
-
-    #[test]
-    fn scoped_keys_keep_the_key_and_hash_the_scope() {
-        let scoped = |ns: &str, topic: &str, tag: Option<&str>, key: &str| {
-            RecordKey::with_layout(
-                KeyLayout::Scoped,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: ns,
-                    topic,
-                    tag,
-                    key,
-                },
-            )
-            .text
-            .to_string()
-        };
-        // The stored format, pinned (the README shows these keys): records written by one
-        // version must be found by the next.
-        assert_eq!(
-            scoped("payment-consumer", "Orders", None, "o-42"),
-            "dedup:o1RCFNjcGl8:o-42"
-        );
-        assert_eq!(
-            RecordKey::with_layout(
-                KeyLayout::Compact,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: "payment-consumer",
-                    topic: "Orders",
-                    tag: None,
-                    key: "o-42"
-                }
-            )
-            .text
-            .to_string(),
-            "dedup:mfkrl9N-X5oil8aFJecMBA"
-        );
-        let uniq = "7F0000011B4C18B4AAC26D4E2F7A0001";
-        assert_eq!(scoped("g", "T", None, uniq).len(), 50);
-        assert!(scoped("g", "T", None, uniq).ends_with(&format!(":{uniq}")));
-        assert_eq!(scoped("g", "T", None, "k"), scoped("g", "T", None, "k"));
-        // Every part of the scope counts, and the separators in parts still do.
-        let all = [
-            scoped("g", "T", None, "k"),
-            scoped("h", "T", None, "k"),
-            scoped("g", "U", None, "k"),
-            scoped("g", "T", Some("a"), "k"),
-            scoped("g", "T", None, "k2"),
-            scoped("g:T", "", None, "k"),
-            scoped("g", "T:", None, "k"),
-        ];
-        let distinct: std::collections::HashSet<_> = all.iter().collect();
-        assert_eq!(distinct.len(), all.len(), "{all:?}");
-        assert!(scoped("g", "T", None, "a:b").ends_with(":a%3Ab"));
-        let long = scoped("g", "T", None, &"x".repeat(10_000));
-        assert_eq!(long.len(), "dedup:".len() + 11 + 1 + 33, "{long}");
-        assert_eq!(
-            RecordKey::from_text(scoped("g", "T", None, "k")).parts(),
-            None
-        );
-    }
-
-    #[test]
     fn a_scope_starts_exactly_its_own_records() {
-        let scope = |layout, topic, tag| RecordScope {
-            layout,
+        let scope = |topic, tag| RecordScope {
             prefix: "dedup",
             namespace: "g",
             topic,
             tag,
         };
-        let key = |layout, ns: &str, topic: &str, tag| {
-            RecordKey::with_layout(
-                layout,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: ns,
-                    topic,
-                    tag,
-                    key: "k",
-                },
-            )
+        let key = |ns: &str, topic: &str, tag| {
+            RecordKey::new(KeyParts {
+                prefix: "dedup",
+                namespace: ns,
+                topic,
+                tag,
+                key: "k",
+            })
             .text
             .to_string()
         };
-        for layout in [KeyLayout::Readable, KeyLayout::Scoped] {
-            let start = scope(layout, Some("T"), None).key_start().unwrap();
-            assert!(key(layout, "g", "T", None).starts_with(&start));
-            assert!(!key(layout, "g", "T", Some("a")).starts_with(&start));
-            assert!(!key(layout, "g", "TT", None).starts_with(&start));
-            assert!(!key(layout, "h", "T", None).starts_with(&start));
-            let tagged = scope(layout, Some("T"), Some("a")).key_start().unwrap();
-            assert!(key(layout, "g", "T", Some("a")).starts_with(&tagged));
-        }
-        let namespace = scope(KeyLayout::Readable, None, None).key_start().unwrap();
+        let start = scope(Some("T"), None).key_start();
+        assert!(key("g", "T", None).starts_with(&start));
+        assert!(!key("g", "T", Some("a")).starts_with(&start));
+        assert!(!key("g", "TT", None).starts_with(&start));
+        assert!(!key("h", "T", None).starts_with(&start));
+        let tagged = scope(Some("T"), Some("a")).key_start();
+        assert!(key("g", "T", Some("a")).starts_with(&tagged));
+        let namespace = scope(None, None).key_start();
         assert_eq!(namespace, "dedup:g:");
-        assert!(key(KeyLayout::Readable, "g", "T", Some("a")).starts_with(&namespace));
-        assert!(!key(KeyLayout::Readable, "g:x", "T", None).starts_with(&namespace));
-        assert_eq!(scope(KeyLayout::Scoped, None, None).key_start(), None);
-        assert_eq!(scope(KeyLayout::Compact, Some("T"), None).key_start(), None);
+        assert!(key("g", "T", Some("a")).starts_with(&namespace));
+        assert!(!key("g:x", "T", None).starts_with(&namespace));
     }
 
     #[test]
@@ -754,17 +556,7 @@ mod tests {
         .parts()
         .unwrap();
         assert!(hashed.key.starts_with('#') && hashed.key.len() == 33);
-        let compact = RecordKey::with_layout(
-            KeyLayout::Compact,
-            KeyParts {
-                prefix: "p",
-                namespace: "g",
-                topic: "t",
-                tag: None,
-                key: "k",
-            },
-        );
-        assert_eq!(compact.parts(), None);
+        assert_eq!(RecordKey::from_text("p:g:t".to_owned()).parts(), None);
     }
 
     #[test]

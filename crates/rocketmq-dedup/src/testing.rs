@@ -249,8 +249,4 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
     fn kind(&self) -> &'static str {
         "faulty"
     }
-
-    fn key_layout(&self) -> crate::record_key::KeyLayout {
-        self.inner.key_layout()
-    }
 }

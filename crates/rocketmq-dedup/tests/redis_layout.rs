@@ -14,7 +14,7 @@ use log_capture::Capture;
 use redis_keys::keys_matching;
 
 use rocketmq_dedup::record_key::RecordKey;
-use rocketmq_dedup::record_key::{KeyLayout, RecordScope};
+use rocketmq_dedup::record_key::RecordScope;
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordCounts, RecordState};
 use rocketmq_dedup::store::contract::{fresh_keys, LONG};
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
@@ -173,7 +173,6 @@ async fn a_bucket_converted_to_a_hashtable_still_answers() {
         .unwrap();
     assert!(again.iter().all(|c| *c == ClaimOutcome::Consumed));
     let scope = RecordScope {
-        layout: KeyLayout::Readable,
         prefix: "contract",
         namespace: "group",
         topic: Some("Topic"),

@@ -341,52 +341,41 @@ async fn a_listener_batch_costs_two_round_trips_fresh_and_one_as_duplicates() {
     );
 }
 
-/// A listener on Redis writes the store's layout (readable) unless its builder names one.
+/// A listener on Redis writes the record key an operator builds from the message's parts.
 #[tokio::test]
-async fn the_listener_writes_the_stores_layout_unless_told_otherwise() {
-    use rocketmq_dedup::record_key::KeyLayout;
+async fn the_listener_writes_the_record_key_an_operator_builds() {
     use rocketmq_dedup::testing::message;
     let server = local(RedisOptions::default());
-    for (layout, uniq) in [
-        (None, "U-0"),
-        (Some(KeyLayout::Readable), "U-1"),
-        (Some(KeyLayout::Compact), "U-2"),
-    ] {
-        let store = RedisStore::builder(server.url()).connect().await.unwrap();
-        let builder = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
-            |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
-        ))
-        .namespace("group");
-        let builder = match layout {
-            Some(layout) => builder.key_layout(layout),
-            None => builder,
-        };
-        let listener = builder.store(store.clone()).build().unwrap();
-        listener
-            .consume(&[&message("Orders").uniq_key(uniq).build()])
-            .await;
-        listener.shutdown(Duration::from_secs(5)).await;
-        let in_layout = |layout| {
-            RecordKey::with_layout(
-                layout,
-                KeyParts {
-                    prefix: "dedup",
-                    namespace: "group",
-                    topic: "Orders",
-                    tag: None,
-                    key: uniq,
-                },
-            )
-        };
-        let expected = layout.unwrap_or(KeyLayout::Readable);
-        for other in [KeyLayout::Readable, KeyLayout::Scoped, KeyLayout::Compact] {
-            let found = state(&store, &in_layout(other)).await;
-            match other == expected {
-                true => assert!(matches!(found, RecordState::Consumed { .. }), "{layout:?}"),
-                false => assert_eq!(found, RecordState::Absent, "{layout:?} not as {other:?}"),
-            }
-        }
-    }
+    let store = RedisStore::builder(server.url()).connect().await.unwrap();
+    let listener = rocketmq_dedup::DedupConcurrentListener::builder(rocketmq_dedup::handler_fn(
+        |_: &rocketmq_model::common::message::message_ext::MessageExt| Ok(()),
+    ))
+    .namespace("group")
+    .store(store.clone())
+    .build()
+    .unwrap();
+    listener
+        .consume(&[&message("Orders").uniq_key("U-0").build()])
+        .await;
+    listener.shutdown(Duration::from_secs(5)).await;
+    let of = |namespace, key| {
+        RecordKey::new(KeyParts {
+            namespace,
+            topic: "Orders",
+            key,
+            ..KeyParts::default()
+        })
+    };
+    let found = state(&store, &of("group", "U-0")).await;
+    assert!(matches!(found, RecordState::Consumed { .. }), "{found:?}");
+    assert_eq!(
+        state(&store, &of("other", "U-0")).await,
+        RecordState::Absent
+    );
+    assert_eq!(
+        state(&store, &of("group", "U-1")).await,
+        RecordState::Absent
+    );
 }
 
 /// `n` keys of about 420 bytes, like the record keys of long topics, tags and namespaces.

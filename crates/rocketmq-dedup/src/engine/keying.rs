@@ -44,14 +44,11 @@ pub(crate) fn keyed(
             }
         }
     };
-    MessageKey::Record(RecordKey::with_layout(
-        config.key_layout.unwrap_or_default(),
-        KeyParts {
-            prefix: &config.prefix,
-            namespace: &config.namespace,
-            topic: msg.topic().as_str(),
-            tag: key.tag(),
-            key: key.value(),
-        },
-    ))
+    MessageKey::Record(RecordKey::new(KeyParts {
+        prefix: &config.prefix,
+        namespace: &config.namespace,
+        topic: msg.topic().as_str(),
+        tag: key.tag(),
+        key: key.value(),
+    }))
 }

@@ -18,7 +18,7 @@ use crate::engine::processor::{Processor, RunOrder, Task};
 use crate::engine::run::guarded;
 use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
 use crate::key::DedupKey;
-use crate::record_key::{KeyLayout, RecordKey};
+use crate::record_key::RecordKey;
 use crate::shutdown::ShutdownReport;
 use crate::sql::DEADLOCK_ATTEMPTS;
 use crate::stats::{Decision, DedupStats, Event};
@@ -38,10 +38,6 @@ where
     I: Inbox,
     H: InboxHandler<I::Database>,
 {
-    fn key_layout(&self) -> Option<KeyLayout> {
-        None
-    }
-
     fn make(
         self,
         config: &DedupConfig,

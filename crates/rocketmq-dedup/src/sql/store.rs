@@ -15,7 +15,7 @@ use super::dialect::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{deadlock_backoff, store_error, Failure, PurgeOptions, Purger, DEADLOCK_ATTEMPTS};
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::{KeyLayout, KeyParts, RecordKey, RecordScope};
+use crate::record_key::{KeyParts, RecordKey, RecordScope};
 use crate::store::admin::{RecordAdmin, RecordCounts, RecordState};
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
@@ -202,15 +202,6 @@ impl<DB: SqlDatabase> SqlStore<DB> {
         &self,
         scope: &RecordScope<'_>,
     ) -> Result<crate::store::admin::RecordCounts, StoreError> {
-        if scope.layout != KeyLayout::Readable {
-            return Err(StoreError::Unsupported {
-                operation: StoreOperation::Admin,
-                detail: format!(
-                    "the table's key columns are filled by the readable key layout, not {:?}",
-                    scope.layout
-                ),
-            });
-        }
         // The columns hold the parts as the record key writes them.
         let probe = RecordKey::new(KeyParts {
             prefix: "p",

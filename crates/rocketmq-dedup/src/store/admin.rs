@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
-use crate::record_key::{KeyLayout, RecordKey, RecordScope};
+use crate::record_key::{RecordKey, RecordScope};
 
 /// One record as the store holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,19 +71,11 @@ pub trait RecordAdmin: Send + Sync {
     /// message is processed again; answers whether there was one.
     fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Counts the records in `scope`: a namespace, or one topic (and tag) in it. A store that
-    /// finds records by key needs a scope its layout keeps
-    /// ([`RecordScope::key_start`]); other scopes fail with [`StoreError::Unsupported`].
+    /// Counts the records in `scope`: a namespace, or one topic (and tag) in it.
     fn counts<'a>(
         &'a self,
         scope: &'a RecordScope<'a>,
     ) -> BoxFuture<'a, Result<RecordCounts, StoreError>>;
-
-    /// The record-key layout the listeners write to this store by default (the store's
-    /// [`DedupStore::key_layout`](crate::store::DedupStore::key_layout)).
-    fn key_layout(&self) -> KeyLayout {
-        KeyLayout::Readable
-    }
 
     /// Deletes expired records now, where the store keeps them (SQL); answers how many, or
     /// `None` when the store expires records itself (Redis).

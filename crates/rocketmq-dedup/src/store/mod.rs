@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::error::StoreError;
-use crate::record_key::{KeyLayout, RecordKey};
+use crate::record_key::RecordKey;
 
 pub mod admin;
 #[cfg(feature = "test-util")]
@@ -177,13 +177,6 @@ pub trait DedupStore: Send + Sync + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn kind(&self) -> &'static str;
-
-    /// The record-key layout a listener writes to this store unless its builder sets one:
-    /// [`KeyLayout::Readable`] unless the store says otherwise (the Redis store writes
-    /// [`KeyLayout::Scoped`], the least memory that keeps the dedup key readable).
-    fn key_layout(&self) -> KeyLayout {
-        KeyLayout::Readable
-    }
 }
 
 impl<S: DedupStore + ?Sized> DedupStore for Arc<S> {
@@ -228,10 +221,6 @@ impl<S: DedupStore + ?Sized> DedupStore for Arc<S> {
 
     fn kind(&self) -> &'static str {
         (**self).kind()
-    }
-
-    fn key_layout(&self) -> KeyLayout {
-        (**self).key_layout()
     }
 }
 

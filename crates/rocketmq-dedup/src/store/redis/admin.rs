@@ -13,7 +13,7 @@ use super::pipeline::{KeyedCommand, Sent};
 use super::scripts::{CONSUMED_KEY_VALUE, UNREADABLE_VALUE};
 use super::RedisStore;
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::{KeyLayout, RecordKey, RecordScope};
+use crate::record_key::{RecordKey, RecordScope};
 use crate::store::admin::{RecordAdmin, RecordCounts, RecordState};
 
 /// Values read per pipeline while counting.
@@ -109,10 +109,6 @@ fn read<T: redis::FromRedisValue>(
 }
 
 impl RecordAdmin for RedisStore {
-    fn key_layout(&self) -> KeyLayout {
-        crate::store::DedupStore::key_layout(self)
-    }
-
     /// CONSUMED when a bucket holds the record's field (its time left: the bucket's), else
     /// what its claim key says.
     fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
@@ -193,15 +189,8 @@ impl RecordAdmin for RedisStore {
         scope: &'a RecordScope<'a>,
     ) -> BoxFuture<'a, Result<RecordCounts, StoreError>> {
         Box::pin(async move {
-            let start = scope.key_start().ok_or_else(|| StoreError::Unsupported {
-                operation: StoreOperation::Admin,
-                detail: format!(
-                    "the {:?} key layout does not keep {}: count one topic (and tag) with the scoped layout, a namespace with the readable one",
-                    scope.layout,
-                    if scope.topic.is_some() { "the topic" } else { "the namespace" }
-                ),
-            })?;
-            // No layout escapes a part's '*', '?', '[' and '\': escape them for the pattern.
+            let start = scope.key_start();
+            // The record key does not escape a part's '*', '?', '[' and '\': escape them for the pattern.
             let glob = |s: &str| {
                 s.chars()
                     .flat_map(|c| match c {

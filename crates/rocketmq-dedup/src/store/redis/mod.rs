@@ -675,8 +675,4 @@ impl DedupStore for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
     }
-
-    fn key_layout(&self) -> crate::record_key::KeyLayout {
-        crate::record_key::KeyLayout::Readable
-    }
 }
