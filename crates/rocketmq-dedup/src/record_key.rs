@@ -462,6 +462,15 @@ mod tests {
 
     #[test]
     fn every_part_is_bounded_so_the_whole_key_is() {
+        let in_topic = |topic: &str| {
+            RecordKey::new(KeyParts {
+                prefix: "p",
+                namespace: "g",
+                topic,
+                tag: None,
+                key: "k",
+            })
+        };
         let huge = "t".repeat(1 << 20);
         let other = format!("{huge}x");
         let key = RecordKey::new(KeyParts {
@@ -477,52 +486,14 @@ mod tests {
             key.as_str().len()
         );
         assert_eq!(key.as_str().matches('#').count(), 5);
-        let differs = RecordKey::new(KeyParts {
-            prefix: "p",
-            namespace: "g",
-            topic: &other,
-            tag: None,
-            key: "k",
-        });
-        assert_ne!(
-            differs,
-            RecordKey::new(KeyParts {
-                prefix: "p",
-                namespace: "g",
-                topic: &huge,
-                tag: None,
-                key: "k"
-            })
-        );
+        let differs = in_topic(&other);
+        assert_ne!(differs, in_topic(&huge));
         // Escaping can make a part long: 100 colons are 300 bytes escaped.
         let colons = ":".repeat(100);
-        assert!(RecordKey::new(KeyParts {
-            prefix: "p",
-            namespace: "g",
-            topic: &colons,
-            tag: None,
-            key: "k"
-        })
-        .as_str()
-        .contains('#'));
+        assert!(in_topic(&colons).as_str().contains('#'));
         // A literal part that looks like a hash stays a literal.
         let hashed_topic = key.as_str().split(':').nth(2).unwrap().to_owned();
-        assert_ne!(
-            RecordKey::new(KeyParts {
-                prefix: "p",
-                namespace: "g",
-                topic: &hashed_topic,
-                tag: None,
-                key: "k"
-            }),
-            RecordKey::new(KeyParts {
-                prefix: "p",
-                namespace: "g",
-                topic: &huge,
-                tag: None,
-                key: "k"
-            })
-        );
+        assert_ne!(in_topic(&hashed_topic), in_topic(&huge));
     }
 
     #[test]

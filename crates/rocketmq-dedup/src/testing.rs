@@ -10,6 +10,19 @@
 use cheetah_string::CheetahString;
 use rocketmq_model::common::message::message_ext::MessageExt;
 
+use crate::record_key::{KeyParts, RecordKey};
+
+/// The record key of dedup key `key` in namespace `g`, topic `T`: a key for tests that need
+/// any.
+pub fn record_key(key: &str) -> RecordKey {
+    RecordKey::new(KeyParts {
+        namespace: "g",
+        topic: "T",
+        key,
+        ..KeyParts::default()
+    })
+}
+
 /// Starts a [`MessageBuilder`] for a message on `topic`.
 pub fn message(topic: &str) -> MessageBuilder {
     let mut msg = MessageExt::default();
@@ -102,7 +115,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::error::{StoreError, StoreOperation};
-use crate::record_key::RecordKey;
 use crate::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
 impl<S: DedupStore> FaultyStore<S> {

@@ -130,17 +130,7 @@ pub(crate) async fn all_let_go(receivers: Vec<watch::Receiver<bool>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record_key::KeyParts;
-
-    fn key(k: &str) -> RecordKey {
-        RecordKey::new(KeyParts {
-            prefix: "p",
-            namespace: "g",
-            topic: "t",
-            tag: None,
-            key: k,
-        })
-    }
+    use crate::testing::record_key as key;
 
     #[tokio::test]
     async fn a_held_key_is_busy_for_others_until_its_guard_drops() {

@@ -110,17 +110,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::record_key::KeyParts;
-
-    fn key(k: &str) -> RecordKey {
-        RecordKey::new(KeyParts {
-            prefix: "p",
-            namespace: "g",
-            topic: "t",
-            tag: None,
-            key: k,
-        })
-    }
+    use crate::testing::record_key as key;
 
     #[tokio::test(start_paused = true)]
     async fn a_key_counts_until_its_expiry_and_the_cache_stays_bounded() {

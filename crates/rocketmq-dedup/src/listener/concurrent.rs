@@ -7,14 +7,9 @@ use rocketmq_client_rust::{
 use rocketmq_model::common::message::message_ext::MessageExt;
 
 use super::{Concurrent, DedupListener};
-use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
-use crate::config::DedupConfig;
-use crate::engine::processor::RunOrder;
 use crate::engine::BatchAnswer;
-use crate::error::ConfigError;
-use crate::handler::DedupHandler;
 
-/// A RocketMQ concurrent listener that runs its [`DedupHandler`] at most once per dedup key.
+/// A RocketMQ concurrent listener that runs its [`DedupHandler`](crate::DedupHandler) at most once per dedup key.
 ///
 /// For each batch it derives every message's dedup key, claims all keys in one store call,
 /// runs the handler for the claimed ones (renewing the claims while it runs), then commits the
@@ -49,7 +44,7 @@ use crate::handler::DedupHandler;
 /// # Threads
 /// The client calls the listener synchronously on a blocking thread. The listener drives its
 /// async work there with the Tokio runtime it was built on (or
-/// [`runtime`](DedupListenerBuilder::runtime) gives), so it never blocks a runtime worker and
+/// [`runtime`](crate::DedupListenerBuilder::runtime) gives), so it never blocks a runtime worker and
 /// never nests runtimes. Batches of the same queue may run at the same time on different
 /// threads; nothing here assumes otherwise.
 ///
@@ -57,17 +52,10 @@ use crate::handler::DedupHandler;
 /// Clones share one listener. Call [`shutdown`](Self::shutdown) after the consumer's own
 /// shutdown: it finishes the commits still being retried in the background. Dropping the last
 /// clone without it gives those up at once (reported to
-/// [`DedupHandler::on_settled`] and counted as `commit_failed`).
+/// [`DedupHandler::on_settled`](crate::DedupHandler::on_settled) and counted as `commit_failed`).
 pub type DedupConcurrentListener = DedupListener<Concurrent>;
 
 impl DedupListener<Concurrent> {
-    /// A builder around `handler`.
-    pub fn builder<H: DedupHandler>(
-        handler: H,
-    ) -> DedupListenerBuilder<Concurrent, StoreBacked<H>> {
-        DedupListenerBuilder::with_processing(StoreBacked::new(handler), DedupConfig::new())
-    }
-
     /// Processes a batch and answers the status for RocketMQ; the async core of
     /// [`consume_message`](MessageListenerConcurrently::consume_message).
     pub async fn consume(&self, msgs: &[&MessageExt]) -> ConsumeConcurrentlyStatus {
@@ -75,31 +63,6 @@ impl DedupListener<Concurrent> {
             BatchAnswer::Retry => ConsumeConcurrentlyStatus::ReconsumeLater,
             BatchAnswer::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,
         }
-    }
-}
-
-#[cfg(feature = "sql")]
-impl DedupListener<Concurrent> {
-    /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
-    /// message's record is written too: exactly-once effects for database writes (see
-    /// [`crate::inbox`]).
-    pub fn inbox<H, I>(
-        handler: H,
-        inbox: I,
-    ) -> DedupListenerBuilder<Concurrent, crate::inbox::InboxBacked<H, I>>
-    where
-        I: crate::inbox::Inbox,
-        H: crate::inbox::InboxHandler<I::Database>,
-    {
-        let processing = crate::inbox::InboxBacked { handler, inbox };
-        DedupListenerBuilder::with_processing(processing, DedupConfig::new())
-    }
-}
-
-impl<P: Processing> DedupListenerBuilder<Concurrent, P> {
-    /// Checks the configuration and builds the listener.
-    pub fn build(self) -> Result<DedupConcurrentListener, ConfigError> {
-        Ok(DedupListener::new(self.engine(RunOrder::Independent)?))
     }
 }
 

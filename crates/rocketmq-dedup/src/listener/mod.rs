@@ -21,10 +21,53 @@ pub use self::concurrent::DedupConcurrentListener;
 pub use self::orderly::DedupOrderlyListener;
 pub use crate::engine::DECISION_TARGET;
 
+use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
 use crate::engine::Engine;
+use crate::error::ConfigError;
+use crate::handler::DedupHandler;
+#[cfg(feature = "sql")]
+use crate::inbox::{Inbox, InboxBacked, InboxHandler};
 use crate::shutdown::ShutdownReport;
 use crate::stats::DedupStats;
+
+/// A kind of [`DedupListener`]: [`Concurrent`] or [`Orderly`]. Sealed.
+pub trait ListenerKind: sealed::Kind {}
+
+impl<K: sealed::Kind> ListenerKind for K {}
+
+pub(crate) mod sealed {
+    use crate::config::DedupConfig;
+    use crate::engine::processor::RunOrder;
+
+    /// What a kind of listener sets.
+    pub trait Kind {
+        /// The configuration a builder starts from.
+        fn config() -> DedupConfig;
+        /// How a batch's messages relate.
+        fn order() -> RunOrder;
+    }
+
+    impl Kind for super::Concurrent {
+        fn config() -> DedupConfig {
+            DedupConfig::new()
+        }
+
+        fn order() -> RunOrder {
+            RunOrder::Independent
+        }
+    }
+
+    impl Kind for super::Orderly {
+        fn config() -> DedupConfig {
+            DedupConfig::orderly()
+        }
+
+        fn order() -> RunOrder {
+            RunOrder::InOrder
+        }
+    }
+}
 
 /// The kind of a [`DedupListener`] that implements `MessageListenerConcurrently`:
 /// [`DedupConcurrentListener`].
@@ -60,8 +103,34 @@ impl<K> fmt::Debug for DedupListener<K> {
     }
 }
 
+impl<K: ListenerKind> DedupListener<K> {
+    /// A builder around `handler`; its records go to the store it is given.
+    pub fn builder<H: DedupHandler>(handler: H) -> DedupListenerBuilder<K, StoreBacked<H>> {
+        DedupListenerBuilder::with_processing(StoreBacked::new(handler), K::config())
+    }
+
+    /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
+    /// message's record is written too: exactly-once effects for database writes (see
+    /// [`crate::inbox`]).
+    #[cfg(feature = "sql")]
+    pub fn inbox<H, I>(handler: H, inbox: I) -> DedupListenerBuilder<K, InboxBacked<H, I>>
+    where
+        I: Inbox,
+        H: InboxHandler<I::Database>,
+    {
+        DedupListenerBuilder::with_processing(InboxBacked { handler, inbox }, K::config())
+    }
+}
+
+impl<K: ListenerKind, P: Processing> DedupListenerBuilder<K, P> {
+    /// Checks the configuration and builds the listener.
+    pub fn build(self) -> Result<DedupListener<K>, ConfigError> {
+        Ok(DedupListener::new(self.engine(K::order())?))
+    }
+}
+
 impl<K> DedupListener<K> {
-    pub(crate) fn new(engine: Engine) -> Self {
+    fn new(engine: Engine) -> Self {
         DedupListener {
             engine: Arc::new(engine),
             kind: PhantomData,

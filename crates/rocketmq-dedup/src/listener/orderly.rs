@@ -8,14 +8,10 @@ use rocketmq_client_rust::{
 use rocketmq_model::common::message::message_ext::MessageExt;
 
 use super::{DedupListener, Orderly};
-use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
-use crate::config::DedupConfig;
-use crate::engine::processor::RunOrder;
+use crate::builder::DedupListenerBuilder;
 use crate::engine::BatchAnswer;
-use crate::error::ConfigError;
-use crate::handler::DedupHandler;
 
-/// A RocketMQ orderly listener that runs its [`DedupHandler`] at most once per dedup key and
+/// A RocketMQ orderly listener that runs its [`DedupHandler`](crate::DedupHandler) at most once per dedup key and
 /// never out of order.
 ///
 /// Order within a queue is the promise, and a retry-topic trip would break it, so every "not
@@ -55,11 +51,6 @@ use crate::handler::DedupHandler;
 pub type DedupOrderlyListener = DedupListener<Orderly>;
 
 impl DedupListener<Orderly> {
-    /// A builder around `handler`.
-    pub fn builder<H: DedupHandler>(handler: H) -> DedupListenerBuilder<Orderly, StoreBacked<H>> {
-        DedupListenerBuilder::with_processing(StoreBacked::new(handler), DedupConfig::orderly())
-    }
-
     /// Processes a batch and answers the status for RocketMQ; the async core of
     /// [`consume_message`](MessageListenerOrderly::consume_message), which also sets the
     /// suspend time on the context when the queue is suspended.
@@ -74,35 +65,10 @@ impl DedupListener<Orderly> {
 impl<P> DedupListenerBuilder<Orderly, P> {
     /// How long the queue is suspended when its next message cannot run now: another
     /// consumer processes its key, its handler failed, or the store is down (default
-    /// [`DedupConfig::DEFAULT_SUSPEND_TIME`]; 10 ms ..= 30 s, the range RocketMQ accepts).
+    /// [`DedupConfig::DEFAULT_SUSPEND_TIME`](crate::DedupConfig::DEFAULT_SUSPEND_TIME); 10 ms ..= 30 s, the range RocketMQ accepts).
     pub fn suspend_time(mut self, time: Duration) -> Self {
         self.config_mut().suspend_time = time;
         self
-    }
-}
-
-#[cfg(feature = "sql")]
-impl DedupListener<Orderly> {
-    /// A builder for a listener whose handler runs in a transaction of `inbox`, in which the
-    /// message's record is written too: exactly-once effects for database writes (see
-    /// [`crate::inbox`]).
-    pub fn inbox<H, I>(
-        handler: H,
-        inbox: I,
-    ) -> DedupListenerBuilder<Orderly, crate::inbox::InboxBacked<H, I>>
-    where
-        I: crate::inbox::Inbox,
-        H: crate::inbox::InboxHandler<I::Database>,
-    {
-        let processing = crate::inbox::InboxBacked { handler, inbox };
-        DedupListenerBuilder::with_processing(processing, DedupConfig::orderly())
-    }
-}
-
-impl<P: Processing> DedupListenerBuilder<Orderly, P> {
-    /// Checks the configuration and builds the listener.
-    pub fn build(self) -> Result<DedupOrderlyListener, ConfigError> {
-        Ok(DedupListener::new(self.engine(RunOrder::InOrder)?))
     }
 }
 

@@ -189,34 +189,36 @@ impl MemoryStore {
     }
 
     fn release_now(&self, keys: &[RecordKey], token: OwnerToken) -> Vec<bool> {
-        let now = self.now();
-        let mut state = self.lock();
-        state.tick(now, keys.len());
-        keys.iter()
-            .map(|key| {
-                let fp = key.fingerprint();
-                let held = state.holds(fp, token, now);
-                if held {
-                    state.claims.remove(&fp);
-                }
-                held
-            })
-            .collect()
+        self.each_held(keys, token, |state, fp, _| {
+            state.claims.remove(&fp);
+        })
     }
 
     fn renew_now(&self, keys: &[RecordKey], token: OwnerToken, ttl: Duration) -> Vec<bool> {
+        let ttl = millis(super::clamp_ttl(ttl));
+        self.each_held(keys, token, |state, fp, now| {
+            state.claims.insert(fp, (token, now.saturating_add(ttl)));
+        })
+    }
+
+    /// Whether `token` holds each key's claim; `held` runs on each that it holds (with now).
+    fn each_held(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+        mut held: impl FnMut(&mut State, u128, u64),
+    ) -> Vec<bool> {
         let now = self.now();
         let mut state = self.lock();
         state.tick(now, keys.len());
         keys.iter()
             .map(|key| {
                 let fp = key.fingerprint();
-                let held = state.holds(fp, token, now);
-                if held {
-                    let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
-                    state.claims.insert(fp, (token, expires_at));
+                let holds = state.holds(fp, token, now);
+                if holds {
+                    held(&mut state, fp, now);
                 }
-                held
+                holds
             })
             .collect()
     }
