@@ -21,6 +21,22 @@ pub struct AdminRow {
     pub(crate) left_ms: i64,
 }
 
+impl AdminRow {
+    /// The row a database answered (status, owner token, milliseconds left).
+    pub(crate) fn read<'r, R: sqlx::Row>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(AdminRow {
+            status: row.try_get(0)?,
+            owner: row.try_get(1)?,
+            left_ms: row.try_get(2)?,
+        })
+    }
+}
+
 /// Rows of a scope, by state.
 #[derive(Debug)]
 pub struct RowCounts {
@@ -30,6 +46,21 @@ pub struct RowCounts {
     pub(crate) consumed: i64,
     /// Expired rows (not purged yet).
     pub(crate) expired: i64,
+}
+
+impl RowCounts {
+    /// The counts a database answered, in that order.
+    pub(crate) fn read<'r, R: sqlx::Row>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(RowCounts {
+            consuming: row.try_get(0)?,
+            consumed: row.try_get(1)?,
+            expired: row.try_get(2)?,
+        })
+    }
 }
 use super::{Failure, PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
@@ -71,7 +102,12 @@ pub trait Dialect: Database {
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
-    ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send {
+        sqlx::pool::PoolOptions::<Self>::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+    }
 
     /// Locks the batch's keys (rows or not) for the transaction and reads their rows.
     fn read<'a>(

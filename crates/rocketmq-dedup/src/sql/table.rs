@@ -46,6 +46,20 @@ pub struct KeyColumns {
 }
 
 impl KeyColumns {
+    /// The key columns a database answered, first in its row.
+    pub(crate) fn read<'r, R: sqlx::Row>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(KeyColumns {
+            application_name: row.try_get(0)?,
+            topic: row.try_get(1)?,
+            tag: row.try_get(2)?,
+            msg_uniq_key: row.try_get(3)?,
+        })
+    }
+
     pub(crate) fn of(key: &RecordKey) -> Self {
         match key.parts() {
             Some(parts) => KeyColumns {

@@ -168,58 +168,50 @@ impl MemoryStore {
         token: OwnerToken,
         ttl: Duration,
     ) -> Vec<CommitOutcome> {
-        let now = self.now();
-        let mut state = self.lock();
-        state.tick(now, keys.len());
-        keys.iter()
-            .map(|key| {
-                let fp = key.fingerprint();
-                match state.state_of(fp, now) {
-                    Some(RecordState::Consumed) => CommitOutcome::AlreadyConsumed,
-                    Some(RecordState::Consuming(owner)) if owner != token => CommitOutcome::Lost,
-                    _ => {
-                        let expires_at = now.saturating_add(millis(super::clamp_ttl(ttl)));
-                        state.claims.remove(&fp);
-                        state.put_consumed(fp, expires_at);
-                        CommitOutcome::Committed
-                    }
-                }
-            })
-            .collect()
+        let ttl = millis(super::clamp_ttl(ttl));
+        self.each_key(keys, |state, fp, now| match state.state_of(fp, now) {
+            Some(RecordState::Consumed) => CommitOutcome::AlreadyConsumed,
+            Some(RecordState::Consuming(owner)) if owner != token => CommitOutcome::Lost,
+            _ => {
+                state.claims.remove(&fp);
+                state.put_consumed(fp, now.saturating_add(ttl));
+                CommitOutcome::Committed
+            }
+        })
     }
 
     fn release_now(&self, keys: &[RecordKey], token: OwnerToken) -> Vec<bool> {
-        self.each_held(keys, token, |state, fp, _| {
-            state.claims.remove(&fp);
+        self.each_key(keys, |state, fp, now| {
+            let holds = state.holds(fp, token, now);
+            if holds {
+                state.claims.remove(&fp);
+            }
+            holds
         })
     }
 
     fn renew_now(&self, keys: &[RecordKey], token: OwnerToken, ttl: Duration) -> Vec<bool> {
         let ttl = millis(super::clamp_ttl(ttl));
-        self.each_held(keys, token, |state, fp, now| {
-            state.claims.insert(fp, (token, now.saturating_add(ttl)));
+        self.each_key(keys, |state, fp, now| {
+            let holds = state.holds(fp, token, now);
+            if holds {
+                state.claims.insert(fp, (token, now.saturating_add(ttl)));
+            }
+            holds
         })
     }
 
-    /// Whether `token` holds each key's claim; `held` runs on each that it holds (with now).
-    fn each_held(
+    /// `f` of each key's fingerprint, in order, under one lock and one reading of the clock.
+    fn each_key<T>(
         &self,
         keys: &[RecordKey],
-        token: OwnerToken,
-        mut held: impl FnMut(&mut State, u128, u64),
-    ) -> Vec<bool> {
+        mut f: impl FnMut(&mut State, u128, u64) -> T,
+    ) -> Vec<T> {
         let now = self.now();
         let mut state = self.lock();
         state.tick(now, keys.len());
         keys.iter()
-            .map(|key| {
-                let fp = key.fingerprint();
-                let holds = state.holds(fp, token, now);
-                if holds {
-                    held(&mut state, fp, now);
-                }
-                holds
-            })
+            .map(|key| f(&mut state, key.fingerprint(), now))
             .collect()
     }
 }

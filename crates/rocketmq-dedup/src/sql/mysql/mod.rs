@@ -18,9 +18,7 @@
 
 use std::time::Duration;
 
-use sqlx::mysql::{
-    MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-};
+use sqlx::mysql::{MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
@@ -54,18 +52,6 @@ impl Dialect for MySql {
     const INBOX_KIND: &'static str = "mysql-inbox";
     const MIGRATION: &'static str = MIGRATION;
 
-    async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> Result<MySqlPool, sqlx::Error> {
-        MySqlPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect(url)
-            .await
-    }
-
     /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
     /// batch, `FOR UPDATE` (rows and, for absent keys, their gaps).
     async fn read(
@@ -83,12 +69,7 @@ impl Dialect for MySql {
         query.push(" FOR UPDATE");
         let mut found = vec![Row::Absent; batch.columns.len()];
         for row in query.build().fetch_all(&mut *conn).await? {
-            let key = KeyColumns {
-                application_name: row.try_get(0)?,
-                topic: row.try_get(1)?,
-                tag: row.try_get(2)?,
-                msg_uniq_key: row.try_get(3)?,
-            };
+            let key = KeyColumns::read(&row)?;
             let status: String = row.try_get(4)?;
             let owner: Option<i64> = row.try_get(5)?;
             let live: i64 = row.try_get(6)?;
@@ -173,21 +154,9 @@ impl Dialect for MySql {
             "SELECT status, owner_token, CAST(expire_time - {NOW_MS} AS SIGNED) FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ? AND expire_time >= {NOW_MS}",
             table.name()
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key.application_name.clone())
-            .bind(key.topic.clone())
-            .bind(key.tag.clone())
-            .bind(key.msg_uniq_key.clone())
-            .fetch_optional(pool)
-            .await?;
-        row.map(|row| {
-            Ok(AdminRow {
-                status: row.try_get(0)?,
-                owner: row.try_get(1)?,
-                left_ms: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let row = bind_key(query, key, 0).fetch_optional(pool).await?;
+        row.as_ref().map(AdminRow::read).transpose()
     }
 
     /// Deletes one row, whatever its state; answers the rows deleted.
@@ -200,14 +169,8 @@ impl Dialect for MySql {
             "DELETE FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ?",
             table.name()
         );
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key.application_name.clone())
-            .bind(key.topic.clone())
-            .bind(key.tag.clone())
-            .bind(key.msg_uniq_key.clone())
-            .execute(pool)
-            .await?
-            .rows_affected())
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        Ok(bind_key(query, key, 0).execute(pool).await?.rows_affected())
     }
 
     /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
@@ -228,12 +191,7 @@ impl Dialect for MySql {
         if let Some((topic, tag)) = topic_and_tag {
             query = query.bind(topic.to_vec()).bind(tag.to_vec());
         }
-        let row = query.fetch_one(pool).await?;
-        Ok(RowCounts {
-            consuming: row.try_get(0)?,
-            consumed: row.try_get(1)?,
-            expired: row.try_get(2)?,
-        })
+        RowCounts::read(&query.fetch_one(pool).await?)
     }
 
     async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {

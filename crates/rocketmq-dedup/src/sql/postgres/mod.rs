@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgArguments, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgDatabaseError, PgPool, Postgres};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
@@ -52,18 +52,6 @@ impl Dialect for Postgres {
     const INBOX_KIND: &'static str = "postgres-inbox";
     const MIGRATION: &'static str = MIGRATION;
 
-    async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> Result<PgPool, sqlx::Error> {
-        PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect(url)
-            .await
-    }
-
     /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
     /// batch, after taking the keys' locks ([`lock_keys`]).
     async fn read(
@@ -81,12 +69,7 @@ impl Dialect for Postgres {
         });
         let mut found = vec![Row::Absent; batch.columns.len()];
         for row in query.build().fetch_all(&mut *conn).await? {
-            let key = KeyColumns {
-                application_name: row.try_get(0)?,
-                topic: row.try_get(1)?,
-                tag: row.try_get(2)?,
-                msg_uniq_key: row.try_get(3)?,
-            };
+            let key = KeyColumns::read(&row)?;
             let status: String = row.try_get(4)?;
             if let Some(i) = batch.index_of(&key) {
                 found[i] = Row::read(&status, row.try_get(5)?, row.try_get(6)?);
@@ -169,21 +152,9 @@ impl Dialect for Postgres {
             "SELECT status, owner_token, (expire_time - {NOW_MS})::bigint FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4 AND expire_time >= {NOW_MS}",
             table.name()
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key.application_name.clone())
-            .bind(key.topic.clone())
-            .bind(key.tag.clone())
-            .bind(key.msg_uniq_key.clone())
-            .fetch_optional(pool)
-            .await?;
-        row.map(|row| {
-            Ok(AdminRow {
-                status: row.try_get(0)?,
-                owner: row.try_get(1)?,
-                left_ms: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let row = bind_key(query, key).fetch_optional(pool).await?;
+        row.as_ref().map(AdminRow::read).transpose()
     }
 
     /// Deletes one row, whatever its state; answers the rows deleted.
@@ -193,14 +164,8 @@ impl Dialect for Postgres {
         key: &KeyColumns,
     ) -> Result<u64, sqlx::Error> {
         let sql = format!("DELETE FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4", table.name());
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(key.application_name.clone())
-            .bind(key.topic.clone())
-            .bind(key.tag.clone())
-            .bind(key.msg_uniq_key.clone())
-            .execute(pool)
-            .await?
-            .rows_affected())
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        Ok(bind_key(query, key).execute(pool).await?.rows_affected())
     }
 
     /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
@@ -221,12 +186,7 @@ impl Dialect for Postgres {
         if let Some((topic, tag)) = topic_and_tag {
             query = query.bind(topic.to_vec()).bind(tag.to_vec());
         }
-        let row = query.fetch_one(pool).await?;
-        Ok(RowCounts {
-            consuming: row.try_get(0)?,
-            consumed: row.try_get(1)?,
-            expired: row.try_get(2)?,
-        })
+        RowCounts::read(&query.fetch_one(pool).await?)
     }
 
     async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
