@@ -62,7 +62,7 @@ impl RowCounts {
         })
     }
 }
-use super::{Failure, PurgeOptions, Purger};
+use super::{PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
@@ -80,6 +80,23 @@ pub struct InboxStatements {
     /// the statements instead).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) lock_wait: Duration,
+}
+
+/// What a database error means to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A deadlock victim or a serialization failure: try the transaction again.
+    Deadlock,
+    /// A lock wait ran out.
+    LockTimeout,
+    /// The database refuses writes.
+    ReadOnly,
+    /// A unique key already holds the row.
+    Duplicate,
+    /// The server refused the credentials.
+    AuthFailed,
+    /// Anything else.
+    Other,
 }
 
 /// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or

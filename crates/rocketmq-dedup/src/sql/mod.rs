@@ -31,6 +31,7 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+pub(crate) use dialect::Failure;
 pub use dialect::SqlDatabase;
 pub use purge::PurgeOptions;
 pub use table::DEFAULT_TABLE;
@@ -38,23 +39,6 @@ pub use table::DEFAULT_TABLE;
 pub(crate) use purge::{purge_once, Purger};
 
 use crate::error::{StoreError, StoreOperation};
-
-/// What a database error means to the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// A deadlock victim or a serialization failure: try the transaction again.
-    Deadlock,
-    /// A lock wait ran out.
-    LockTimeout,
-    /// The database refuses writes.
-    ReadOnly,
-    /// A unique key already holds the row.
-    Duplicate,
-    /// The server refused the credentials.
-    AuthFailed,
-    /// Anything else.
-    Other,
-}
 
 /// How many times a transaction that deadlocked is tried in all.
 pub(crate) const DEADLOCK_ATTEMPTS: u32 = 5;
