@@ -47,17 +47,22 @@
 //!   widened listener lane, a bounded shutdown), and
 //!   [`check_topic_route`](client::check_topic_route), a start-up check of a topic's route that
 //!   names the cause the client hides (Apache RocketMQ 4.x).
-//! - `engine` (private): the batch pipeline shared by both listeners: keys, copies, waits for
-//!   same-process twins, decisions; and the seam for what ties a run to its record.
+//! - `engine` (private): the batch pipeline shared by both listeners: a message's key
+//!   (`keying`), the batch grouped by key (`batch`), waits for same-process twins
+//!   (`inflight`), one decision per message; and the seam for what ties a run to its record
+//!   (`processor`: the `Processor` trait and its tasks).
 //! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
 //!   failed commits retried in owned background tasks.
 //! - [`handler`][]: the [`DedupHandler`] trait users implement, [`handler_fn`], [`WithKey`].
 //! - [`key`][]: dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
-//! - [`record_key`][]: the collision-free layout of store keys.
+//! - [`record_key`][]: the collision-free layout of store keys, built from named parts
+//!   ([`KeyParts`](record_key::KeyParts)).
 //! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore) and
 //!   [`RedisStore`](store::RedisStore) (and, with feature `test-util`, the store contract suite).
-//! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table;
-//!   `inbox`: the transactional inbox, whose handler writes in the record's transaction.
+//! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table,
+//!   written once over a sealed `SqlDatabase`, each database's statements in one `Dialect`
+//!   impl; `inbox`: the transactional inbox, whose handler writes in the record's
+//!   transaction.
 //! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
 //! - `runtime` (private): how a listener drives its futures on the client's consume thread.
 //! - [`config`][]: settings, their defaults and limits, read back from a listener
@@ -65,7 +70,8 @@
 //! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
 //! - [`shutdown`][]: what a listener's shutdown finished.
 //! - [`error`][]: errors by operation.
-//! - `testing` (feature `test-util`): build messages in tests; a store that fails on purpose.
+//! - `testing` (feature `test-util`): build messages and record keys in tests; a store that
+//!   fails on purpose.
 //!
 //! # What is guaranteed
 //! With a shared store (Redis), the handler runs at most once per key while the record lives

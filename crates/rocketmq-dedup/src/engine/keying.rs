@@ -1,5 +1,6 @@
-//! A message's record key: the handler's dedup key in the configured layout, with the key
-//! fallback applied when the key cannot be derived.
+//! A message's record key: the handler's dedup key under the configured prefix and namespace,
+//! the message's topic and the key's tag, with the key fallback applied when the key cannot be
+//! derived.
 
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::{error, warn};

@@ -1,4 +1,4 @@
-//! One handler run, guarded: its error or panic becomes an [`Decision`] and a log line, never a
+//! One handler run, guarded: its error or panic becomes a [`Decision`] and a log line, never a
 //! panic on the consumer's threads.
 
 use std::future::Future;
