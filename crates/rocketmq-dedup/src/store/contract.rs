@@ -49,28 +49,16 @@ pub fn fresh_keys(n: usize) -> Vec<RecordKey> {
 pub async fn claim_absent_then_in_flight_for_others<S: DedupStore>(store: &S) {
     let keys = fresh_keys(1);
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
-    assert_eq!(
-        store.claim(&keys, a, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::InFlight]
-    );
+    expect(store.claim(&keys, a, LONG).await, &[ClaimOutcome::Claimed]);
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::InFlight]);
 }
 
 /// Claiming again with the same token answers `Claimed` (a retried call is safe).
 pub async fn claim_is_idempotent_for_the_same_token<S: DedupStore>(store: &S) {
     let keys = fresh_keys(1);
     let a = OwnerToken::random();
-    assert_eq!(
-        store.claim(&keys, a, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
-    assert_eq!(
-        store.claim(&keys, a, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, a, LONG).await, &[ClaimOutcome::Claimed]);
+    expect(store.claim(&keys, a, LONG).await, &[ClaimOutcome::Claimed]);
 }
 
 /// Commit makes the key CONSUMED for everyone.
@@ -78,18 +66,12 @@ pub async fn commit_marks_consumed<S: DedupStore>(store: &S) {
     let keys = fresh_keys(1);
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, a, LONG).await.unwrap();
-    assert_eq!(
-        store.commit(&keys, a, LONG).await.unwrap(),
-        [CommitOutcome::Committed]
+    expect(
+        store.commit(&keys, a, LONG).await,
+        &[CommitOutcome::Committed],
     );
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
-    );
-    assert_eq!(
-        store.claim(&keys, a, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Consumed]);
+    expect(store.claim(&keys, a, LONG).await, &[ClaimOutcome::Consumed]);
 }
 
 /// Release deletes the claim; the next owner claims the key.
@@ -103,10 +85,7 @@ pub async fn release_frees_the_key<S: DedupStore>(store: &S) {
         [false],
         "second release"
     );
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Claimed]);
 }
 
 /// A stale token can neither commit over, release, nor renew another owner's claim.
@@ -115,35 +94,35 @@ pub async fn stale_token_cannot_touch_the_current_claim<S: DedupStore>(store: &S
     let (stale, current) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, stale, SHORT).await.unwrap();
     wait_out_short().await;
-    assert_eq!(
-        store.claim(&keys, current, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
+    expect(
+        store.claim(&keys, current, LONG).await,
+        &[ClaimOutcome::Claimed],
     );
-    assert_eq!(
-        store.commit(&keys, stale, LONG).await.unwrap(),
-        [CommitOutcome::Lost]
+    expect(
+        store.commit(&keys, stale, LONG).await,
+        &[CommitOutcome::Lost],
     );
     assert_eq!(store.release(&keys, stale).await.unwrap(), [false]);
     assert_eq!(store.renew(&keys, stale, LONG).await.unwrap(), [false]);
     // The current owner's claim is intact.
     let other = OwnerToken::random();
-    assert_eq!(
-        store.claim(&keys, other, LONG).await.unwrap(),
-        [ClaimOutcome::InFlight]
+    expect(
+        store.claim(&keys, other, LONG).await,
+        &[ClaimOutcome::InFlight],
     );
-    assert_eq!(
-        store.commit(&keys, current, LONG).await.unwrap(),
-        [CommitOutcome::Committed]
+    expect(
+        store.commit(&keys, current, LONG).await,
+        &[CommitOutcome::Committed],
     );
     // And a stale owner that commits after the current one learns it ran twice.
-    assert_eq!(
-        store.commit(&keys, stale, LONG).await.unwrap(),
-        [CommitOutcome::AlreadyConsumed]
+    expect(
+        store.commit(&keys, stale, LONG).await,
+        &[CommitOutcome::AlreadyConsumed],
     );
     assert_eq!(store.release(&keys, stale).await.unwrap(), [false]);
-    assert_eq!(
-        store.claim(&keys, other, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
+    expect(
+        store.claim(&keys, other, LONG).await,
+        &[ClaimOutcome::Consumed],
     );
 }
 
@@ -152,15 +131,9 @@ pub async fn processing_ttl_expires<S: DedupStore>(store: &S) {
     let keys = fresh_keys(1);
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, a, SHORT).await.unwrap();
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::InFlight]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::InFlight]);
     wait_out_short().await;
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Claimed]);
 }
 
 /// Renewal keeps a claim alive past its first TTL.
@@ -172,10 +145,7 @@ pub async fn renew_extends_the_claim<S: DedupStore>(store: &S) {
         tokio::time::sleep(SHORT / 3).await;
         assert_eq!(store.renew(&keys, a, SHORT).await.unwrap(), [true]);
     }
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::InFlight]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::InFlight]);
     wait_out_short().await;
     assert_eq!(
         store.renew(&keys, a, SHORT).await.unwrap(),
@@ -190,15 +160,9 @@ pub async fn record_ttl_expires<S: DedupStore>(store: &S) {
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, a, LONG).await.unwrap();
     store.commit(&keys, a, SHORT).await.unwrap();
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Consumed]);
     wait_out_short().await;
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Claimed]);
 }
 
 /// A commit after the claim expired, with nobody claiming since, still records the success.
@@ -207,14 +171,11 @@ pub async fn commit_after_expiry_without_new_owner_is_recorded<S: DedupStore>(st
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, a, SHORT).await.unwrap();
     wait_out_short().await;
-    assert_eq!(
-        store.commit(&keys, a, LONG).await.unwrap(),
-        [CommitOutcome::Committed]
+    expect(
+        store.commit(&keys, a, LONG).await,
+        &[CommitOutcome::Committed],
     );
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Consumed]);
 }
 
 /// A batch answers one entry per key, in order, whatever state each key is in.
@@ -242,10 +203,7 @@ pub async fn batches_answer_in_order<S: DedupStore>(store: &S) {
             CommitOutcome::Committed
         ]
     );
-    assert_eq!(
-        store.release(&keys, a).await.unwrap(),
-        [true, false, false, false]
-    );
+    expect(store.release(&keys, a).await, &[true, false, false, false]);
     assert_eq!(store.renew(&keys, b, LONG).await.unwrap(), [false; 4]);
     assert!(
         store.claim(&[], a, LONG).await.unwrap().is_empty(),
@@ -259,10 +217,7 @@ pub async fn reclaim_with_the_same_token_keeps_the_ttl<S: DedupStore>(store: &S)
     let keys = fresh_keys(1);
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     store.claim(&keys, a, SHORT).await.unwrap();
-    assert_eq!(
-        store.claim(&keys, a, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, a, LONG).await, &[ClaimOutcome::Claimed]);
     wait_out_short().await;
     assert_eq!(
         store.claim(&keys, b, LONG).await.unwrap(),
@@ -276,19 +231,19 @@ pub async fn repeated_keys_in_a_batch_apply_in_turn<S: DedupStore>(store: &S) {
     let key = fresh_keys(1).remove(0);
     let twice = [key.clone(), key];
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
-    assert_eq!(
-        store.claim(&twice, a, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed, ClaimOutcome::Claimed]
+    expect(
+        store.claim(&twice, a, LONG).await,
+        &[ClaimOutcome::Claimed, ClaimOutcome::Claimed],
     );
     assert_eq!(store.renew(&twice, a, LONG).await.unwrap(), [true, true]);
     assert_eq!(store.release(&twice, a).await.unwrap(), [true, false]);
-    assert_eq!(
-        store.claim(&twice, b, LONG).await.unwrap(),
-        [ClaimOutcome::Claimed, ClaimOutcome::Claimed]
+    expect(
+        store.claim(&twice, b, LONG).await,
+        &[ClaimOutcome::Claimed, ClaimOutcome::Claimed],
     );
-    assert_eq!(
-        store.commit(&twice, b, LONG).await.unwrap(),
-        [CommitOutcome::Committed, CommitOutcome::AlreadyConsumed]
+    expect(
+        store.commit(&twice, b, LONG).await,
+        &[CommitOutcome::Committed, CommitOutcome::AlreadyConsumed],
     );
 }
 
@@ -297,25 +252,16 @@ pub async fn huge_ttls_are_cut_not_wrapped<S: DedupStore>(store: &S) {
     let keys = fresh_keys(1);
     let (a, b) = (OwnerToken::random(), OwnerToken::random());
     let huge = Duration::MAX;
-    assert_eq!(
-        store.claim(&keys, a, huge).await.unwrap(),
-        [ClaimOutcome::Claimed]
-    );
+    expect(store.claim(&keys, a, huge).await, &[ClaimOutcome::Claimed]);
     assert_eq!(store.renew(&keys, a, huge).await.unwrap(), [true]);
     wait_out_short().await;
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::InFlight]
-    );
-    assert_eq!(
-        store.commit(&keys, a, huge).await.unwrap(),
-        [CommitOutcome::Committed]
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::InFlight]);
+    expect(
+        store.commit(&keys, a, huge).await,
+        &[CommitOutcome::Committed],
     );
     wait_out_short().await;
-    assert_eq!(
-        store.claim(&keys, b, LONG).await.unwrap(),
-        [ClaimOutcome::Consumed]
-    );
+    expect(store.claim(&keys, b, LONG).await, &[ClaimOutcome::Consumed]);
 }
 
 /// Commits `keys` through [`DedupStore::commit_detached`] and waits for the outcome; a commit
@@ -404,6 +350,12 @@ pub async fn concurrent_claims_have_one_winner<S: DedupStore>(store: Arc<S>) {
         }
     }
     assert_eq!(wins, vec![1; keys.len()], "claims won per key");
+}
+
+/// Asserts a store's answer; a failure names the caller's line.
+#[track_caller]
+fn expect<T: PartialEq + std::fmt::Debug>(answer: Result<Vec<T>, StoreError>, expected: &[T]) {
+    assert_eq!(answer.unwrap(), expected);
 }
 
 /// Runs the whole [`contract`](self) as one `#[tokio::test]` per rule.
