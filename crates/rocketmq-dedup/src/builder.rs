@@ -2,7 +2,8 @@
 //! the listener is built.
 //!
 //! One builder serves both listeners; its first type parameter is the kind of listener
-//! `build` makes ([`Concurrent`] or [`Orderly`]), its second how the handler's runs are
+//! `build` makes ([`Concurrent`](crate::listener::Concurrent) or
+//! [`Orderly`](crate::listener::Orderly)), its second how the handler's runs are
 //! recorded ([`Processing`]): [`StoreBacked`], claims in a [`DedupStore`], or, with feature
 //! `mysql` or `postgres`, [`InboxBacked`](crate::inbox::InboxBacked), one database
 //! transaction per message. A user never names them: `DedupConcurrentListener::builder`
@@ -18,7 +19,6 @@ use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 use crate::lease::LeaseProcessor;
-pub use crate::listener::{Concurrent, Orderly};
 use crate::runtime::ListenerRuntime;
 use crate::stats::DedupStats;
 use crate::store::DedupStore;

@@ -225,6 +225,18 @@ impl StoreError {
     }
 }
 
+/// How many times a transaction the database picks as a deadlock victim is tried in all (a SQL
+/// store's batch call, an inbox's message); [`StoreError::Deadlock`] reports it.
+#[cfg(feature = "sql")]
+pub(crate) const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// A short random pause before a deadlocked transaction is tried again.
+#[cfg(feature = "sql")]
+pub(crate) async fn deadlock_backoff(attempt: u32) {
+    let ms = fastrand::u64(1..=5 * u64::from(attempt));
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// The store operations, for errors, logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

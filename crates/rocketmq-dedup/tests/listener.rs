@@ -402,7 +402,7 @@ fn consume_message_works_from_any_thread() {
 #[test]
 fn configuration_is_checked_at_build() {
     type Builder = rocketmq_dedup::DedupListenerBuilder<
-        rocketmq_dedup::builder::Concurrent,
+        rocketmq_dedup::listener::Concurrent,
         rocketmq_dedup::builder::StoreBacked<Arc<Recorder>>,
     >;
     let build = |f: fn(Builder) -> Builder| {

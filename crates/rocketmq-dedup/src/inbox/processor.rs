@@ -16,11 +16,12 @@ use crate::config::DedupConfig;
 use crate::engine::calls::StoreCalls;
 use crate::engine::processor::{Processor, RunOrder, Task};
 use crate::engine::run::guarded;
-use crate::error::{ConfigError, KeyError, StoreError, StoreOperation};
+use crate::error::{
+    deadlock_backoff, ConfigError, KeyError, StoreError, StoreOperation, DEADLOCK_ATTEMPTS,
+};
 use crate::key::DedupKey;
 use crate::record_key::RecordKey;
 use crate::shutdown::ShutdownReport;
-use crate::sql::DEADLOCK_ATTEMPTS;
 use crate::stats::{Decision, DedupStats, Event};
 use crate::store::OwnerToken;
 
@@ -96,7 +97,7 @@ where
                 Err(StoreError::Deadlock { .. }) if attempt < DEADLOCK_ATTEMPTS => {
                     self.calls.stats.event(Event::TransactionRetried, 1);
                     warn!(msg_id = %msg.msg_id, attempt, "the message's transaction was a deadlock victim and rolled back; running it again");
-                    crate::sql::deadlock_backoff(attempt).await
+                    deadlock_backoff(attempt).await
                 }
                 Err(_) => return Decision::StoreUnavailable,
                 Ok(outcome) => return outcome,

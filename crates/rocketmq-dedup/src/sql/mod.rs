@@ -38,10 +38,7 @@ pub use table::DEFAULT_TABLE;
 
 pub(crate) use purge::{purge_once, Purger};
 
-use crate::error::{StoreError, StoreOperation};
-
-/// How many times a transaction that deadlocked is tried in all.
-pub(crate) const DEADLOCK_ATTEMPTS: u32 = 5;
+use crate::error::{StoreError, StoreOperation, DEADLOCK_ATTEMPTS};
 
 /// The store error for a database error of `failure` kind.
 pub(crate) fn store_error(
@@ -74,10 +71,4 @@ pub(crate) fn connect_error(failure: Failure, err: sqlx::Error) -> StoreError {
         sqlx::Error::PoolTimedOut => StoreError::Unreachable { source: err.into() },
         err => store_error(StoreOperation::Connect, failure, err),
     }
-}
-
-/// A short random pause before a deadlocked transaction is tried again.
-pub(crate) async fn deadlock_backoff(attempt: u32) {
-    let ms = fastrand::u64(1..=5 * u64::from(attempt));
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
