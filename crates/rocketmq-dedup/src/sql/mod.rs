@@ -23,6 +23,7 @@ pub(crate) mod decide;
 mod dialect;
 pub mod inbox;
 mod purge;
+mod rows;
 pub mod store;
 pub(crate) mod table;
 

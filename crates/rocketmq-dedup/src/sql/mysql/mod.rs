@@ -22,8 +22,9 @@ use sqlx::mysql::{MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, My
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
-use super::decide::{owner, Row, Write, CONSUMED, CONSUMING};
+use super::decide::{owner, Row, Write, CONSUMED};
 use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
+use super::rows::{self, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -87,49 +88,7 @@ impl Dialect for MySql {
         batch: &BatchColumns,
         writes: &[(usize, Write)],
     ) -> Result<(), sqlx::Error> {
-        let puts: Vec<_> = writes
-            .iter()
-            .filter_map(|&(i, w)| match w {
-                Write::Put {
-                    consumed,
-                    owner,
-                    ttl,
-                } => Some((&batch.columns[i], consumed, owner, ttl)),
-                Write::Delete => None,
-            })
-            .collect();
-        if !puts.is_empty() {
-            let mut query = QueryBuilder::<MySql>::new(format!(
-                "INSERT INTO {} ({KEY_COLUMNS}, status, owner_token, expire_time) ",
-                table.name()
-            ));
-            query.push_values(puts, |mut row, (key, consumed, owner, ttl)| {
-                push_key(&mut row, key);
-                row.push_bind(if consumed { CONSUMED } else { CONSUMING });
-                row.push_bind(owner);
-                row.push(NOW_MS)
-                    .push_unseparated(" + ")
-                    .push_bind_unseparated(ttl_ms(ttl));
-            });
-            query.push(
-                " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)",
-            );
-            query.build().execute(&mut *conn).await?;
-        }
-        let deletes: Vec<_> = writes
-            .iter()
-            .filter(|(_, w)| *w == Write::Delete)
-            .map(|&(i, _)| &batch.columns[i])
-            .collect();
-        if !deletes.is_empty() {
-            let mut query = QueryBuilder::<MySql>::new(format!(
-                "DELETE FROM {} WHERE ({KEY_COLUMNS}) IN",
-                table.name()
-            ));
-            query.push_tuples(deletes, |mut tuple, key| push_key(&mut tuple, key));
-            query.build().execute(&mut *conn).await?;
-        }
-        Ok(())
+        rows::write::<MySql>(conn, table, batch, writes, NOW_MS, " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)").await
     }
 
     /// Deletes up to `batch` expired rows; answers how many.
@@ -311,20 +270,6 @@ impl Dialect for MySql {
 
 /// Now, in milliseconds since the epoch, by the database's clock.
 const NOW_MS: &str = "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)";
-
-const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
-
-fn push_key(tuple: &mut sqlx::query_builder::Separated<'_, MySql, &'static str>, key: &KeyColumns) {
-    tuple.push_bind(key.application_name.clone());
-    tuple.push_bind(key.topic.clone());
-    tuple.push_bind(key.tag.clone());
-    tuple.push_bind(key.msg_uniq_key.clone());
-}
-
-/// A TTL in milliseconds, as stores keep it (see [`crate::store::clamp_ttl`]).
-fn ttl_ms(ttl: std::time::Duration) -> i64 {
-    crate::store::clamp_ttl(ttl).as_millis() as i64
-}
 
 /// Binds the key's columns, but the first `skip` (already bound).
 fn bind_key<'q>(

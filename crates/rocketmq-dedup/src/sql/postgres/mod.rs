@@ -22,8 +22,9 @@ use sqlx::postgres::{PgArguments, PgConnection, PgDatabaseError, PgPool, Postgre
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
-use super::decide::{owner, Row, Write, CONSUMED, CONSUMING};
+use super::decide::{owner, Row, Write, CONSUMED};
 use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
+use super::rows::{self, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{lock_id, BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -85,49 +86,7 @@ impl Dialect for Postgres {
         batch: &BatchColumns,
         writes: &[(usize, Write)],
     ) -> Result<(), sqlx::Error> {
-        let puts: Vec<_> = writes
-            .iter()
-            .filter_map(|&(i, w)| match w {
-                Write::Put {
-                    consumed,
-                    owner,
-                    ttl,
-                } => Some((&batch.columns[i], consumed, owner, ttl)),
-                Write::Delete => None,
-            })
-            .collect();
-        if !puts.is_empty() {
-            let mut query = QueryBuilder::<Postgres>::new(format!(
-                "INSERT INTO {} ({KEY_COLUMNS}, status, owner_token, expire_time) ",
-                table.name()
-            ));
-            query.push_values(puts, |mut row, (key, consumed, owner, ttl)| {
-                push_key(&mut row, key);
-                row.push_bind(if consumed { CONSUMED } else { CONSUMING });
-                row.push_bind(owner);
-                row.push(NOW_MS)
-                    .push_unseparated(" + ")
-                    .push_bind_unseparated(ttl_ms(ttl));
-            });
-            query.push(format!(
-                " ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time"
-            ));
-            query.build().execute(&mut *conn).await?;
-        }
-        let deletes: Vec<_> = writes
-            .iter()
-            .filter(|(_, w)| *w == Write::Delete)
-            .map(|&(i, _)| &batch.columns[i])
-            .collect();
-        if !deletes.is_empty() {
-            let mut query = QueryBuilder::<Postgres>::new(format!(
-                "DELETE FROM {} WHERE ({KEY_COLUMNS}) IN",
-                table.name()
-            ));
-            query.push_tuples(deletes, |mut tuple, key| push_key(&mut tuple, key));
-            query.build().execute(&mut *conn).await?;
-        }
-        Ok(())
+        rows::write::<Postgres>(conn, table, batch, writes, NOW_MS, &format!(" ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time")).await
     }
 
     /// Deletes up to `batch` expired rows; answers how many.
@@ -285,8 +244,6 @@ impl Dialect for Postgres {
 /// transaction's start).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
-
 /// Takes the batch's key locks (transaction-scoped advisory locks, in id order): PostgreSQL
 /// has no gap locks, so these order the transactions that want the same keys, rows or not.
 async fn lock_keys(conn: &mut PgConnection, batch: &BatchColumns) -> Result<(), sqlx::Error> {
@@ -300,21 +257,6 @@ async fn lock_keys(conn: &mut PgConnection, batch: &BatchColumns) -> Result<(), 
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-fn push_key(
-    tuple: &mut sqlx::query_builder::Separated<'_, Postgres, &'static str>,
-    key: &KeyColumns,
-) {
-    tuple.push_bind(key.application_name.clone());
-    tuple.push_bind(key.topic.clone());
-    tuple.push_bind(key.tag.clone());
-    tuple.push_bind(key.msg_uniq_key.clone());
-}
-
-/// A TTL in milliseconds, as stores keep it (see [`crate::store::clamp_ttl`]).
-fn ttl_ms(ttl: std::time::Duration) -> i64 {
-    crate::store::clamp_ttl(ttl).as_millis() as i64
 }
 
 /// The claim's statements.
