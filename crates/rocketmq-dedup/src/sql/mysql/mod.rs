@@ -103,61 +103,33 @@ impl Dialect for MySql {
             .rows_affected())
     }
 
-    /// An operator's read of one row: status, owner token and milliseconds left, while live.
     async fn admin_inspect(
         pool: &MySqlPool,
         table: &Table,
         key: &KeyColumns,
     ) -> Result<Option<AdminRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT status, owner_token, CAST(expire_time - {NOW_MS} AS SIGNED) FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ? AND expire_time >= {NOW_MS}",
-            table.name()
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        let row = bind_key(query, key, 0).fetch_optional(pool).await?;
-        row.as_ref().map(AdminRow::read).transpose()
+        rows::admin_inspect(pool, table, key, NOW_MS, "SIGNED").await
     }
 
-    /// Deletes one row, whatever its state; answers the rows deleted.
     async fn admin_forget(
         pool: &MySqlPool,
         table: &Table,
         key: &KeyColumns,
     ) -> Result<u64, sqlx::Error> {
-        let sql = format!(
-            "DELETE FROM {} WHERE application_name = ? AND topic = ? AND tag = ? AND msg_uniq_key = ?",
-            table.name()
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        Ok(bind_key(query, key, 0).execute(pool).await?.rows_affected())
+        Ok(rows::admin_forget(pool, table, key).await?.rows_affected())
     }
 
-    /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
     async fn admin_counts(
         pool: &MySqlPool,
         table: &Table,
         namespace: &[u8],
         topic_and_tag: Option<(&[u8], &[u8])>,
     ) -> Result<RowCounts, sqlx::Error> {
-        let mut sql = format!(
-            "SELECT CAST(COALESCE(SUM(status = 'CONSUMING' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(status = 'CONSUMED' AND expire_time >= {NOW_MS}), 0) AS SIGNED), CAST(COALESCE(SUM(expire_time < {NOW_MS}), 0) AS SIGNED) FROM {} WHERE application_name = ?",
-            table.name()
-        );
-        if topic_and_tag.is_some() {
-            sql.push_str(" AND topic = ? AND tag = ?");
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
-        if let Some((topic, tag)) = topic_and_tag {
-            query = query.bind(topic.to_vec()).bind(tag.to_vec());
-        }
-        RowCounts::read(&query.fetch_one(pool).await?)
+        rows::admin_counts(pool, table, namespace, topic_and_tag, NOW_MS, "SIGNED").await
     }
 
     async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
-            .await?;
-        Ok(())
+        rows::migrate(pool, sql).await
     }
 
     /// What a MySQL / MariaDB error means to the store.

@@ -101,58 +101,33 @@ impl Dialect for Postgres {
             .rows_affected())
     }
 
-    /// An operator's read of one row: status, owner token and milliseconds left, while live.
     async fn admin_inspect(
         pool: &PgPool,
         table: &Table,
         key: &KeyColumns,
     ) -> Result<Option<AdminRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT status, owner_token, (expire_time - {NOW_MS})::bigint FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4 AND expire_time >= {NOW_MS}",
-            table.name()
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        let row = bind_key(query, key).fetch_optional(pool).await?;
-        row.as_ref().map(AdminRow::read).transpose()
+        rows::admin_inspect(pool, table, key, NOW_MS, "BIGINT").await
     }
 
-    /// Deletes one row, whatever its state; answers the rows deleted.
     async fn admin_forget(
         pool: &PgPool,
         table: &Table,
         key: &KeyColumns,
     ) -> Result<u64, sqlx::Error> {
-        let sql = format!("DELETE FROM {} WHERE application_name = $1 AND topic = $2 AND tag = $3 AND msg_uniq_key = $4", table.name());
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        Ok(bind_key(query, key).execute(pool).await?.rows_affected())
+        Ok(rows::admin_forget(pool, table, key).await?.rows_affected())
     }
 
-    /// Rows of one application name: live CONSUMING, live CONSUMED, expired.
     async fn admin_counts(
         pool: &PgPool,
         table: &Table,
         namespace: &[u8],
         topic_and_tag: Option<(&[u8], &[u8])>,
     ) -> Result<RowCounts, sqlx::Error> {
-        let mut sql = format!(
-            "SELECT COALESCE(SUM(CASE WHEN status = 'CONSUMING' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN status = 'CONSUMED' AND expire_time >= {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint, COALESCE(SUM(CASE WHEN expire_time < {NOW_MS} THEN 1 ELSE 0 END), 0)::bigint FROM {} WHERE application_name = $1",
-            table.name()
-        );
-        if topic_and_tag.is_some() {
-            sql.push_str(" AND topic = $2 AND tag = $3");
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(namespace.to_vec());
-        if let Some((topic, tag)) = topic_and_tag {
-            query = query.bind(topic.to_vec()).bind(tag.to_vec());
-        }
-        RowCounts::read(&query.fetch_one(pool).await?)
+        rows::admin_counts(pool, table, namespace, topic_and_tag, NOW_MS, "BIGINT").await
     }
 
     async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
-            .await?;
-        Ok(())
+        rows::migrate(pool, sql).await
     }
 
     /// What a PostgreSQL error means to the store.
