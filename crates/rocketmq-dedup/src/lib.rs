@@ -60,8 +60,8 @@
 //! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore) and
 //!   [`RedisStore`](store::RedisStore) (and, with feature `test-util`, the store contract suite).
 //! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table,
-//!   written once over a sealed `SqlDatabase`, each database's statements in one `Dialect`
-//!   impl; `inbox`: the transactional inbox, whose handler writes in the record's
+//!   written once over a sealed `SqlDatabase` (the statements both databases share in
+//!   `rows`), what differs in one `Dialect` impl per database; `inbox`: the transactional inbox, whose handler writes in the record's
 //!   transaction.
 //! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
 //! - `runtime` (private): how a listener drives its futures on the client's consume thread.

@@ -12,7 +12,9 @@
 //!   handler's database writes take effect exactly once, crashes included.
 //!
 //! The table's semantics are written once, over [`SqlDatabase`] (`store`, `inbox`, and
-//! `decide`, the state machine); what differs between the databases, their statements, is
+//! `decide`, the state machine), and so are the statements both databases take in one form
+//! (`rows`: the batch's upsert and delete, an operator's reads); what differs between the
+//! databases (locking, reading a batch, the inbox's claim, purging, error codes, the clock) is
 //! one `impl` per database (`mysql`, `postgres`).
 //!
 //! The schema is shipped as migrations (`migrations/mysql`, `migrations/postgres`, also
