@@ -2,6 +2,7 @@
 //! states as one upsert and one delete, and an operator's statements. Each dialect gives what
 //! differs (its clock, its upsert clause, its name of a 64-bit integer) and its database type.
 
+use sqlx::query::Query;
 use sqlx::query_builder::Separated;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type,
@@ -24,6 +25,23 @@ where
     tuple.push_bind(key.topic.clone());
     tuple.push_bind(key.tag.clone());
     tuple.push_bind(key.msg_uniq_key.clone());
+}
+
+/// Binds a key's columns, in order, to a query's next placeholders.
+pub(crate) fn bind_key<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    key: &'q KeyColumns,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    DB::Arguments: Send,
+    for<'t> &'q [u8]: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(key.application_name.as_slice())
+        .bind(key.topic.as_slice())
+        .bind(key.tag.as_slice())
+        .bind(key.msg_uniq_key.as_slice())
 }
 
 /// A TTL in milliseconds, as stores keep it (see [`crate::store::clamp_ttl`]).

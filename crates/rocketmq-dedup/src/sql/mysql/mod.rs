@@ -18,13 +18,12 @@
 
 use std::time::Duration;
 
-use sqlx::mysql::{MySql, MySqlArguments, MySqlConnection, MySqlDatabaseError, MySqlPool};
-use sqlx::query::Query;
+use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlPool};
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
 use super::decide::{owner, Row, Write, CONSUMED};
 use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
-use super::rows::{self, push_key, ttl_ms, KEY_COLUMNS};
+use super::rows::{self, bind_key, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -201,7 +200,7 @@ impl Dialect for MySql {
         let columns = KeyColumns::of(key);
         let ttl = ttl_ms(ttl);
         let insert = sqlx::query(AssertSqlSafe(statements.insert.as_str()));
-        let inserted = bind_key(insert, &columns, 0)
+        let inserted = bind_key(insert, &columns)
             .bind(owner(token))
             .bind(ttl)
             .execute(&mut **tx)
@@ -214,9 +213,7 @@ impl Dialect for MySql {
         }
         // A committed record: processed, or expired (then it is ours to take over).
         let select = sqlx::query(AssertSqlSafe(statements.select.as_str()));
-        let found = bind_key(select, &columns, 0)
-            .fetch_optional(&mut **tx)
-            .await;
+        let found = bind_key(select, &columns).fetch_optional(&mut **tx).await;
         let row = match found {
             Ok(Some(row)) => row,
             Ok(None) => return Ok(InboxClaim::InFlight),
@@ -233,7 +230,7 @@ impl Dialect for MySql {
                 let update = sqlx::query(AssertSqlSafe(statements.take_over.as_str()))
                     .bind(owner(token))
                     .bind(ttl);
-                bind_key(update, &columns, 0).execute(&mut **tx).await?;
+                bind_key(update, &columns).execute(&mut **tx).await?;
                 Ok(InboxClaim::Claimed)
             }
         }
@@ -242,21 +239,3 @@ impl Dialect for MySql {
 
 /// Now, in milliseconds since the epoch, by the database's clock.
 const NOW_MS: &str = "CAST(ROUND(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)";
-
-/// Binds the key's columns, but the first `skip` (already bound).
-fn bind_key<'q>(
-    query: Query<'q, MySql, MySqlArguments>,
-    key: &'q KeyColumns,
-    skip: usize,
-) -> Query<'q, MySql, MySqlArguments> {
-    let columns = [
-        &key.application_name,
-        &key.topic,
-        &key.tag,
-        &key.msg_uniq_key,
-    ];
-    columns
-        .into_iter()
-        .skip(skip)
-        .fold(query, |query, column| query.bind(column.as_slice()))
-}

@@ -18,13 +18,12 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgArguments, PgConnection, PgDatabaseError, PgPool, Postgres};
-use sqlx::query::Query;
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgPool, Postgres};
 use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
 
 use super::decide::{owner, Row, Write, CONSUMED};
 use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
-use super::rows::{self, push_key, ttl_ms, KEY_COLUMNS};
+use super::rows::{self, bind_key, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{lock_id, BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -276,15 +275,4 @@ async fn lock(
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
-}
-
-fn bind_key<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    key: &'q KeyColumns,
-) -> Query<'q, Postgres, PgArguments> {
-    query
-        .bind(key.application_name.as_slice())
-        .bind(key.topic.as_slice())
-        .bind(key.tag.as_slice())
-        .bind(key.msg_uniq_key.as_slice())
 }
