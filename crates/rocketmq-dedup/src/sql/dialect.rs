@@ -7,8 +7,9 @@ use std::time::Duration;
 use sqlx::{Database, Pool, Transaction};
 use std::future::Future;
 
-use super::decide::{Row, Write};
-use super::table::{BatchColumns, KeyColumns, Table};
+use super::decide::Row;
+use super::rows::SharedStatements;
+use super::table::{BatchColumns, Table};
 
 /// One live row as an operator reads it.
 #[derive(Debug)]
@@ -101,9 +102,9 @@ pub enum Failure {
 
 /// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
 /// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
-pub trait SqlDatabase: Dialect {}
+pub trait SqlDatabase: Dialect + SharedStatements {}
 
-impl<DB: Dialect> SqlDatabase for DB {}
+impl<DB: Dialect + SharedStatements> SqlDatabase for DB {}
 
 /// What differs between the databases: their statements (see the module docs).
 pub trait Dialect: Database {
@@ -113,6 +114,12 @@ pub trait Dialect: Database {
     const INBOX_KIND: &'static str;
     /// The shipped schema (for the default table name).
     const MIGRATION: &'static str;
+    /// The database's clock, in Unix milliseconds, as an SQL expression.
+    const NOW_MS: &'static str;
+    /// The database's name of a 64-bit integer in a `CAST` (`SIGNED`, `BIGINT`).
+    const INTEGER: &'static str;
+    /// What follows the batch's `INSERT … VALUES` to update the rows that exist.
+    const UPSERT: &'static str;
 
     /// A pool of `max_connections` on `url`.
     fn connect(
@@ -133,14 +140,6 @@ pub trait Dialect: Database {
         batch: &'a BatchColumns,
     ) -> impl Future<Output = Result<Vec<Row>, sqlx::Error>> + Send + 'a;
 
-    /// Writes the keys' last states.
-    fn write<'a>(
-        conn: &'a mut Self::Connection,
-        table: &'a Table,
-        batch: &'a BatchColumns,
-        writes: &'a [(usize, Write)],
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
-
     /// Starts the purge job of `table` on `pool`.
     fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
         let (pool, owned) = (pool.clone(), table.clone());
@@ -158,34 +157,8 @@ pub trait Dialect: Database {
         batch: u32,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
 
-    /// An operator's read of one live row.
-    fn admin_inspect<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> impl Future<Output = Result<Option<AdminRow>, sqlx::Error>> + Send + 'a;
-
-    /// Deletes one row; answers the rows deleted.
-    fn admin_forget<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        key: &'a KeyColumns,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
-
-    /// Live CONSUMING, live CONSUMED and expired rows of one application name, or of one
-    /// topic and tag in it.
-    fn admin_counts<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        namespace: &'a [u8],
-        topic_and_tag: Option<(&'a [u8], &'a [u8])>,
-    ) -> impl Future<Output = Result<RowCounts, sqlx::Error>> + Send + 'a;
-
-    /// Runs a migration's statements.
-    fn migrate<'a>(
-        pool: &'a Pool<Self>,
-        sql: String,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+    /// The rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
 
     /// What an error means.
     fn classify(err: &sqlx::Error) -> Failure;

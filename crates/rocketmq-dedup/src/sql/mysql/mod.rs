@@ -19,11 +19,11 @@
 use std::time::Duration;
 
 use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlPool};
-use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
 
-use super::decide::{owner, Row, Write, CONSUMED};
-use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
-use super::rows::{self, bind_key, push_key, ttl_ms, KEY_COLUMNS};
+use super::decide::{owner, Row, CONSUMED};
+use super::dialect::{Dialect, InboxStatements};
+use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -51,6 +51,10 @@ impl Dialect for MySql {
     const STORE_KIND: &'static str = "mysql";
     const INBOX_KIND: &'static str = "mysql-inbox";
     const MIGRATION: &'static str = MIGRATION;
+    const NOW_MS: &'static str = NOW_MS;
+    const INTEGER: &'static str = "SIGNED";
+    const UPSERT: &'static str =
+        " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)";
 
     /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
     /// batch, `FOR UPDATE` (rows and, for absent keys, their gaps).
@@ -80,17 +84,6 @@ impl Dialect for MySql {
         Ok(found)
     }
 
-    /// Writes the last state of each written key: one upsert, one delete.
-    async fn write(
-        conn: &mut MySqlConnection,
-        table: &Table,
-        batch: &BatchColumns,
-        writes: &[(usize, Write)],
-    ) -> Result<(), sqlx::Error> {
-        rows::write::<MySql>(conn, table, batch, writes, NOW_MS, " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)").await
-    }
-
-    /// Deletes up to `batch` expired rows; answers how many.
     async fn purge(pool: &MySqlPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
         let sql = format!(
             "DELETE FROM {} WHERE expire_time < {NOW_MS} LIMIT {batch}",
@@ -102,33 +95,8 @@ impl Dialect for MySql {
             .rows_affected())
     }
 
-    async fn admin_inspect(
-        pool: &MySqlPool,
-        table: &Table,
-        key: &KeyColumns,
-    ) -> Result<Option<AdminRow>, sqlx::Error> {
-        rows::admin_inspect(pool, table, key, NOW_MS, "SIGNED").await
-    }
-
-    async fn admin_forget(
-        pool: &MySqlPool,
-        table: &Table,
-        key: &KeyColumns,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(rows::admin_forget(pool, table, key).await?.rows_affected())
-    }
-
-    async fn admin_counts(
-        pool: &MySqlPool,
-        table: &Table,
-        namespace: &[u8],
-        topic_and_tag: Option<(&[u8], &[u8])>,
-    ) -> Result<RowCounts, sqlx::Error> {
-        rows::admin_counts(pool, table, namespace, topic_and_tag, NOW_MS, "SIGNED").await
-    }
-
-    async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
-        rows::migrate(pool, sql).await
+    fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
+        result.rows_affected()
     }
 
     /// What a MySQL / MariaDB error means to the store.

@@ -19,11 +19,11 @@
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnection, PgDatabaseError, PgPool, Postgres};
-use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row as _, Transaction};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
 
-use super::decide::{owner, Row, Write, CONSUMED};
-use super::dialect::{AdminRow, Dialect, InboxStatements, RowCounts};
-use super::rows::{self, bind_key, push_key, ttl_ms, KEY_COLUMNS};
+use super::decide::{owner, Row, CONSUMED};
+use super::dialect::{Dialect, InboxStatements};
+use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
 use super::table::{lock_id, BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -51,6 +51,10 @@ impl Dialect for Postgres {
     const STORE_KIND: &'static str = "postgres";
     const INBOX_KIND: &'static str = "postgres-inbox";
     const MIGRATION: &'static str = MIGRATION;
+    const NOW_MS: &'static str = NOW_MS;
+    const INTEGER: &'static str = "BIGINT";
+    const UPSERT: &'static str =
+        " ON CONFLICT (application_name, topic, tag, msg_uniq_key) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time";
 
     /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
     /// batch, after taking the keys' locks ([`lock_keys`]).
@@ -78,17 +82,6 @@ impl Dialect for Postgres {
         Ok(found)
     }
 
-    /// Writes the last state of each written key: one upsert, one delete.
-    async fn write(
-        conn: &mut PgConnection,
-        table: &Table,
-        batch: &BatchColumns,
-        writes: &[(usize, Write)],
-    ) -> Result<(), sqlx::Error> {
-        rows::write::<Postgres>(conn, table, batch, writes, NOW_MS, &format!(" ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time")).await
-    }
-
-    /// Deletes up to `batch` expired rows; answers how many.
     async fn purge(pool: &PgPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
         let name = table.name();
         let sql = format!(
@@ -100,33 +93,8 @@ impl Dialect for Postgres {
             .rows_affected())
     }
 
-    async fn admin_inspect(
-        pool: &PgPool,
-        table: &Table,
-        key: &KeyColumns,
-    ) -> Result<Option<AdminRow>, sqlx::Error> {
-        rows::admin_inspect(pool, table, key, NOW_MS, "BIGINT").await
-    }
-
-    async fn admin_forget(
-        pool: &PgPool,
-        table: &Table,
-        key: &KeyColumns,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(rows::admin_forget(pool, table, key).await?.rows_affected())
-    }
-
-    async fn admin_counts(
-        pool: &PgPool,
-        table: &Table,
-        namespace: &[u8],
-        topic_and_tag: Option<(&[u8], &[u8])>,
-    ) -> Result<RowCounts, sqlx::Error> {
-        rows::admin_counts(pool, table, namespace, topic_and_tag, NOW_MS, "BIGINT").await
-    }
-
-    async fn migrate(pool: &Pool<Self>, sql: String) -> Result<(), sqlx::Error> {
-        rows::migrate(pool, sql).await
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
     }
 
     /// What a PostgreSQL error means to the store.
@@ -274,5 +242,16 @@ async fn lock(
         }
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upsert_conflicts_on_the_key_columns() {
+        let conflict = format!("ON CONFLICT ({KEY_COLUMNS})");
+        assert!(<Postgres as Dialect>::UPSERT.contains(&conflict));
     }
 }
