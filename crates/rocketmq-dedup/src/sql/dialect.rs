@@ -2,14 +2,18 @@
 //! written once over [`SqlDatabase`]; each database implements [`Dialect`] with its own
 //! statements, in its module.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::{Database, Pool, Transaction};
-use std::future::Future;
 
 use super::decide::Row;
 use super::rows::SharedStatements;
 use super::table::{BatchColumns, Table};
+use super::{PurgeOptions, Purger};
+use crate::inbox::InboxClaim;
+use crate::record_key::RecordKey;
+use crate::store::OwnerToken;
 
 /// One live row as an operator reads it.
 #[derive(Debug)]
@@ -22,22 +26,6 @@ pub struct AdminRow {
     pub(crate) left_ms: i64,
 }
 
-impl AdminRow {
-    /// The row a database answered (status, owner token, milliseconds left).
-    pub(crate) fn read<'r, R: sqlx::Row>(row: &'r R) -> Result<Self, sqlx::Error>
-    where
-        usize: sqlx::ColumnIndex<R>,
-        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        Ok(AdminRow {
-            status: row.try_get(0)?,
-            owner: row.try_get(1)?,
-            left_ms: row.try_get(2)?,
-        })
-    }
-}
-
 /// Rows of a scope, by state.
 #[derive(Debug)]
 pub struct RowCounts {
@@ -48,25 +36,6 @@ pub struct RowCounts {
     /// Expired rows (not purged yet).
     pub(crate) expired: i64,
 }
-
-impl RowCounts {
-    /// The counts a database answered, in that order.
-    pub(crate) fn read<'r, R: sqlx::Row>(row: &'r R) -> Result<Self, sqlx::Error>
-    where
-        usize: sqlx::ColumnIndex<R>,
-        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        Ok(RowCounts {
-            consuming: row.try_get(0)?,
-            consumed: row.try_get(1)?,
-            expired: row.try_get(2)?,
-        })
-    }
-}
-use super::{PurgeOptions, Purger};
-use crate::inbox::InboxClaim;
-use crate::record_key::RecordKey;
-use crate::store::OwnerToken;
 
 /// The inbox's statements, prepared once per pool in the server's own syntax.
 #[derive(Debug)]

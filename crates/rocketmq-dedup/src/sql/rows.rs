@@ -7,9 +7,7 @@ use std::future::Future;
 
 use sqlx::query::Query;
 use sqlx::query_builder::Separated;
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type,
-};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::decide::{Write, CONSUMED, CONSUMING};
 use super::dialect::{AdminRow, Dialect, RowCounts};
@@ -119,9 +117,8 @@ where
     for<'t> &'static str: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
+    for<'r> (String, Option<i64>, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
     for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
     for<'e> &'e Pool<DB>: Executor<'e, Database = DB>,
@@ -188,8 +185,13 @@ where
         ));
         push_key_match(&mut query, key);
         query.push(format!(" AND expire_time >= {}", DB::NOW_MS));
-        let row = query.build().fetch_optional(pool).await?;
-        row.as_ref().map(AdminRow::read).transpose()
+        let row: Option<(String, Option<i64>, i64)> =
+            query.build_query_as().fetch_optional(pool).await?;
+        Ok(row.map(|(status, owner, left_ms)| AdminRow {
+            status,
+            owner,
+            left_ms,
+        }))
     }
 
     async fn admin_forget(
@@ -229,7 +231,12 @@ where
             query.push(" AND topic = ").push_bind(topic.to_vec());
             query.push(" AND tag = ").push_bind(tag.to_vec());
         }
-        RowCounts::read(&query.build().fetch_one(pool).await?)
+        let (consuming, consumed, expired) = query.build_query_as().fetch_one(pool).await?;
+        Ok(RowCounts {
+            consuming,
+            consumed,
+            expired,
+        })
     }
 
     async fn migrate(pool: &Pool<DB>, sql: String) -> Result<(), sqlx::Error> {
