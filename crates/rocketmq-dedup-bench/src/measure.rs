@@ -104,12 +104,32 @@ pub struct RedisBytes {
     pub one_key: f64,
     /// The Java library's layout (`MSGDEDUP:<app>:<topic>:<tag>:<id>` = `CONSUMED`, `EX`).
     pub reference: f64,
-    /// Claims a second (batches of 32 fresh keys) with the records loaded, and on an empty
-    /// server: the medians of interleaved rounds.
-    pub claims_loaded: f64,
-    pub claims_empty: f64,
+    /// Claims a second (batches of 32 fresh keys) with the records loaded and on an empty
+    /// server.
+    pub claims: LoadedVsEmpty,
+    /// The same with the records in the one-key layout, claimed as the store did before.
+    pub one_key_claims: LoadedVsEmpty,
+}
+
+/// Rates against a loaded and an empty server, from interleaved rounds.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadedVsEmpty {
+    /// The median rate, loaded.
+    pub loaded: f64,
+    /// The median rate, empty.
+    pub empty: f64,
     /// Loaded over empty, round by round.
-    pub claims: Spread,
+    pub ratio: Spread,
+}
+
+impl LoadedVsEmpty {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "loaded": self.loaded,
+            "empty": self.empty,
+            "loaded_vs_empty": {"median": self.ratio.median, "min": self.ratio.min, "max": self.ratio.max, "runs": self.ratio.runs},
+        })
+    }
 }
 
 impl RedisBytes {
@@ -119,14 +139,19 @@ impl RedisBytes {
             "redis bytes per CONSUMED record (used_memory, {} records): ours (time buckets) {:.1}, one key per record {:.1}, reference layout {:.1}",
             self.records, self.bucketed, self.one_key, self.reference
         );
-        println!(
-            "redis claims per second (batches of 32, medians): {:.0} holding {} records, {:.0} empty; loaded / empty {:.3} ({})",
-            self.claims_loaded,
-            self.records,
-            self.claims_empty,
-            self.claims.median,
-            self.claims.range()
-        );
+        for (layout, c) in [
+            ("time buckets", self.claims),
+            ("one key per record", self.one_key_claims),
+        ] {
+            println!(
+                "redis claims per second ({layout}, batches of 32, medians): {:.0} holding {} records, {:.0} empty; loaded / empty {:.3} ({})",
+                c.loaded,
+                self.records,
+                c.empty,
+                c.ratio.median,
+                c.ratio.range()
+            );
+        }
         for masters in [3.0, 10.0] {
             let gib = |bytes: f64| bytes * 1e9 / masters / (1u64 << 30) as f64;
             println!(
@@ -190,6 +215,77 @@ async fn claims_per_second(store: &RedisStore, first: usize, n: usize) -> anyhow
     Ok(rate)
 }
 
+/// Claims a second in the one-key layout (`SET key c1 NX PX 60000 GET`, as the store claimed
+/// before the buckets) over `n` fresh keys (from `first`), in pipelines of 32; the claims are
+/// deleted afterwards (not timed).
+async fn one_key_claims_per_second(
+    conn: &mut impl redis::aio::ConnectionLike,
+    first: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let keys: Vec<String> = (first..first + n).map(previous_layout_key).collect();
+    let started = std::time::Instant::now();
+    for chunk in keys.chunks(32) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg("c1")
+                .arg("NX")
+                .arg("PX")
+                .arg(60_000)
+                .arg("GET");
+        }
+        let _: Vec<redis::Value> = pipe.query_async(conn).await?;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    for chunk in keys.chunks(1_000) {
+        let () = redis::cmd("DEL").arg(chunk).query_async(conn).await?;
+    }
+    Ok(rate)
+}
+
+/// The previous Redis store's key of message `i`, one key per record: `dedup:<scope>:<id>`,
+/// the scope being 11 base64url characters of the SHA-256 of `dedup:<group>:<topic>::` (its
+/// `KeyLayout::Scoped`, removed since).
+fn previous_layout_key(i: usize) -> String {
+    format!("dedup:{PREVIOUS_LAYOUT_SCOPE}:{}", uniq_id(i))
+}
+
+/// Rates against a loaded server and an empty one in `rounds` interleaved rounds (the order
+/// alternating): each round's ratio is of two runs back to back, so a slow moment of the
+/// machine weighs on both. Answers the median rates and the ratios' spread.
+async fn loaded_vs_empty(
+    what: &str,
+    rounds: usize,
+    mut loaded: impl AsyncFnMut(usize) -> anyhow::Result<f64>,
+    mut empty: impl AsyncFnMut(usize) -> anyhow::Result<f64>,
+) -> anyhow::Result<LoadedVsEmpty> {
+    let (mut on_loaded, mut on_empty) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (l, e) = match round % 2 {
+            0 => (loaded(round).await?, empty(round).await?),
+            _ => {
+                let e = empty(round).await?;
+                (loaded(round).await?, e)
+            }
+        };
+        eprintln!("{what}, round {round}: loaded {l:.0}/s, empty {e:.0}/s");
+        on_loaded.push(l);
+        on_empty.push(e);
+    }
+    let ratios = on_loaded
+        .iter()
+        .zip(&on_empty)
+        .map(|(l, e)| l / e)
+        .collect();
+    Ok(LoadedVsEmpty {
+        loaded: median(on_loaded),
+        empty: median(on_empty),
+        ratio: Spread::of(ratios),
+    })
+}
+
 /// Measures [`RedisBytes`] over `records` records of each layout.
 pub async fn redis_bytes_per_record(
     redis: &RedisServer,
@@ -226,45 +322,21 @@ pub async fn redis_bytes_per_record(
     let bucketed = (used_memory(redis)? - before) as f64 / records as f64;
     eprintln!("bytes per record, time buckets: {bucketed:.1}");
 
-    // Claims a second against the loaded server and against an empty one (a server of its
-    // own, emptied before each of its rounds), in interleaved rounds: each round's ratio is
-    // of two runs back to back, so a slow moment of the machine weighs on both.
+    // Claims against the loaded server and against an empty one, a server of its own, emptied
+    // before each of its rounds. Every round claims fresh keys.
     let empty = RedisServer::start().context("an empty Redis server")?;
     let empty_store = connect(&empty).await?;
-    let (mut loaded_rates, mut empty_rates) = (Vec::new(), Vec::new());
-    for round in 0..CLAIM_ROUNDS {
-        let fresh = records + 2 * round * CLAIMS;
-        let on_loaded = || async {
-            claims_per_second(&store, fresh, CLAIMS)
-                .await
-                .context("claims against the loaded Redis")
-        };
-        let on_empty = || async {
+    let fresh = |round: usize| records + 2 * round * CLAIMS;
+    let claims = loaded_vs_empty(
+        "claims (time buckets)",
+        CLAIM_ROUNDS,
+        async |round| claims_per_second(&store, fresh(round), CLAIMS).await,
+        async |round| {
             flush(&empty)?;
-            claims_per_second(&empty_store, fresh + CLAIMS, CLAIMS)
-                .await
-                .context("claims against an empty Redis")
-        };
-        let (loaded, empty) = match round % 2 {
-            0 => (on_loaded().await?, on_empty().await?),
-            _ => {
-                let empty = on_empty().await?;
-                (on_loaded().await?, empty)
-            }
-        };
-        eprintln!("claims/s, round {round}: loaded {loaded:.0}, empty {empty:.0}");
-        loaded_rates.push(loaded);
-        empty_rates.push(empty);
-    }
-    drop(empty_store);
-    drop(empty);
-    let claims = Spread::of(
-        loaded_rates
-            .iter()
-            .zip(&empty_rates)
-            .map(|(loaded, empty)| loaded / empty)
-            .collect(),
-    );
+            claims_per_second(&empty_store, fresh(round) + CLAIMS, CLAIMS).await
+        },
+    )
+    .await?;
 
     let conn = store.connection();
     let one_key_layout = |key: fn(usize) -> String, value: &'static str| {
@@ -289,14 +361,22 @@ pub async fn redis_bytes_per_record(
             Ok::<f64, anyhow::Error>(bytes)
         }
     };
-    // The previous Redis store's layout, one key per record: `dedup:<scope>:<id>`, the scope
-    // being 11 base64url characters of the SHA-256 of `dedup:<group>:<topic>::` (its
-    // `KeyLayout::Scoped`, removed since), the value `1`.
-    let one_key = one_key_layout(
-        |i| format!("dedup:{PREVIOUS_LAYOUT_SCOPE}:{}", uniq_id(i)),
-        "1",
+    let one_key = one_key_layout(previous_layout_key, "1").await?;
+    // The same claims in the one-key layout, loaded as it stands now: what a loaded server
+    // costs a claim without buckets.
+    let (mut on_loaded, mut on_empty) = (conn.clone(), empty_store.connection());
+    let one_key_claims = loaded_vs_empty(
+        "claims (one key per record)",
+        CLAIM_ROUNDS,
+        async |round| one_key_claims_per_second(&mut on_loaded, fresh(round), CLAIMS).await,
+        async |round| {
+            flush(&empty)?;
+            one_key_claims_per_second(&mut on_empty, fresh(round) + CLAIMS, CLAIMS).await
+        },
     )
     .await?;
+    drop(empty_store);
+    drop(empty);
     let reference = one_key_layout(
         |i| {
             crate::reference::reference_key(
@@ -315,9 +395,8 @@ pub async fn redis_bytes_per_record(
         bucketed,
         one_key,
         reference,
-        claims_loaded: median(loaded_rates),
-        claims_empty: median(empty_rates),
         claims,
+        one_key_claims,
     })
 }
 
@@ -633,7 +712,12 @@ impl Report {
                 "<=",
                 0.2,
             ),
-            ("redis_claims_loaded_vs_empty", bytes.claims, ">=", 0.9),
+            (
+                "redis_claims_loaded_vs_empty",
+                bytes.claims.ratio,
+                ">=",
+                0.9,
+            ),
             (
                 "memory_store_bytes_per_record",
                 single(self.memory_store_bytes_per_record),
@@ -729,7 +813,7 @@ impl Report {
             "redis_round_trips": {"fresh_batch_32": self.round_trips.0, "duplicate_batch_32": self.round_trips.1},
             "cluster_round_trips": {"fresh_batch_32": self.cluster_round_trips.0, "duplicate_batch_32": self.cluster_round_trips.1},
             "redis_bytes_per_record": {"records": bytes.records, "bucketed": bytes.bucketed, "one_key": bytes.one_key, "reference_layout": bytes.reference},
-            "redis_claims_per_s": {"loaded": bytes.claims_loaded, "empty": bytes.claims_empty, "loaded_vs_empty": {"median": bytes.claims.median, "min": bytes.claims.min, "max": bytes.claims.max, "runs": bytes.claims.runs}},
+            "redis_claims_per_s": {"time_buckets": bytes.claims.json(), "one_key": bytes.one_key_claims.json()},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "engine_cpu_us_per_message": {"batch_1": self.engine_us.0, "batch_32": self.engine_us.1},
             "ratios": json_ratios,
