@@ -28,7 +28,7 @@ use connection::Lane;
 pub use connection::RedisConnection;
 use layout::Location;
 use layouts::Layouts;
-use pipeline::KeyedCommand;
+use pipeline::{sized_cmd, KeyedCommand};
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
 use scripts::{CLAIM, COMMIT, RELEASE, RENEW};
@@ -158,7 +158,7 @@ impl RedisStore {
         let mut commands = Vec::with_capacity(at.len() * 4);
         let mut checks = Vec::with_capacity(at.len());
         for loc in at {
-            let mut set = redis::cmd("SET");
+            let mut set = sized_cmd("SET", 7, loc.claim.len() + owner.len() + ttl.len() + 16);
             set.arg(&loc.claim)
                 .arg(owner)
                 .arg("NX")
@@ -171,7 +171,7 @@ impl RedisStore {
             });
             let before = commands.len();
             for bucket in loc.live_bucket_names(now, horizon) {
-                let mut hexists = redis::cmd("HEXISTS");
+                let mut hexists = sized_cmd("HEXISTS", 3, loc.claim.len() + 40);
                 hexists.arg(bucket).arg(&loc.field[..]);
                 commands.push(KeyedCommand {
                     key: &loc.claim,
@@ -491,7 +491,8 @@ impl<'a> ScriptCall<'a> {
     /// `EVALSHA` of the script on the record at `k`.
     fn command(&self, k: usize) -> KeyedCommand<'a> {
         let loc = &self.at[k];
-        let mut cmd = redis::cmd("EVALSHA");
+        // The hash, the key count, the claim, up to five buckets, five arguments.
+        let mut cmd = sized_cmd("EVALSHA", 14, 6 * loc.claim.len() + 160);
         cmd.arg(self.script.script.get_hash());
         match &self.args {
             ScriptArgs::Commit(c) => {
