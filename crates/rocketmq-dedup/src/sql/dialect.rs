@@ -10,7 +10,6 @@ use sqlx::{Database, Pool, Transaction};
 use super::decide::Row;
 use super::rows::SharedStatements;
 use super::table::{BatchColumns, Table};
-use super::{PurgeOptions, Purger};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
@@ -109,28 +108,24 @@ pub trait Dialect: Database {
         batch: &'a BatchColumns,
     ) -> impl Future<Output = Result<Vec<Row>, sqlx::Error>> + Send + 'a;
 
-    /// Starts the purge job of `table` on `pool`.
-    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
-        let (pool, owned) = (pool.clone(), table.clone());
-        let delete = move || {
-            let (pool, table) = (pool.clone(), owned.clone());
-            async move { Self::purge(&pool, &table, options.batch).await }
-        };
-        Purger::start(table.name(), options, delete)
-    }
-
-    /// Deletes up to `batch` expired rows.
-    fn purge<'a>(
-        pool: &'a Pool<Self>,
-        table: &'a Table,
-        batch: u32,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
+    /// The statement that deletes up to `batch` expired rows.
+    fn purge_statement(table: &Table, batch: u32) -> String;
 
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
-    /// What an error means.
-    fn classify(err: &sqlx::Error) -> Failure;
+    /// What an error means: a unique key violation, else what the database's own error says
+    /// ([`Self::classify_database`]).
+    fn classify(err: &sqlx::Error) -> Failure {
+        match err.as_database_error() {
+            None => Failure::Other,
+            Some(db) if db.is_unique_violation() => Failure::Duplicate,
+            Some(db) => Self::classify_database(db),
+        }
+    }
+
+    /// What an error the database answered means, by its own code.
+    fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Failure;
 
     /// Prepares the inbox's statements (waiting at most `lock_wait` for a held record).
     fn prepare_inbox<'a>(

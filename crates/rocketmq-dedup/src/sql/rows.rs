@@ -12,6 +12,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 use super::decide::{Write, CONSUMED, CONSUMING};
 use super::dialect::{AdminRow, Dialect, RowCounts};
 use super::table::{BatchColumns, KeyColumns, Table};
+use super::{PurgeOptions, Purger};
 
 /// The key columns, in the table's order.
 pub(crate) const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
@@ -102,6 +103,23 @@ pub trait SharedStatements: Dialect {
         namespace: &'a [u8],
         topic_and_tag: Option<(&'a [u8], &'a [u8])>,
     ) -> impl Future<Output = Result<RowCounts, sqlx::Error>> + Send + 'a;
+
+    /// Deletes up to `batch` expired rows ([`Dialect::purge_statement`]); answers how many.
+    fn purge<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'a;
+
+    /// Starts the purge job of `table` on `pool`.
+    fn start_purger(pool: &Pool<Self>, table: &Table, options: PurgeOptions) -> Option<Purger> {
+        let (pool, owned) = (pool.clone(), table.clone());
+        let delete = move || {
+            let (pool, table) = (pool.clone(), owned.clone());
+            async move { Self::purge(&pool, &table, options.batch).await }
+        };
+        Purger::start(table.name(), options, delete)
+    }
 
     /// Runs a migration's statements.
     fn migrate(
@@ -237,6 +255,12 @@ where
             consumed,
             expired,
         })
+    }
+
+    async fn purge(pool: &Pool<DB>, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
+        let sql = DB::purge_statement(table, batch);
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn migrate(pool: &Pool<DB>, sql: String) -> Result<(), sqlx::Error> {

@@ -84,29 +84,19 @@ impl Dialect for MySql {
         Ok(found)
     }
 
-    async fn purge(pool: &MySqlPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
-        let sql = format!(
+    fn purge_statement(table: &Table, batch: u32) -> String {
+        format!(
             "DELETE FROM {} WHERE expire_time < {NOW_MS} LIMIT {batch}",
             table.name()
-        );
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
-            .await?
-            .rows_affected())
+        )
     }
 
     fn rows_affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
         result.rows_affected()
     }
 
-    /// What a MySQL / MariaDB error means to the store.
-    fn classify(err: &sqlx::Error) -> Failure {
-        let Some(db) = err.as_database_error() else {
-            return Failure::Other;
-        };
-        if db.is_unique_violation() {
-            return Failure::Duplicate;
-        }
+    /// What a MySQL / MariaDB error means to the store, by its error number.
+    fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Failure {
         match db
             .try_downcast_ref::<MySqlDatabaseError>()
             .map(|e| e.number())

@@ -82,29 +82,19 @@ impl Dialect for Postgres {
         Ok(found)
     }
 
-    async fn purge(pool: &PgPool, table: &Table, batch: u32) -> Result<u64, sqlx::Error> {
+    fn purge_statement(table: &Table, batch: u32) -> String {
         let name = table.name();
-        let sql = format!(
+        format!(
             "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE expire_time < {NOW_MS} LIMIT {batch}))"
-        );
-        Ok(sqlx::query(AssertSqlSafe(sql))
-            .execute(pool)
-            .await?
-            .rows_affected())
+        )
     }
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
 
-    /// What a PostgreSQL error means to the store.
-    fn classify(err: &sqlx::Error) -> Failure {
-        let Some(db) = err.as_database_error() else {
-            return Failure::Other;
-        };
-        if db.is_unique_violation() {
-            return Failure::Duplicate;
-        }
+    /// What a PostgreSQL error means to the store, by its SQLSTATE.
+    fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Failure {
         match db.try_downcast_ref::<PgDatabaseError>().map(|e| e.code()) {
             // deadlock_detected, serialization_failure
             Some("40P01") | Some("40001") => Failure::Deadlock,
@@ -118,7 +108,7 @@ impl Dialect for Postgres {
         }
     }
 
-    /// Claims `key` in `tx`; see [`crate::inbox::Inbox::claim`].
+    /// The claim's statements (no server round trip: the lock wait is the claim's own loop).
     async fn prepare_inbox(
         _pool: &PgPool,
         table: &Table,
