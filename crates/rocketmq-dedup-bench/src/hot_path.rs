@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::{ConsumeConcurrentlyContext, MessageListenerConcurrently};
-use rocketmq_dedup::store::{RedisStore, RedisStoreBuilder};
+use rocketmq_dedup::store::{MemoryStore, RedisStore, RedisStoreBuilder};
 use rocketmq_dedup::testing::message;
 use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -66,18 +66,28 @@ async fn listener(
             runtime: tokio::runtime::Handle::current(),
             round_trips: trips,
         }),
-        Kind::Redis | Kind::RedisNoLinger | Kind::RedisMultiplexed | Kind::RedisSyncCommit => {
-            let mut builder = RedisStore::builder(url);
-            if kind == Kind::RedisNoLinger {
-                builder = builder.commit_linger(Duration::ZERO);
-            }
-            if let Some(linger) = commit_linger {
-                builder = builder.commit_linger(linger);
-            }
-            if kind == Kind::RedisMultiplexed {
-                builder = builder.consume_thread_connections(0);
-            }
-            let store = store(builder).await?;
+        Kind::Memory
+        | Kind::Redis
+        | Kind::RedisNoLinger
+        | Kind::RedisMultiplexed
+        | Kind::RedisSyncCommit => {
+            let store = match kind {
+                // The listener's own cost: a store that answers at once, on no network.
+                Kind::Memory => Arc::new(MemoryStore::new()) as Arc<dyn rocketmq_dedup::DedupStore>,
+                _ => {
+                    let mut builder = RedisStore::builder(url);
+                    if kind == Kind::RedisNoLinger {
+                        builder = builder.commit_linger(Duration::ZERO);
+                    }
+                    if let Some(linger) = commit_linger {
+                        builder = builder.commit_linger(linger);
+                    }
+                    if kind == Kind::RedisMultiplexed {
+                        builder = builder.consume_thread_connections(0);
+                    }
+                    store(builder).await?
+                }
+            };
             let sync = kind == Kind::RedisSyncCommit;
             match work.is_blocking() {
                 true => Box::new(
@@ -100,7 +110,7 @@ async fn listener(
             }
         }
         other => anyhow::bail!(
-            "the hot path measures floor, reference and the redis kinds, not {other:?}"
+            "the hot path measures floor, reference, memory and the redis kinds, not {other:?}"
         ),
     })
 }

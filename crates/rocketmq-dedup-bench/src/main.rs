@@ -91,7 +91,7 @@ enum Role {
     /// message at a time against a local Redis server; interleaved rounds, the median and
     /// range of each listener's throughput over the floor's in the same round.
     HotPath {
-        /// Listeners to measure (floor, reference and the redis kinds).
+        /// Listeners to measure (floor, reference, memory and the redis kinds).
         #[arg(long, value_delimiter = ',', default_value = "floor,redis,reference")]
         kinds: Vec<Kind>,
         #[arg(long, default_value = "trivial")]
