@@ -25,12 +25,13 @@ impl DedupHandler for AsyncTrivial {
     }
 }
 
-/// One listener's round: messages per second over all threads, and the process's CPU per
-/// message.
+/// One listener's round: messages per second over all threads, and per message the CPU of
+/// this process and of the Redis server (on a machine with few cores, both are throughput).
 #[derive(Debug, Clone, Copy)]
 pub struct Round {
     pub msgs_per_s: f64,
     pub cpu_us_per_msg: f64,
+    pub server_cpu_us_per_msg: f64,
 }
 
 /// Builds `kind`'s listener over the Redis server at `url`; the Redis kinds with
@@ -151,7 +152,23 @@ fn round(
     Round {
         msgs_per_s: n / secs,
         cpu_us_per_msg: crate::cpu_time().saturating_sub(before).as_secs_f64() * 1e6 / n,
+        server_cpu_us_per_msg: 0.0,
     }
+}
+
+/// The Redis server's CPU time so far (`INFO cpu`: `used_cpu_sys` + `used_cpu_user`, in
+/// seconds, the server's own `getrusage`).
+fn server_cpu_seconds(conn: &mut redis::Connection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn)?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = info.lines().find_map(|l| l.strip_prefix(name));
+        let value = line.and_then(|v| v.strip_prefix(':')).map(str::trim);
+        match value.map(str::parse::<f64>) {
+            Some(Ok(seconds)) => Ok(seconds),
+            _ => anyhow::bail!("INFO cpu has no number for {name}: {info:?}"),
+        }
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
 
 /// `rounds` interleaved rounds of every kind in `kinds`; one `Round` per kind and round.
@@ -170,11 +187,16 @@ pub async fn measure(
     }
     let mut results: Vec<(Kind, Vec<Round>)> = kinds.iter().map(|&k| (k, Vec::new())).collect();
     let per_thread = messages / threads.max(1);
+    let mut server = redis::Client::open(url)?.get_connection()?;
     for r in 0..rounds {
         for (i, (kind, listener)) in listeners.iter().enumerate() {
             let tag = format!("{:02X}{r:04X}", *kind as u8);
             let listener = listener.as_ref();
-            let result = tokio::task::block_in_place(|| round(listener, threads, per_thread, &tag));
+            let before = server_cpu_seconds(&mut server)?;
+            let mut result =
+                tokio::task::block_in_place(|| round(listener, threads, per_thread, &tag));
+            let server_cpu = server_cpu_seconds(&mut server)? - before;
+            result.server_cpu_us_per_msg = server_cpu * 1e6 / (threads * per_thread) as f64;
             results[i].1.push(result);
         }
     }

@@ -445,16 +445,19 @@ async fn hot_path_report(
     for (kind, rounds) in &results {
         let mut tput: Vec<f64> = rounds.iter().map(|r| r.msgs_per_s).collect();
         let mut cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_us_per_msg).collect();
+        let mut server_cpu: Vec<f64> = rounds.iter().map(|r| r.server_cpu_us_per_msg).collect();
         tput.sort_by(f64::total_cmp);
         cpu.sort_by(f64::total_cmp);
+        server_cpu.sort_by(f64::total_cmp);
         let mut line = format!(
-            "hot-path {:<15} {} msg/s median {:>8.0} ({:.0}..{:.0}), consumer cpu us/msg {:.1}",
+            "hot-path {:<15} {} msg/s median {:>8.0} ({:.0}..{:.0}), cpu us/msg consumer {:.1} redis-server {:.1}",
             name(*kind),
             work_name(work),
             tput[tput.len() / 2],
             tput[0],
             tput[tput.len() - 1],
-            cpu[cpu.len() / 2]
+            cpu[cpu.len() / 2],
+            server_cpu[server_cpu.len() / 2]
         );
         if let Some(floor) = &floor {
             let mut ratios: Vec<f64> = rounds
