@@ -74,14 +74,8 @@ impl Mark {
 fn redis_server_cpu(redis_info: &Mutex<Option<redis::Connection>>) -> Option<Duration> {
     let mut conn = redis_info.lock().unwrap_or_else(|p| p.into_inner());
     let info: String = redis::cmd("INFO").arg("cpu").query(conn.as_mut()?).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    Some(Duration::from_secs_f64(
-        field("used_cpu_sys:")? + field("used_cpu_user:")?,
-    ))
+    let seconds = crate::measure::cpu_seconds_in_info(&info).ok()?;
+    Some(Duration::from_secs_f64(seconds))
 }
 
 impl MessageListenerConcurrently for Timed {

@@ -156,19 +156,10 @@ fn round(
     }
 }
 
-/// The Redis server's CPU time so far (`INFO cpu`: `used_cpu_sys` + `used_cpu_user`, in
-/// seconds, the server's own `getrusage`).
+/// The Redis server's CPU time so far, in seconds.
 fn server_cpu_seconds(conn: &mut redis::Connection) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query(conn)?;
-    let field = |name: &str| -> anyhow::Result<f64> {
-        let line = info.lines().find_map(|l| l.strip_prefix(name));
-        let value = line.and_then(|v| v.strip_prefix(':')).map(str::trim);
-        match value.map(str::parse::<f64>) {
-            Some(Ok(seconds)) => Ok(seconds),
-            _ => anyhow::bail!("INFO cpu has no number for {name}: {info:?}"),
-        }
-    };
-    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+    crate::measure::cpu_seconds_in_info(&info)
 }
 
 /// `rounds` interleaved rounds of every kind in `kinds`; one `Round` per kind and round.

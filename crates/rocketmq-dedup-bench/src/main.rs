@@ -65,6 +65,11 @@ struct Cli {
     /// repetition, the repetitions one after another (interleaved).
     #[arg(long)]
     reps: Option<usize>,
+    /// Only these scenarios (comma-separated `<duplicates %>:<batch>:<handler>`, e.g.
+    /// `0:1:trivial,0:32:trivial`; default: all): more repetitions of the few that matter to a
+    /// question in the same time. Ratios that need a scenario left out print as not measured.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<ScenarioId>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -413,7 +418,14 @@ fn main() -> anyhow::Result<()> {
                 true => Kind::ALL.to_vec(),
                 false => cli.listeners,
             };
-            runtime.block_on(drive(cli.full, cli.backlog, cli.reps, &listeners, cli.json))?
+            let plan = Plan {
+                full: cli.full,
+                backlog: cli.backlog,
+                reps: cli.reps,
+                listeners,
+                only: cli.only,
+            };
+            runtime.block_on(drive(plan, cli.json))?
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -572,13 +584,71 @@ fn works(dup: u8, batch: u32) -> &'static [Work] {
     }
 }
 
-async fn drive(
+/// The backlogs' shares of duplicates, in percent.
+const DUPLICATE_SHARES: [u8; 2] = [0, 50];
+
+/// The batch sizes measured: RocketMQ's default and a large one.
+const BATCH_SIZES: [u32; 2] = [1, 32];
+
+/// A scenario of the run as `--only` names it: `<duplicates %>:<batch>:<handler>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ScenarioId {
+    dup: u8,
+    batch: u32,
+    work: Work,
+}
+
+impl std::str::FromStr for ScenarioId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "<duplicates %>:<batch>:<handler>, e.g. 0:1:trivial";
+        let mut parts = text.splitn(3, ':');
+        let (Some(dup), Some(batch), Some(work)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{text:?} is not {usage}"));
+        };
+        let id = ScenarioId {
+            dup: dup
+                .parse()
+                .map_err(|_| format!("{dup:?} is not a share: {usage}"))?,
+            batch: batch
+                .parse()
+                .map_err(|_| format!("{batch:?} is not a batch size: {usage}"))?,
+            work: Work::from_str(work, true)?,
+        };
+        let measured = DUPLICATE_SHARES.contains(&id.dup) && BATCH_SIZES.contains(&id.batch);
+        match measured && works(id.dup, id.batch).contains(&id.work) {
+            true => Ok(id),
+            false => Err(format!(
+                "{text:?} is not a scenario of the run (0 or 50% duplicates, batch 1 or 32; \
+                 at 50% and at batch 32 not every handler)"
+            )),
+        }
+    }
+}
+
+/// What a run measures.
+struct Plan {
     full: bool,
+    /// Messages per backlog; the mode's when `None`.
     backlog: Option<usize>,
+    /// Repetitions; the mode's when `None`.
     reps: Option<usize>,
-    listeners: &[Kind],
-    json: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+    listeners: Vec<Kind>,
+    /// Only these scenarios; every one when empty.
+    only: Vec<ScenarioId>,
+}
+
+async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let Plan {
+        full,
+        backlog,
+        reps,
+        listeners,
+        only,
+    } = plan;
+    let listeners = &listeners[..];
     let (mode_backlog, mode_reps) = if full { (20_000, 3) } else { (3_000, 1) };
     let (backlog, reps) = (backlog.unwrap_or(mode_backlog), reps.unwrap_or(mode_reps));
     let exe = std::env::current_exe()?;
@@ -604,9 +674,13 @@ async fn drive(
 
     let mut results: BTreeMap<Key, Vec<serde_json::Value>> = BTreeMap::new();
     for rep in 0..reps {
-        for dup in [0u8, 50] {
-            for batch in [1u32, 32] {
+        for dup in DUPLICATE_SHARES {
+            for batch in BATCH_SIZES {
                 for &work in works(dup, batch) {
+                    let id = ScenarioId { dup, batch, work };
+                    if !only.is_empty() && !only.contains(&id) {
+                        continue;
+                    }
                     for &kind in listeners {
                         if !kind.is_dedup_listener() && work != work.blocking_form() {
                             continue; // the same run as its blocking form's
@@ -734,5 +808,40 @@ pub fn work_name(work: Work) -> &'static str {
         Work::Sleep1ms => "sleep1ms",
         Work::Async1ms => "async1ms",
         Work::Cpu => "cpu",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ScenarioId, Work};
+
+    #[test]
+    fn only_names_scenarios_as_share_batch_and_handler() {
+        let id: ScenarioId = "0:32:trivial".parse().unwrap();
+        assert_eq!(
+            id,
+            ScenarioId {
+                dup: 0,
+                batch: 32,
+                work: Work::Trivial
+            }
+        );
+        let id: ScenarioId = "0:1:trivial-blocking".parse().unwrap();
+        assert_eq!(id.work, Work::TrivialBlocking);
+    }
+
+    #[test]
+    fn only_refuses_what_the_run_does_not_measure() {
+        for text in [
+            "0:1",
+            "x:1:trivial",
+            "0:1:nothing",
+            "50:1:cpu",
+            "0:32:async1ms",
+            "10:1:trivial",
+            "0:8:trivial",
+        ] {
+            assert!(text.parse::<ScenarioId>().is_err(), "{text} was accepted");
+        }
     }
 }

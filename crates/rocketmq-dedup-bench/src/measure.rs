@@ -413,6 +413,21 @@ pub struct Report {
     pub redis_bytes: RedisBytes,
 }
 
+/// The CPU time a Redis server has used, in seconds, from its `INFO cpu` answer
+/// (`used_cpu_sys` + `used_cpu_user`: the server's own `getrusage`).
+pub fn cpu_seconds_in_info(info: &str) -> anyhow::Result<f64> {
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let value = info
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'));
+        match value.map(|v| v.trim().parse::<f64>()) {
+            Some(Ok(seconds)) => Ok(seconds),
+            _ => anyhow::bail!("INFO cpu has no number for {name}: {info:?}"),
+        }
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -496,7 +511,7 @@ impl Report {
             self.backlog, self.reps
         );
         println!(
-            "{:>4} {:>5} {:<16} {:<14} {:>8} {:>9} {:>9} {:>9} {:>8}",
+            "{:>4} {:>5} {:<16} {:<14} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
             "dup%",
             "batch",
             "handler",
@@ -505,7 +520,8 @@ impl Report {
             "p50 us",
             "p99 us",
             "rss MiB",
-            "cpu us"
+            "cpu us",
+            "redis us"
         );
         let mut rows = Vec::new();
         for key in self.scenarios.keys() {
@@ -517,8 +533,15 @@ impl Report {
                 self.metric(*key, "peak_rss_kb") / 1024.0,
                 self.metric(*key, "cpu_us_per_msg"),
             );
+            // The Redis server's CPU per message while the listener consumed (the listeners on
+            // the run's one server).
+            let server = self.metric(*key, "redis_server_cpu_us_per_msg");
+            let server_text = match server.is_nan() {
+                true => "-".to_owned(),
+                false => format!("{server:.1}"),
+            };
             println!(
-                "{dup:>4} {batch:>5} {:<16} {:<14} {tput:>8.0} {p50:>9.0} {p99:>9.0} {rss:>9.1} {cpu:>8.1}",
+                "{dup:>4} {batch:>5} {:<16} {:<14} {tput:>8.0} {p50:>9.0} {p99:>9.0} {rss:>9.1} {cpu:>8.1} {server_text:>8}",
                 work_name(work),
                 name(kind)
             );
@@ -526,6 +549,7 @@ impl Report {
                 "duplicates_percent": dup, "batch": batch, "handler": work_name(work), "listener": name(kind),
                 "msgs_per_s": tput, "p50_us": p50, "p99_us": p99, "peak_rss_mib": rss,
                 "cpu_us_per_msg": cpu,
+                "redis_server_cpu_us_per_msg": server,
                 "redis_round_trips": self.metric(*key, "redis_round_trips"),
             }));
         }
@@ -795,7 +819,7 @@ impl Report {
                 _ => (value - target).abs() < 1e-9,
             };
             let verdict = match value.is_nan() {
-                true => "not measured (a listener left out with --listeners)",
+                true => "not measured (a listener or scenario left out with --listeners or --only)",
                 false if pass => "PASS",
                 false => "FAIL",
             };
@@ -819,5 +843,23 @@ impl Report {
             "ratios": json_ratios,
             "figures": json_figures,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `INFO cpu` as redis-server 7.0.15 answered it (lines end in CRLF).
+    const INFO_CPU: &str = "# CPU\r\nused_cpu_sys:0.002977\r\nused_cpu_user:0.001500\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\nused_cpu_sys_main_thread:0.002890\r\nused_cpu_user_main_thread:0.000000\r\n";
+
+    #[test]
+    fn cpu_seconds_add_the_servers_system_and_user_time_not_its_childrens() {
+        let seconds = super::cpu_seconds_in_info(INFO_CPU).unwrap();
+        assert!((seconds - 0.004477).abs() < 1e-9, "{seconds}");
+    }
+
+    #[test]
+    fn an_answer_without_cpu_times_is_an_error() {
+        let err = super::cpu_seconds_in_info("# Server\r\nredis_version:7.0.15\r\n").unwrap_err();
+        assert!(err.to_string().contains("used_cpu_sys"), "{err}");
     }
 }
