@@ -116,13 +116,14 @@ async fn listener(
     })
 }
 
-/// Each of `threads` threads consumes `per_thread` fresh messages one at a time.
+/// Each of `threads` threads consumes `per_thread` fresh messages one at a time; `server` is a
+/// connection to the Redis server, whose CPU time is read before and after.
 fn round(
     listener: &dyn MessageListenerConcurrently,
-    threads: usize,
-    per_thread: usize,
+    (threads, per_thread): (usize, usize),
     tag: &str,
-) -> Round {
+    server: &mut redis::Connection,
+) -> anyhow::Result<Round> {
     let msgs: Vec<Vec<MessageExt>> = (0..threads)
         .map(|t| {
             (0..per_thread)
@@ -135,6 +136,7 @@ fn round(
         })
         .collect();
     let context = ConsumeConcurrentlyContext::new(Default::default());
+    let server_before = server_cpu_seconds(server)?;
     let before = crate::cpu_time();
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -149,11 +151,13 @@ fn round(
     });
     let secs = started.elapsed().as_secs_f64();
     let n = (threads * per_thread) as f64;
-    Round {
+    let cpu = crate::cpu_time().saturating_sub(before);
+    let server_cpu = server_cpu_seconds(server)? - server_before;
+    Ok(Round {
         msgs_per_s: n / secs,
-        cpu_us_per_msg: crate::cpu_time().saturating_sub(before).as_secs_f64() * 1e6 / n,
-        server_cpu_us_per_msg: 0.0,
-    }
+        cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / n,
+        server_cpu_us_per_msg: server_cpu * 1e6 / n,
+    })
 }
 
 /// The Redis server's CPU time so far, in seconds.
@@ -183,11 +187,9 @@ pub async fn measure(
         for (i, (kind, listener)) in listeners.iter().enumerate() {
             let tag = format!("{:02X}{r:04X}", *kind as u8);
             let listener = listener.as_ref();
-            let before = server_cpu_seconds(&mut server)?;
-            let mut result =
-                tokio::task::block_in_place(|| round(listener, threads, per_thread, &tag));
-            let server_cpu = server_cpu_seconds(&mut server)? - before;
-            result.server_cpu_us_per_msg = server_cpu * 1e6 / (threads * per_thread) as f64;
+            let result = tokio::task::block_in_place(|| {
+                round(listener, (threads, per_thread), &tag, &mut server)
+            })?;
             results[i].1.push(result);
         }
     }
