@@ -704,17 +704,28 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
             .unwrap();
         (store, listener)
     });
-    // As the client does: on a blocking-lane thread of the runtime.
-    let consume = |id: &str| {
-        let (l, msg) = (listener.clone(), message("T").uniq_key(id).build());
-        let started = std::time::Instant::now();
-        let status = rt
-            .block_on(rt.spawn_blocking(move || {
+    // As the client does: one long-lived consume thread, here a blocking-lane thread of the
+    // runtime that takes every message. (A `spawn_blocking` per message may land on a fresh
+    // thread: the pool's last thread is not always idle again when the next task comes.)
+    type Consumed = (ConsumeConcurrentlyStatus, Duration);
+    let (to_consume, messages) =
+        std::sync::mpsc::channel::<(String, std::sync::mpsc::Sender<Consumed>)>();
+    let consume_thread = {
+        let l = listener.clone();
+        rt.spawn_blocking(move || {
+            for (id, reply) in messages {
+                let msg = message("T").uniq_key(&id).build();
+                let started = std::time::Instant::now();
                 let context = ConsumeConcurrentlyContext::new(MessageQueue::default());
-                l.consume_message(&[&msg], &context).unwrap()
-            }))
-            .unwrap();
-        (status, started.elapsed())
+                let status = l.consume_message(&[&msg], &context).unwrap();
+                let _ = reply.send((status, started.elapsed()));
+            }
+        })
+    };
+    let consume = |id: &str| {
+        let (reply, answer) = std::sync::mpsc::channel();
+        to_consume.send((id.to_owned(), reply)).unwrap();
+        answer.recv().unwrap()
     };
     let clients = |server: &RedisServer| {
         server
@@ -750,6 +761,8 @@ fn consume_threads_use_blocking_connections_and_survive_a_restart() {
     // A copy of "a", committed before the kill, does not run.
     assert_eq!(consume("a").0, ConsumeConcurrentlyStatus::ConsumeSuccess);
     assert_eq!(runs.load(Ordering::SeqCst), 3, "a, b and c ran once each");
+    drop(to_consume);
+    rt.block_on(consume_thread).unwrap();
     rt.block_on(listener.shutdown(Duration::from_secs(5)));
 }
 
