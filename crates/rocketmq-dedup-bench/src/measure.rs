@@ -848,7 +848,8 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    /// `INFO cpu` as redis-server 7.0.15 answered it (lines end in CRLF).
+    /// `INFO cpu` as redis-server 7.0.15 answered it (lines end in CRLF), but for
+    /// `used_cpu_user`, raised from the recorded 0.000000 so that the sum shows both fields.
     const INFO_CPU: &str = "# CPU\r\nused_cpu_sys:0.002977\r\nused_cpu_user:0.001500\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\nused_cpu_sys_main_thread:0.002890\r\nused_cpu_user_main_thread:0.000000\r\n";
 
     #[test]
