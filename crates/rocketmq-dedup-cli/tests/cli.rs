@@ -62,7 +62,8 @@ fn status_and_forget(url: &str, token: OwnerToken) {
     let status = |k: &str| cli(url, &[&at[..], &["status", k]].concat());
     let out = status("done");
     assert!(out.status.success(), "{}", stderr(&out));
-    // An hour, or up to half an hour more in a Redis bucket (30 min wide for a 1 h TTL).
+    // An hour (in Redis up to a unit more, an eighth of the store's record TTL, where a record
+    // kept this long goes into the records hashes).
     assert!(
         stdout(&out).starts_with("CONSUMED, recognised for 59 min")
             || stdout(&out).starts_with("CONSUMED, recognised for 1 h"),
@@ -124,7 +125,7 @@ async fn redis_status_forget_stats_purge() {
             stdout(&out)
         );
     }
-    // A namespace is counted too: its topics' claims and buckets.
+    // A namespace is counted too: its topics' claims and records hashes.
     let readable = RecordKey::new(KeyParts {
         prefix: "dedup",
         namespace: "payments",

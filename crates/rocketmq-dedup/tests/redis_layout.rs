@@ -1,6 +1,6 @@
-//! The Redis store's bucketed layout at its edges: servers whose listpack limits are tiny or
-//! huge, a bucket that became a hashtable, and stores configured with another bucket width
-//! or record TTL than the one that laid a group out. Each still answers correctly; where
+//! The Redis store's sharded layout at its edges: servers whose listpack limits are tiny or
+//! huge, a records hash that became a hashtable, and stores configured with another unit
+//! width or record TTL than the one that laid a group out. Each still answers correctly; where
 //! memory will suffer, the store says so in a WARN.
 
 #[path = "support/log_capture.rs"]
@@ -40,7 +40,7 @@ fn config_set(server: &RedisServer, settings: &[(&str, &str)]) {
     }
 }
 
-/// A store on `server` whose new groups get one shard: every record of a bucket in one hash.
+/// A store on `server` whose new groups get one shard: every record of a group in one hash.
 async fn one_shard_store(server: &RedisServer) -> RedisStore {
     RedisStore::builder(server.url())
         .expected_rate(0)
@@ -49,7 +49,7 @@ async fn one_shard_store(server: &RedisServer) -> RedisStore {
         .unwrap()
 }
 
-/// The listener's default record TTL: records go into buckets of a default store.
+/// The listener's default record TTL: records go into the records hashes of a default store.
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn local() -> RedisServer {
@@ -85,9 +85,9 @@ async fn commit_then_find_consumed(store: &RedisStore, keys: &[RecordKey]) {
     );
 }
 
-/// The encodings of the bucket hashes on `server`.
-fn bucket_encodings(server: &RedisServer) -> Vec<String> {
-    keys_matching(server, "contract:group:Topic::{*}:*")
+/// The encodings of the records hashes on `server`.
+fn records_encodings(server: &RedisServer) -> Vec<String> {
+    keys_matching(server, "contract:group:Topic::{*}:r")
         .iter()
         .map(|key| server.command(&["OBJECT", "ENCODING", key]).unwrap())
         .collect()
@@ -104,7 +104,7 @@ async fn tiny_listpack_limits_answer_correctly_and_warn() {
         ],
     );
     let (capture, _guard) = capture_warnings();
-    // One shard: all 40 records in one bucket hash.
+    // One shard: all 40 records in one records hash.
     let store = one_shard_store(&server).await;
     let logs = capture.text();
     assert!(logs.contains("WARN"), "{logs}");
@@ -113,7 +113,7 @@ async fn tiny_listpack_limits_answer_correctly_and_warn() {
         "{logs}"
     );
     commit_then_find_consumed(&store, &fresh_keys(40)).await;
-    let encodings = bucket_encodings(&server);
+    let encodings = records_encodings(&server);
     assert!(
         !encodings.is_empty() && encodings.iter().all(|e| e.contains("hashtable")),
         "{encodings:?}"
@@ -143,28 +143,28 @@ async fn few_listpack_entries_warn_and_huge_limits_do_not() {
     let store = one_shard_store(&server).await;
     commit_then_find_consumed(&store, &fresh_keys(600)).await;
     assert_eq!(capture.text(), "", "nothing to warn about");
-    let encodings = bucket_encodings(&server);
+    let encodings = records_encodings(&server);
     assert!(
         encodings.iter().all(|e| e.contains("listpack")),
         "{encodings:?}"
     );
 }
 
-/// A bucket that outgrew the listpack limit (the rate was underestimated) is a hashtable:
-/// its records, and those written after, are still found.
+/// A records hash that outgrew the listpack limit (the rate was underestimated) is a
+/// hashtable: its records, and those written after, are still found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bucket_converted_to_a_hashtable_still_answers() {
+async fn a_records_hash_converted_to_a_hashtable_still_answers() {
     let server = local();
     config_set(&server, &[("hash-max-listpack-entries", "300")]);
     let store = one_shard_store(&server).await;
     let before = fresh_keys(200);
     commit_then_find_consumed(&store, &before).await;
-    assert!(bucket_encodings(&server)
+    assert!(records_encodings(&server)
         .iter()
         .all(|e| e.contains("listpack")));
     let after = fresh_keys(200);
     commit_then_find_consumed(&store, &after).await;
-    assert!(bucket_encodings(&server)
+    assert!(records_encodings(&server)
         .iter()
         .all(|e| e.contains("hashtable")));
     let again = store
@@ -186,9 +186,10 @@ async fn a_bucket_converted_to_a_hashtable_still_answers() {
     assert_eq!((counts.consumed, counts.consuming), (400, 2));
 }
 
-/// A store configured with another record TTL and rate (so another bucket width and shard
+/// A store configured with another record TTL and rate (so another unit width and shard
 /// count) uses the layout the group already has in Redis, with a WARN, and finds its records;
-/// a commit that keeps records longer than the store's record TTL widens its claims.
+/// a commit that keeps records longer than the store's record TTL keeps them that long, up to
+/// 60 units (7.5 of the first store's record TTLs), with a WARN past that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_configured_otherwise_find_each_others_records() {
     let server = local();
@@ -220,11 +221,6 @@ async fn stores_configured_otherwise_find_each_others_records() {
         .commit(&more, token, Duration::from_secs(3 * 24 * 3600))
         .await
         .unwrap();
-    assert!(
-        capture.text().contains("keeps records longer"),
-        "{}",
-        capture.text()
-    );
     let seen = first
         .claim(&more, OwnerToken::random(), LONG)
         .await
@@ -232,15 +228,38 @@ async fn stores_configured_otherwise_find_each_others_records() {
     assert_eq!(seen, vec![ClaimOutcome::Consumed; 5]);
     for key in &more {
         match first.inspect(key).await.unwrap() {
-            // Kept three days from the end of its bucket.
+            // Kept three days, and less than a unit (3 h) more.
             RecordState::Consumed { ttl_left } => {
                 assert!(
-                    ttl_left > Duration::from_secs(3 * 24 * 3600 - 60),
+                    ttl_left > Duration::from_secs(3 * 24 * 3600)
+                        && ttl_left < Duration::from_secs(3 * 24 * 3600 + 3 * 3600 + 60),
                     "{ttl_left:?}"
                 )
             }
             other => panic!("{other:?}"),
         }
+    }
+    // Ten days is more than the group's layout keeps a record: 60 units of 3 h (and less than
+    // one more), with a WARN.
+    assert!(!capture.text().contains("keeps records longer"));
+    let longest = fresh_keys(1);
+    other.claim(&longest, token, LONG).await.unwrap();
+    other
+        .commit(&longest, token, Duration::from_secs(10 * 24 * 3600))
+        .await
+        .unwrap();
+    assert!(
+        capture.text().contains("keeps records longer"),
+        "{}",
+        capture.text()
+    );
+    match first.inspect(&longest[0]).await.unwrap() {
+        RecordState::Consumed { ttl_left } => assert!(
+            ttl_left > Duration::from_secs(60 * 3 * 3600)
+                && ttl_left <= Duration::from_secs(61 * 3 * 3600),
+            "{ttl_left:?}"
+        ),
+        other => panic!("{other:?}"),
     }
     // The operator forgets one: both stores then let it run again.
     assert!(first.forget(&more[0]).await.unwrap());

@@ -16,6 +16,9 @@ use rocketmq_dedup::store::{
 use rocketmq_dedup::StoreError;
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 
+/// The listener's default record TTL.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
 fn local(options: RedisOptions) -> RedisServer {
     RedisServer::start_local(options).expect("redis-server starts")
 }
@@ -63,45 +66,58 @@ async fn records_use_the_documented_layout_and_values() {
     let layout = server
         .command(&["GET", &format!("{group}{{layout}}")])
         .unwrap();
-    // A 24 h record TTL: 12 h buckets; 1 000 records a second: 262 144 shards.
-    assert!(layout.contains("w=43200000 s=262144"), "{layout:?}");
+    // A 24 h record TTL: 3 h units; 1 000 records a second: 524 288 shards.
+    assert!(layout.contains("w=10800000 s=524288"), "{layout:?}");
 
     let record_ttl = Duration::from_secs(24 * 3600);
     store
         .commit(std::slice::from_ref(&key), token, record_ttl)
         .await
         .unwrap();
-    let buckets = keys_matching(&server, &format!("{group}{{*}}:*"));
-    assert_eq!(buckets.len(), 1, "{buckets:?}");
-    let bucket = &buckets[0];
+    let hashes = keys_matching(&server, &format!("{group}{{*}}:*"));
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    let records = &hashes[0];
     let tag = &claim[group.len()..=claim.find('}').unwrap()];
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert_eq!(*bucket, format!("{group}{tag}:{}", now_ms / 43_200_000));
+    assert_eq!(*records, format!("{group}{tag}:r"));
     assert_eq!(
         number(&server.command(&["EXISTS", &claim]).unwrap()),
         0,
         "claim gone"
     );
-    assert_eq!(number(&server.command(&["HLEN", bucket]).unwrap()), 1);
-    let field = server.command(&["HKEYS", bucket]).unwrap();
-    assert!(field.contains("$12\r\n"), "a 12-byte field: {field:?}");
+    // The record's field and the sweep's.
+    assert_eq!(number(&server.command(&["HLEN", records]).unwrap()), 2);
+    let all = server.command(&["HGETALL", records]).unwrap();
+    let unit = now_ms / 10_800_000;
+    // The sweep's unit (now), and the record's: live until the end of the unit a day and a
+    // minute from now, both modulo 128.
+    let until = (now_ms + 86_400_000 + 60_000) / 10_800_000 + 1;
+    let expected = format!(
+        "*4\r\n$0\r\n\r\n${}\r\n{}\r\n$12\r\n",
+        (unit % 128).to_string().len(),
+        unit % 128
+    );
+    assert!(all.starts_with(&expected), "{all:?}");
+    assert!(
+        all.ends_with(&format!("\r\n{}\r\n", until % 128)),
+        "{all:?}"
+    );
     assert!(server
-        .command(&["OBJECT", "ENCODING", bucket])
+        .command(&["OBJECT", "ENCODING", records])
         .unwrap()
         .contains("listpack"));
-    // The bucket expires at its end plus the record TTL.
-    let expires_at = number(&server.command(&["PEXPIRETIME", bucket]).unwrap()) as u64;
-    let bucket_end = (now_ms / 43_200_000 + 1) * 43_200_000;
-    assert_eq!(expires_at, bucket_end + 86_400_000);
+    // The hash expires when its last record stops being live.
+    let expires_at = number(&server.command(&["PEXPIRETIME", records]).unwrap()) as u64;
+    assert_eq!(expires_at, until * 10_800_000);
     assert!(matches!(
         state(&store, &key).await,
         RecordState::Consumed { .. }
     ));
 
-    // A record kept an hour, under two bucket widths: in its claim key, as `1`, for the hour.
+    // A record kept an hour, under two units: in its claim key, as `1`, for the hour.
     let short = RecordKey::new(KeyParts {
         prefix: "dedup",
         namespace: "group",
@@ -126,10 +142,72 @@ async fn records_use_the_documented_layout_and_values() {
     let left = number(&server.command(&["PTTL", &claim]).unwrap());
     assert!((3_590_000..=3_600_000).contains(&left), "{left}");
     assert_eq!(
-        number(&server.command(&["HLEN", bucket]).unwrap()),
-        1,
-        "not in the bucket"
+        number(&server.command(&["HLEN", records]).unwrap()),
+        2,
+        "not in the records hash"
     );
+}
+
+/// A record in a records hash is live for its TTL and less than a unit more (a unit is an
+/// eighth of the store's record TTL, 250 ms at the least), and the hash's first commit of a
+/// later unit sweeps it away.
+#[tokio::test]
+async fn hashed_records_stop_being_live_after_their_ttl_and_are_swept() {
+    let server = local(RedisOptions::default());
+    let ttl = Duration::from_secs(2);
+    // 250 ms units, one shard: every record of the group in one hash.
+    let store = RedisStore::builder(server.url())
+        .record_ttl(ttl)
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap();
+    let keys = fresh_keys(3);
+    let token = OwnerToken::random();
+    store.claim(&keys, token, LONG).await.unwrap();
+    let committed_at = std::time::Instant::now();
+    assert_eq!(
+        store.commit(&keys[..1], token, ttl).await.unwrap(),
+        [CommitOutcome::Committed]
+    );
+    let records = keys_matching(&server, "contract:group:Topic::{*}:r");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let hlen = || number(&server.command(&["HLEN", &records[0]]).unwrap());
+    let other = OwnerToken::random();
+    assert_eq!(
+        store.claim(&keys[..1], other, LONG).await.unwrap(),
+        [ClaimOutcome::Consumed]
+    );
+    match state(&store, &keys[0]).await {
+        RecordState::Consumed { ttl_left } => assert!(
+            ttl_left > Duration::from_millis(2_000) && ttl_left <= Duration::from_millis(2_500),
+            "{ttl_left:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A second record a second later keeps the hash.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.commit(&keys[1..2], token, ttl).await.unwrap();
+    assert_eq!(hlen(), 3, "two records and the sweep's field");
+    // Kept 2 s, the skew allowed (a unit here) and less than a unit more: gone by 2.5 s.
+    tokio::time::sleep(Duration::from_millis(2_550).saturating_sub(committed_at.elapsed())).await;
+    assert_eq!(state(&store, &keys[0]).await, RecordState::Absent);
+    assert_eq!(hlen(), 3, "the dead field is still there");
+    assert_eq!(
+        store.claim(&keys[..1], other, LONG).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    store.release(&keys[..1], other).await.unwrap();
+    // The next commit into the hash sweeps the dead field away, and only that one.
+    store.commit(&keys[2..], token, ttl).await.unwrap();
+    assert_eq!(hlen(), 3, "two live records and the sweep's field");
+    assert!(matches!(
+        state(&store, &keys[1]).await,
+        RecordState::Consumed { .. }
+    ));
+    // The hash expires with its last record.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    assert!(keys_matching(&server, "contract:group:Topic::{*}:r").is_empty());
 }
 
 #[tokio::test]
@@ -198,6 +276,46 @@ async fn an_unreadable_record_is_a_typed_error() {
     assert!(
         store.inspect(&keys[0]).await.is_err(),
         "the operator's view says so too"
+    );
+
+    // A records hash whose value is not a stamp: a typed error from the claim, the scripts and
+    // the operator's view, and the record is left as it was.
+    let server = local(RedisOptions::default());
+    let store = RedisStore::builder(server.url())
+        .expected_rate(0)
+        .connect()
+        .await
+        .unwrap();
+    let scripted = RedisStore::builder(server.url())
+        .script_claims(true)
+        .connect()
+        .await
+        .unwrap();
+    let token = OwnerToken::random();
+    store.claim(&keys, token, LONG).await.unwrap();
+    store.commit(&keys, token, DAY).await.unwrap();
+    let records = keys_matching(&server, "contract:group:Topic::{*}:r");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let spoil = "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do if f ~= '' then redis.call('HSET', KEYS[1], f, 'x') end end return 1";
+    server.command(&["EVAL", spoil, "1", &records[0]]).unwrap();
+    let err = store
+        .claim(&keys, OwnerToken::random(), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::CorruptRecord { .. }), "{err}");
+    assert!(format!("{err:?}").contains("not a stamp"), "{err:?}");
+    let err = scripted
+        .claim(&keys, OwnerToken::random(), LONG)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("not a stamp"), "{err:?}");
+    let err = store.commit(&keys, token, DAY).await.unwrap_err();
+    assert!(format!("{err:?}").contains("not a stamp"), "{err:?}");
+    assert!(store.inspect(&keys[0]).await.is_err());
+    assert_eq!(
+        number(&server.command(&["HLEN", &records[0]]).unwrap()),
+        2,
+        "nothing deleted"
     );
 
     // A group layout that is not one: a typed error for every call of the group, not a guess.

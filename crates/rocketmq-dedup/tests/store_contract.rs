@@ -4,8 +4,9 @@
 //! the servers `REDIS_URL`, `REDIS_CLUSTER_URL`, `REDIS_SENTINEL_URL`, `MYSQL_URL` and
 //! `DATABASE_URL` name).
 //!
-//! The Redis stores keep records of the contract's long TTL in time buckets (their record TTL
-//! is that TTL) and those of its short TTL in keys of their own: the contract covers both.
+//! The Redis stores keep records of the contract's long TTL in their shards' records hashes
+//! (their record TTL is that TTL) and those of its short TTL in keys of their own: the
+//! contract covers both.
 
 use rocketmq_dedup::sql::mysql::MySqlStore;
 use rocketmq_dedup::sql::postgres::PostgresStore;

@@ -1,5 +1,6 @@
-//! [`RecordAdmin`] for the Redis store: a record's claim and bucket fields with their `PTTL`,
-//! `DEL` and `HDEL`, and `SCAN` over every master for counts (`HLEN` of each bucket).
+//! [`RecordAdmin`] for the Redis store: a record's claim key and its field in the records hash
+//! (`GET`, `PTTL`, `HGET`), `DEL` and `HDEL`, and `SCAN` over every master for counts (`HLEN`
+//! of each records hash).
 
 use std::time::Duration;
 
@@ -22,10 +23,6 @@ const COUNT_BATCH: usize = 500;
 fn failed(e: RedisError) -> StoreError {
     StoreError::backend(StoreOperation::Admin, e)
 }
-
-/// Widths of buckets an operator's lookup goes back over, at least (a listener elsewhere may
-/// keep records longer than this store's record TTL).
-const ADMIN_LOOKBACK_WIDTHS: u64 = 8;
 
 /// What a claim key's value and its `PTTL` say.
 fn claim_state(value: Option<Vec<u8>>, pttl_ms: i64) -> Result<RecordState, StoreError> {
@@ -75,14 +72,6 @@ impl RedisStore {
         Ok(Some(Location::of(key, &layout)))
     }
 
-    /// The bucket hashes an operator's lookup of `at` goes over, newest first.
-    fn admin_buckets(&self, at: &Location) -> Vec<String> {
-        let lookback = (ADMIN_LOOKBACK_WIDTHS * at.layout.width_ms).max(self.layouts.horizon_ms());
-        (at.live_bucket_names(now_ms(), lookback))
-            .map(|bucket| bucket.to_string())
-            .collect()
-    }
-
     async fn send_one(&self, key: &str, cmd: redis::Cmd) -> Result<Value, StoreError> {
         let sent = self.send_admin(vec![KeyedCommand { key, cmd }]).await?;
         sent.answers
@@ -109,15 +98,15 @@ fn read<T: redis::FromRedisValue>(
 }
 
 impl RecordAdmin for RedisStore {
-    /// CONSUMED when a bucket holds the record's field (its time left: the bucket's), else
-    /// what its claim key says.
+    /// CONSUMED while the records hash holds the record's field with a live stamp (its time
+    /// left: until the stamp's unit), else what its claim key says.
     fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
         Box::pin(async move {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(RecordState::Absent);
             };
-            let buckets = self.admin_buckets(&at);
-            let mut commands = Vec::with_capacity(2 + 2 * buckets.len());
+            let records = at.records().to_string();
+            let mut commands = Vec::with_capacity(3);
             for name in ["GET", "PTTL"] {
                 let mut cmd = redis::cmd(name);
                 cmd.arg(&at.claim);
@@ -126,28 +115,19 @@ impl RecordAdmin for RedisStore {
                     cmd,
                 });
             }
-            for bucket in &buckets {
-                let mut hexists = redis::cmd("HEXISTS");
-                hexists.arg(bucket).arg(&at.field[..]);
-                let mut pttl = redis::cmd("PTTL");
-                pttl.arg(bucket);
-                commands.push(KeyedCommand {
-                    key: bucket,
-                    cmd: hexists,
-                });
-                commands.push(KeyedCommand {
-                    key: bucket,
-                    cmd: pttl,
-                });
-            }
+            let mut hget = redis::cmd("HGET");
+            hget.arg(&records).arg(&at.field[..]);
+            commands.push(KeyedCommand {
+                key: &records,
+                cmd: hget,
+            });
             let mut answers = self.send_admin(commands).await?.answers.into_iter();
             let value: Option<Vec<u8>> = read(answers.next())?;
             let pttl: i64 = read(answers.next())?;
-            for _ in &buckets {
-                let found: i64 = read(answers.next())?;
-                let left: i64 = read(answers.next())?;
-                if found == 1 {
-                    let ttl_left = Duration::from_millis(left.max(0) as u64);
+            let stamp: Option<Vec<u8>> = read(answers.next())?;
+            if let Some(stamp) = stamp {
+                let stamp = super::read_stamp(&stamp, StoreOperation::Admin)?;
+                if let Some(ttl_left) = at.layout.live_for(stamp, now_ms()) {
                     return Ok(RecordState::Consumed { ttl_left });
                 }
             }
@@ -155,27 +135,27 @@ impl RecordAdmin for RedisStore {
         })
     }
 
-    /// Deletes the claim key and the field from every bucket it may be in.
+    /// Deletes the claim key and the record's field.
     fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(false);
             };
-            let buckets = self.admin_buckets(&at);
+            let records = at.records().to_string();
             let mut del = redis::cmd("DEL");
             del.arg(&at.claim);
-            let mut commands = vec![KeyedCommand {
-                key: &at.claim,
-                cmd: del,
-            }];
-            for bucket in &buckets {
-                let mut hdel = redis::cmd("HDEL");
-                hdel.arg(bucket).arg(&at.field[..]);
-                commands.push(KeyedCommand {
-                    key: bucket,
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(&records).arg(&at.field[..]);
+            let commands = vec![
+                KeyedCommand {
+                    key: &at.claim,
+                    cmd: del,
+                },
+                KeyedCommand {
+                    key: &records,
                     cmd: hdel,
-                });
-            }
+                },
+            ];
             let mut deleted = 0;
             for answer in self.send_admin(commands).await?.answers {
                 deleted += read::<i64>(Some(answer))?;
@@ -202,7 +182,8 @@ impl RecordAdmin for RedisStore {
             let pattern = format!("{}*", glob(&escaped_group(&start)));
             let keys = self.conn.scan(&pattern).await.map_err(failed)?;
             let mut counts = RecordCounts::default();
-            // A claim counts when it holds a claim, a bucket by its fields.
+            // A claim counts when it holds a claim, a records hash by its fields (not the
+            // sweep's: one a hash).
             let keys: Vec<(KeyKind, String)> = keys
                 .into_iter()
                 .map(|k| (kind_of(&k), k))
@@ -213,7 +194,7 @@ impl RecordAdmin for RedisStore {
                     .iter()
                     .map(|(kind, k)| {
                         let mut cmd = redis::cmd(match kind {
-                            KeyKind::Bucket => "HLEN",
+                            KeyKind::Records => "HLEN",
                             _ => "GET",
                         });
                         cmd.arg(k.as_str());
@@ -223,7 +204,9 @@ impl RecordAdmin for RedisStore {
                 let sent = self.send_admin(commands).await?;
                 for ((kind, _), answer) in chunk.iter().zip(sent.answers) {
                     match kind {
-                        KeyKind::Bucket => counts.consumed += read::<u64>(Some(answer))?,
+                        KeyKind::Records => {
+                            counts.consumed += read::<u64>(Some(answer))?.saturating_sub(1)
+                        }
                         _ => {
                             let value: Option<Vec<u8>> = read(Some(answer))?;
                             match value.as_deref() {

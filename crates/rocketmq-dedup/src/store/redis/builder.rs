@@ -12,7 +12,7 @@ use redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError};
 use super::blocking::BlockingLane;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
-use super::layout::BucketLayout;
+use super::layout::ShardLayout;
 use super::layouts::{Layouts, ListpackLimits};
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
@@ -195,13 +195,11 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The longest record TTL of the listeners that use this store (default
-    /// [`Self::DEFAULT_RECORD_TTL`], the listener's default): a claim looks for CONSUMED
-    /// records in the time buckets that can hold one this old, and a new group's buckets are
-    /// half this wide. A listener that keeps records longer still has them kept as long (each
-    /// commit sets its bucket's expiry), and once it commits, this store's claims look back
-    /// that far too (with a WARN: claims made before, in other processes too, may have missed
-    /// such old records).
+    /// The record TTL of the listeners that use this store (default
+    /// [`Self::DEFAULT_RECORD_TTL`], the listener's default): a new group's time unit is an
+    /// eighth of it, so its records are kept their TTL and at most an eighth more. A listener
+    /// that keeps records longer still has them kept as long, up to 7.5 times this; one that
+    /// keeps them less than a quarter of it has each in a key of its own (more memory).
     pub fn record_ttl(mut self, ttl: Duration) -> Self {
         self.record_ttl = ttl;
         self
@@ -209,8 +207,8 @@ impl RedisStoreBuilder {
 
     /// The peak rate, in records committed per second, of the busiest group (consumer group,
     /// topic and tag) that uses this store (default [`Self::DEFAULT_EXPECTED_RATE`]). It sizes
-    /// a new group's buckets: shards = rate × bucket width / 256, rounded up to a power of two,
-    /// so that a bucket hash holds about 256 records and stays in Redis's compact listpack
+    /// a new group's shards: shards = rate × (record TTL + two units) / 256, rounded up to a
+    /// power of two, so that a records hash holds about 256 records and stays in Redis's compact listpack
     /// encoding (up to `hash-max-listpack-entries`, 512 by default) at twice the rate.
     ///
     /// Above it the hashes convert to hashtables: still correct, about four times the bytes
@@ -375,7 +373,7 @@ impl RedisStoreBuilder {
             .await
             .map_err(connect_err)?;
         let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
-        let layout = BucketLayout::sized(self.record_ttl, self.expected_rate);
+        let layout = ShardLayout::sized(self.record_ttl, self.expected_rate);
         match listpack_limits(&conn).await {
             Some(limits) => {
                 if let Some(why) = limits.shortfall(&layout) {
@@ -383,10 +381,10 @@ impl RedisStoreBuilder {
                 }
             }
             None => tracing::debug!(
-                "CONFIG GET hash-max-listpack-* was refused: the bucket hashes' encoding is not checked"
+                "CONFIG GET hash-max-listpack-* was refused: the records hashes' encoding is not checked"
             ),
         }
-        let layouts = Layouts::new(layout, self.record_ttl, Arc::clone(&round_trips));
+        let layouts = Layouts::new(layout, Arc::clone(&round_trips));
         Ok(RedisStore {
             conn,
             scripts: all,

@@ -1,27 +1,36 @@
-//! Where a record lives in Redis: a CONSUMED record is a 12-byte field in a small hash of its
-//! time bucket, a claim is a key of its own.
+//! Where a record lives in Redis: a CONSUMED record is a 12-byte field of its shard's records
+//! hash, whose value says until when it is live; a claim is a key of its own.
 //!
 //! A record key `<group><key>` (the group: everything up to its last `:`, so the namespace,
 //! topic and tag of the listener's key layout) has:
 //! - a **shard**, `s`: bits of its 128-bit fingerprint, below the group's shard count;
 //! - a **claim key** `<group>{<s>}<key>` holding `c<token>` with the processing TTL while the
 //!   record is CONSUMING;
-//! - a **field**, the first 96 bits of the fingerprint, written into the bucket hash
-//!   `<group>{<s>}:<b>` when the record is committed, `b` being the commit time divided by the
-//!   group's bucket width. The hash expires as a whole at its bucket's end plus the record TTL,
-//!   so a record lives between one and one-and-a-half record TTLs (the width is half the TTL).
+//! - a **field**, the first 96 bits of the fingerprint, in the records hash `<group>{<s>}:r`,
+//!   written when the record is committed. Its value is a **stamp**: the time unit (the
+//!   group's unit width, an eighth of the record TTL) from which the record is no longer live,
+//!   modulo 128, so that it takes two bytes in the hash's listpack. A record is live while its
+//!   stamp lies 1 to 64 units ahead of now; it is committed with a stamp at least its record
+//!   TTL (plus the clock skew allowed between consumers) ahead, so it lives between one record
+//!   TTL and one TTL and a unit.
 //!
-//! A record whose TTL is shorter than two bucket widths (a listener keeping records for less
-//! than the store's [`record_ttl`](super::RedisStoreBuilder::record_ttl)) would outlive it by
-//! more than half in a bucket: it is kept in its claim key instead, as `1` with its own TTL
-//! (the memory of one key per record, and an expiry exact to the millisecond).
+//! Nothing expires a field on its own (Redis 7.0 has no per-field TTL): the first commit into a
+//! hash in each unit deletes the fields no longer live (a **sweep**; the hash's field `""`
+//! holds the unit of the last one), and the hash expires as a whole one unit after its last
+//! live record. So a hash that is written to is swept every unit, one that is not expires
+//! within 62 units, and no stamp is ever read after it has wrapped round (64 units).
 //!
-//! `{<s>}` is a Redis Cluster hash tag: a claim and all its buckets share one slot, so every
+//! A record whose TTL is shorter than two units' widths (a listener keeping records for much
+//! less than the store's [`record_ttl`](super::RedisStoreBuilder::record_ttl)) would outlive it
+//! by more than half: it is kept in its claim key instead, as `1` with its own TTL (the memory
+//! of one key per record, and an expiry exact to the millisecond).
+//!
+//! `{<s>}` is a Redis Cluster hash tag: a claim and its records hash share one slot, so every
 //! command and script touches one slot, and a batch's commands still go one pipeline per
 //! master. Braces in the group are escaped (`%7B`, `%7D`) so that the tag is always ours.
 //!
-//! A group's bucket width and shard count are written once, by the first store that uses the
-//! group, in `<group>{layout}` (`w=<width ms> s=<shards>`), and every store reads them from
+//! A group's unit width and shard count are written once, by the first store that uses the
+//! group, in `<group>{layout}` (`w=<unit ms> s=<shards>`), and every store reads them from
 //! there: stores configured differently (another record TTL, another expected rate) still
 //! find each other's records.
 //!
@@ -41,98 +50,121 @@ use crate::record_key::RecordKey;
 /// Bytes of a record's field (the first 96 bits of its fingerprint).
 pub(super) const FIELD_BYTES: usize = 12;
 
-/// Buckets per record TTL: the width is the TTL divided by this.
-pub(super) const BUCKETS_PER_TTL: u32 = 2;
+/// Units per record TTL: the unit width is the TTL divided by this.
+pub(super) const UNITS_PER_TTL: u32 = 8;
 
-/// Records a bucket hash is sized to hold on average: half of Redis's default
+/// The narrowest unit, in ms.
+pub(super) const MIN_UNIT_MS: u64 = 250;
+
+/// Stamps are units modulo this.
+pub(super) const STAMP_MODULUS: u64 = 128;
+
+/// A stamp this many units ahead of now, or fewer (and more than none), is live.
+pub(super) const LIVE_UNITS: u64 = 64;
+
+/// Most units a record is kept: a listener keeping records longer (more than 7.5 record TTLs
+/// of the store that laid the group out) has them kept this long.
+pub(super) const MAX_KEPT_UNITS: u64 = 60;
+
+/// Records a hash is sized to hold on average: half of Redis's default
 /// `hash-max-listpack-entries` (512), so twice the expected rate still fits in a listpack.
 pub(super) const RECORDS_PER_HASH: u64 = 256;
 
 /// Most shards a group gets.
 pub(super) const MAX_SHARDS: u32 = 1 << 24;
 
-/// How much the clocks of the consumers may differ: within this of the next bucket a claim
-/// also looks in it, where a consumer whose clock is ahead may already write.
+/// How much the clocks of the consumers may differ (at most a unit is allowed): a record is
+/// kept this much longer, so that a consumer whose clock is ahead still finds it live.
 pub(super) const CLOCK_SKEW_MS: u64 = 60_000;
-
-/// Most bucket widths a claim looks back over (four record TTLs of the store that laid the
-/// group out): a listener keeping records longer has them found that long only.
-pub(super) const MAX_LOOKBACK_WIDTHS: u64 = 8;
 
 /// The suffix of a group's layout key.
 const LAYOUT_SUFFIX: &str = "{layout}";
 
-/// A group's bucket width and shard count.
+/// The suffix of a records hash, after the hash tag.
+const RECORDS_SUFFIX: &str = ":r";
+
+/// A group's unit width and shard count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct BucketLayout {
-    /// Milliseconds per bucket.
-    pub(super) width_ms: u64,
+pub(super) struct ShardLayout {
+    /// Milliseconds per unit.
+    pub(super) unit_ms: u64,
     /// A power of two.
     pub(super) shards: u32,
 }
 
-impl BucketLayout {
+/// A time unit of a layout, as written into a records hash (its absolute number modulo
+/// [`STAMP_MODULUS`]).
+pub(super) type Stamp = u8;
+
+impl ShardLayout {
     /// The layout for records kept `record_ttl`, committed at about `rate` per second.
     pub(super) fn sized(record_ttl: Duration, rate: u64) -> Self {
-        let width_ms = (record_ttl.as_millis() as u64 / u64::from(BUCKETS_PER_TTL)).max(1_000);
-        let per_bucket = rate.saturating_mul(width_ms) / 1_000;
-        let shards = per_bucket.div_ceil(RECORDS_PER_HASH).max(1);
+        let ttl_ms = record_ttl.as_millis() as u64;
+        let unit_ms = (ttl_ms / u64::from(UNITS_PER_TTL)).max(MIN_UNIT_MS);
+        // A hash holds a TTL's records, a unit more, and those not swept yet (a unit).
+        let held_ms = ttl_ms.saturating_add(2 * unit_ms);
+        let per_group = rate.saturating_mul(held_ms) / 1_000;
+        let shards = per_group.div_ceil(RECORDS_PER_HASH).max(1);
         let shards = shards.min(u64::from(MAX_SHARDS)) as u32;
-        BucketLayout {
-            width_ms,
+        ShardLayout {
+            unit_ms,
             shards: shards.next_power_of_two(),
         }
     }
 
     /// As written in a layout key.
     pub(super) fn encode(&self) -> String {
-        format!("w={} s={}", self.width_ms, self.shards)
+        format!("w={} s={}", self.unit_ms, self.shards)
     }
 
     /// What a layout key holds, or `None` when unreadable.
     pub(super) fn decode(text: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(text).ok()?;
-        let mut width_ms = None;
+        let mut unit_ms = None;
         let mut shards = None;
         for part in text.split_ascii_whitespace() {
             match part.split_once('=')? {
-                ("w", v) => width_ms = v.parse().ok(),
+                ("w", v) => unit_ms = v.parse().ok(),
                 ("s", v) => shards = v.parse().ok(),
                 _ => {}
             }
         }
-        let layout = BucketLayout {
-            width_ms: width_ms.filter(|&w| w >= 1_000)?,
+        let layout = ShardLayout {
+            unit_ms: unit_ms.filter(|&w| w >= MIN_UNIT_MS)?,
             shards: shards.filter(|s: &u32| s.is_power_of_two() && *s <= MAX_SHARDS)?,
         };
         Some(layout)
     }
 
-    /// The bucket of the instant `ms` (Unix time).
-    pub(super) fn bucket(&self, ms: u64) -> u64 {
-        ms / self.width_ms
+    /// The unit of the instant `ms` (Unix time), as a stamp.
+    pub(super) fn stamp(&self, ms: u64) -> Stamp {
+        ((ms / self.unit_ms) % STAMP_MODULUS) as Stamp
     }
 
-    /// Whether records kept `record_ttl_ms` go into buckets (else each in a key of its own):
-    /// a bucket keeps a record up to one width longer than its TTL, at most half of it.
-    pub(super) fn buckets_keep(&self, record_ttl_ms: u64) -> bool {
-        record_ttl_ms >= 2 * self.width_ms
+    /// Whether records kept `record_ttl_ms` go into the records hashes (else each in a key of
+    /// its own): a record is kept up to a unit longer than its TTL, at most half of it.
+    pub(super) fn shards_keep(&self, record_ttl_ms: u64) -> bool {
+        record_ttl_ms >= 2 * self.unit_ms
     }
 
-    /// When bucket `b`'s hash expires, for records kept `record_ttl` (Unix time, ms).
-    pub(super) fn expires_at(&self, b: u64, record_ttl_ms: u64) -> u64 {
-        (b + 1) * self.width_ms + record_ttl_ms
+    /// How long a record committed at `now_ms` and kept `record_ttl_ms` stays in its hash:
+    /// its stamp, and when it stops being live (Unix time, ms).
+    pub(super) fn kept(&self, now_ms: u64, record_ttl_ms: u64) -> (Stamp, u64) {
+        let skew = CLOCK_SKEW_MS.min(self.unit_ms);
+        let kept = record_ttl_ms
+            .saturating_add(skew)
+            .min(MAX_KEPT_UNITS * self.unit_ms);
+        let until = (now_ms + kept) / self.unit_ms + 1;
+        ((until % STAMP_MODULUS) as Stamp, until * self.unit_ms)
     }
 
-    /// The buckets that may hold a live record at `now_ms`, newest first, for records kept at
-    /// most `horizon_ms`: the next one when `now` is within [`CLOCK_SKEW_MS`] of it, the
-    /// current one, and the older ones whose hash has not expired.
-    pub(super) fn live_buckets(&self, now_ms: u64, horizon_ms: u64) -> impl Iterator<Item = u64> {
-        let current = self.bucket(now_ms);
-        let newest = self.bucket(now_ms + CLOCK_SKEW_MS);
-        let back = horizon_ms.div_ceil(self.width_ms).min(MAX_LOOKBACK_WIDTHS);
-        let oldest = current.saturating_sub(back);
-        (oldest..=newest).rev()
+    /// How long a record of stamp `stamp` is still live at `now_ms`, or `None` when it is not.
+    pub(super) fn live_for(&self, stamp: u64, now_ms: u64) -> Option<Duration> {
+        let now = now_ms / self.unit_ms;
+        let ahead = (stamp + STAMP_MODULUS - now % STAMP_MODULUS) % STAMP_MODULUS;
+        (1..=LIVE_UNITS)
+            .contains(&ahead)
+            .then(|| Duration::from_millis((now + ahead) * self.unit_ms - now_ms))
     }
 }
 
@@ -161,19 +193,19 @@ pub(super) fn layout_key(group: &str) -> String {
 #[derive(Debug, Clone)]
 pub(super) struct Location {
     /// Its group's layout.
-    pub(super) layout: BucketLayout,
+    pub(super) layout: ShardLayout,
     /// Its claim key, `<group>{<shard>}<key>`.
     pub(super) claim: String,
-    /// Its field in a bucket hash.
+    /// Its field in its shard's records hash.
     pub(super) field: [u8; FIELD_BYTES],
-    /// Where the claim key's `<group>{<shard>}` ends (a bucket's name is that, `:` and the
-    /// bucket's number).
+    /// Where the claim key's `<group>{<shard>}` ends (the records hash's name is that and
+    /// `:r`).
     tag_end: usize,
 }
 
 impl Location {
     /// Where `key` lives in a group laid out as `layout`.
-    pub(super) fn of(key: &RecordKey, layout: &BucketLayout) -> Self {
+    pub(super) fn of(key: &RecordKey, layout: &ShardLayout) -> Self {
         let (group, rest) = split(key.as_str());
         let bytes = key.fingerprint().to_le_bytes();
         let mut field = [0u8; FIELD_BYTES];
@@ -194,45 +226,31 @@ impl Location {
         }
     }
 
-    /// The hash of bucket `b`, as a command argument (written into the command, no string of
-    /// its own).
-    pub(super) fn bucket(&self, b: u64) -> BucketName<'_> {
-        BucketName {
+    /// Its shard's records hash, as a command argument (written into the command, no string
+    /// of its own).
+    pub(super) fn records(&self) -> RecordsName<'_> {
+        RecordsName {
             tag: &self.claim[..self.tag_end],
-            bucket: b,
         }
     }
-
-    /// The hashes of the buckets that may hold this record live at `now_ms`, for records kept
-    /// at most `horizon_ms`, newest first ([`BucketLayout::live_buckets`]).
-    pub(super) fn live_bucket_names(
-        &self,
-        now_ms: u64,
-        horizon_ms: u64,
-    ) -> impl Iterator<Item = BucketName<'_>> + '_ {
-        self.layout
-            .live_buckets(now_ms, horizon_ms)
-            .map(|b| self.bucket(b))
-    }
 }
 
-/// The name of a bucket hash, `<group>{<shard>}:<b>`.
+/// The name of a records hash, `<group>{<shard>}:r`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct BucketName<'a> {
+pub(super) struct RecordsName<'a> {
     tag: &'a str,
-    bucket: u64,
 }
 
-impl fmt::Display for BucketName<'_> {
+impl fmt::Display for RecordsName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.tag, self.bucket)
+        write!(f, "{}{RECORDS_SUFFIX}", self.tag)
     }
 }
 
-impl ToRedisArgs for BucketName<'_> {
+impl ToRedisArgs for RecordsName<'_> {
     fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
         // Writing to a command's buffer cannot fail.
-        let _ = write!(out.writer_for_next_arg(), "{}:{}", self.tag, self.bucket);
+        let _ = write!(out.writer_for_next_arg(), "{}{RECORDS_SUFFIX}", self.tag);
     }
 }
 
@@ -241,19 +259,20 @@ impl ToRedisArgs for BucketName<'_> {
 pub(super) enum KeyKind {
     /// A claim.
     Claim,
-    /// A bucket hash.
-    Bucket,
+    /// A records hash.
+    Records,
     /// A group's layout.
     Layout,
 }
 
-/// What the Redis key `key` of this layout is.
+/// What the Redis key `key` of this layout is. A claim key never ends in `}:r`: its record
+/// key's last part follows the tag, and that part has no `:`.
 pub(super) fn kind_of(key: &str) -> KeyKind {
     let (head, rest) = split(key);
     if rest == LAYOUT_SUFFIX {
         KeyKind::Layout
-    } else if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) && head.ends_with("}:") {
-        KeyKind::Bucket
+    } else if key.ends_with(RECORDS_SUFFIX) && head.ends_with("}:") {
+        KeyKind::Records
     } else {
         KeyKind::Claim
     }
@@ -268,57 +287,84 @@ mod tests {
 
     #[test]
     fn sizing_keeps_about_256_records_per_hash() {
-        let layout = BucketLayout::sized(DAY, 1_000);
-        assert_eq!(layout.width_ms, 12 * 3600 * 1000);
-        // 43.2 million records per bucket over 262 144 shards: 165 each.
-        assert_eq!(layout.shards, 262_144);
-        assert_eq!(BucketLayout::sized(DAY, 0).shards, 1);
-        assert_eq!(BucketLayout::sized(DAY, u64::MAX).shards, MAX_SHARDS);
-        assert!(layout.buckets_keep(DAY.as_millis() as u64));
-        assert!(!layout.buckets_keep(DAY.as_millis() as u64 - 1));
+        let layout = ShardLayout::sized(DAY, 1_000);
+        assert_eq!(layout.unit_ms, 3 * 3600 * 1000);
+        // 108 million records held (a day and two units) over 524 288 shards: 206 each.
+        assert_eq!(layout.shards, 524_288);
+        assert_eq!(ShardLayout::sized(DAY, 0).shards, 1);
+        assert_eq!(ShardLayout::sized(DAY, u64::MAX).shards, MAX_SHARDS);
+        assert_eq!(
+            ShardLayout::sized(Duration::from_secs(1), 1).unit_ms,
+            MIN_UNIT_MS
+        );
+        assert!(layout.shards_keep(6 * 3600 * 1000));
+        assert!(!layout.shards_keep(6 * 3600 * 1000 - 1));
     }
 
     #[test]
     fn a_layout_reads_back_and_garbage_does_not() {
-        let layout = BucketLayout::sized(DAY, 50);
+        let layout = ShardLayout::sized(DAY, 50);
         assert_eq!(
-            BucketLayout::decode(layout.encode().as_bytes()),
+            ShardLayout::decode(layout.encode().as_bytes()),
             Some(layout)
         );
         for bad in [
             "",
             "w=0 s=4",
+            "w=249 s=4",
             "w=60000 s=3",
             "w=60000",
             "s=4",
             "x",
             "w=a s=b",
         ] {
-            assert_eq!(BucketLayout::decode(bad.as_bytes()), None, "{bad}");
+            assert_eq!(ShardLayout::decode(bad.as_bytes()), None, "{bad}");
         }
     }
 
     #[test]
-    fn a_claim_looks_in_every_bucket_a_live_record_can_be_in() {
-        let layout = BucketLayout {
-            width_ms: 1_000_000,
+    fn a_record_lives_its_ttl_and_less_than_a_unit_more() {
+        let layout = ShardLayout {
+            unit_ms: 1_000_000,
             shards: 1,
         };
-        let ttl = 2_000_000;
-        // Mid-bucket 10: buckets 8 (expires at 11 000 000, after now) to 10.
-        let now = 10_500_000;
-        let live: Vec<u64> = layout.live_buckets(now, ttl).collect();
-        assert_eq!(live, vec![10, 9, 8]);
-        assert!(layout.expires_at(8, ttl) > now && layout.expires_at(7, ttl) <= now);
-        // Near the end of bucket 10, bucket 11 too (a clock ahead may write there).
-        let live: Vec<u64> = layout.live_buckets(10_990_000, ttl).collect();
-        assert_eq!(live, vec![11, 10, 9, 8]);
-        // A year-long record TTL: eight widths back at most.
-        assert_eq!(layout.live_buckets(now, u64::MAX / 2).count(), 9);
+        let ttl = 8_000_000;
+        // Committed mid-unit 10: kept the TTL and the skew allowed (a minute), so live until
+        // the end of unit 18.
+        let committed = 10_500_000;
+        let (stamp, until) = layout.kept(committed, ttl);
+        assert_eq!((stamp, until), (19, 19_000_000));
+        let live = |at| layout.live_for(u64::from(stamp), at);
+        assert_eq!(live(committed), Some(Duration::from_millis(8_500_000)));
+        assert_eq!(
+            live(committed + ttl + 60_000),
+            Some(Duration::from_millis(440_000))
+        );
+        assert_eq!(live(18_999_999), Some(Duration::from_millis(1)));
+        assert_eq!(live(19_000_000), None);
+        // Not live again until its stamp comes round (not read by then: swept or expired).
+        for dead_units in 0..STAMP_MODULUS - LIVE_UNITS {
+            assert_eq!(
+                live(19_000_000 + dead_units * 1_000_000),
+                None,
+                "{dead_units}"
+            );
+        }
+        // Across the stamps' wrap: unit 127 + 5.
+        let (stamp, _) = layout.kept(125_000_000, 2_000_000);
+        assert_eq!(stamp, 0, "unit 128");
+        assert!(layout.live_for(u64::from(stamp), 127_000_000).is_some());
+        assert!(layout.live_for(u64::from(stamp), 128_000_000).is_none());
+        // A record TTL of a year is kept 60 units.
+        let (_, until) = layout.kept(committed, 365 * 24 * 3600 * 1000);
+        assert_eq!(until, 71_000_000);
+        assert!(layout
+            .live_for(u64::from(layout.kept(committed, u64::MAX / 2).0), committed)
+            .is_some());
     }
 
     #[test]
-    fn a_record_and_its_buckets_share_a_hash_tag_and_are_told_apart() {
+    fn a_record_and_its_records_hash_share_a_hash_tag_and_are_told_apart() {
         let key = RecordKey::new(KeyParts {
             prefix: "dedup",
             namespace: "g{1}",
@@ -326,12 +372,12 @@ mod tests {
             tag: None,
             key: "o:42",
         });
-        let layout = BucketLayout {
-            width_ms: 1_000,
+        let layout = ShardLayout {
+            unit_ms: 1_000,
             shards: 16,
         };
         let at = Location::of(&key, &layout);
-        let bucket = at.bucket(7).to_string();
+        let records = at.records().to_string();
         let tag = |k: &str| {
             let open = k.find('{').unwrap();
             k[open..=open + k[open..].find('}').unwrap()].to_owned()
@@ -342,20 +388,24 @@ mod tests {
             at.claim
         );
         assert!(at.claim.ends_with("}o%3A42"));
-        assert_eq!(tag(&at.claim), tag(&bucket));
+        assert!(records.ends_with("}:r"), "{records}");
+        assert_eq!(tag(&at.claim), tag(&records));
         assert_eq!(kind_of(&at.claim), KeyKind::Claim);
-        assert_eq!(kind_of(&bucket), KeyKind::Bucket);
+        assert_eq!(kind_of(&records), KeyKind::Records);
         assert_eq!(kind_of("dedup:g:Orders::{layout}"), KeyKind::Layout);
-        let digits = RecordKey::new(KeyParts {
-            prefix: "dedup",
-            namespace: "g",
-            topic: "Orders",
-            tag: None,
-            key: "123",
-        });
-        assert_eq!(
-            kind_of(&Location::of(&digits, &layout).claim),
-            KeyKind::Claim
-        );
+        for key in ["r", ":r", "123"] {
+            let claim = Location::of(
+                &RecordKey::new(KeyParts {
+                    prefix: "dedup",
+                    namespace: "g",
+                    topic: "Orders",
+                    tag: None,
+                    key,
+                }),
+                &layout,
+            )
+            .claim;
+            assert_eq!(kind_of(&claim), KeyKind::Claim, "{claim}");
+        }
     }
 }

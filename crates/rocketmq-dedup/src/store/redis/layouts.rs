@@ -1,15 +1,15 @@
-//! The bucket layout of each group a store has met ([`super::layout`]): read from Redis once
+//! The shard layout of each group a store has met ([`super::layout`]): read from Redis once
 //! per group, or written there by the first store that uses it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::{RedisError, Value};
 
 use super::connection::{Lane, RedisConnection};
-use super::layout::{escaped_group, layout_key, split, BucketLayout, Location, FIELD_BYTES};
+use super::layout::{escaped_group, layout_key, split, Location, ShardLayout, FIELD_BYTES};
 use super::pipeline::KeyedCommand;
 use crate::error::{StoreError, StoreOperation};
 use crate::record_key::RecordKey;
@@ -25,31 +25,29 @@ pub(super) struct ListpackLimits {
 
 impl ListpackLimits {
     /// Why records will take more memory than the layout is sized for, if they will.
-    pub(super) fn shortfall(&self, layout: &BucketLayout) -> Option<String> {
+    pub(super) fn shortfall(&self, layout: &ShardLayout) -> Option<String> {
         if self.value < FIELD_BYTES as u64 {
             return Some(format!(
-                "hash-max-listpack-value is {} bytes, under a record's {FIELD_BYTES}-byte field: every bucket is a hashtable (about 4 times the memory per record)",
+                "hash-max-listpack-value is {} bytes, under a record's {FIELD_BYTES}-byte field: every records hash is a hashtable (about 4 times the memory per record)",
                 self.value
             ));
         }
         let per_hash = super::layout::RECORDS_PER_HASH;
         (self.entries < per_hash).then(|| {
             format!(
-                "hash-max-listpack-entries is {}, under the {per_hash} records a bucket of {} shards is sized for: full buckets become hashtables (about 4 times the memory per record); raise it, or the expected rate",
+                "hash-max-listpack-entries is {}, under the {per_hash} records a hash of {} shards is sized for: full hashes become hashtables (about 4 times the memory per record); raise it, or the expected rate",
                 self.entries, layout.shards
             )
         })
     }
 }
 
-/// The layouts of the groups met, the layout for new groups, and the longest record TTL seen.
+/// The layouts of the groups met, and the layout for new groups.
 pub(super) struct Layouts {
     /// Written for a group that has none yet.
-    configured: BucketLayout,
-    /// The longest record TTL a claim must look back over, in ms.
-    horizon_ms: AtomicU64,
+    configured: ShardLayout,
     /// By group (the record key up to its last `:`).
-    known: RwLock<HashMap<Box<str>, BucketLayout>>,
+    known: RwLock<HashMap<Box<str>, ShardLayout>>,
     /// The store's round-trip counter.
     round_trips: Arc<AtomicU64>,
 }
@@ -60,13 +58,13 @@ pub(super) fn decode(
     key: &str,
     text: &[u8],
     operation: StoreOperation,
-) -> Result<BucketLayout, StoreError> {
-    BucketLayout::decode(text).ok_or_else(|| {
+) -> Result<ShardLayout, StoreError> {
+    ShardLayout::decode(text).ok_or_else(|| {
         let text = String::from_utf8_lossy(text);
-        tracing::error!(key = %key, value = %text, "unreadable bucket layout in Redis");
+        tracing::error!(key = %key, value = %text, "unreadable shard layout in Redis");
         StoreError::CorruptRecord {
             operation,
-            detail: format!("{key} holds {text:?}, not a bucket layout (w=<width ms> s=<shards>)"),
+            detail: format!("{key} holds {text:?}, not a shard layout (w=<unit ms> s=<shards>)"),
         }
     })
 }
@@ -80,41 +78,12 @@ pub(super) fn now_ms() -> u64 {
 
 impl Layouts {
     /// `round_trips`: the store's counter, which reading layouts counts into.
-    pub(super) fn new(
-        configured: BucketLayout,
-        record_ttl: Duration,
-        round_trips: Arc<AtomicU64>,
-    ) -> Self {
+    pub(super) fn new(configured: ShardLayout, round_trips: Arc<AtomicU64>) -> Self {
         Layouts {
             configured,
-            horizon_ms: AtomicU64::new(record_ttl.as_millis() as u64),
             known: RwLock::new(HashMap::new()),
             round_trips,
         }
-    }
-
-    /// The longest record TTL a claim looks back over, in ms.
-    pub(super) fn horizon_ms(&self) -> u64 {
-        self.horizon_ms.load(Ordering::Relaxed)
-    }
-
-    /// Makes claims look back over `record_ttl_ms` too, if it is longer than the configured
-    /// record TTL; answers the horizon now.
-    pub(super) fn widen_horizon(&self, record_ttl_ms: u64) -> u64 {
-        // Every commit asks: only a longer TTL writes the shared counter.
-        let now = self.horizon_ms.load(Ordering::Relaxed);
-        if record_ttl_ms <= now {
-            return now;
-        }
-        let before = self.horizon_ms.fetch_max(record_ttl_ms, Ordering::Relaxed);
-        if record_ttl_ms > before {
-            tracing::warn!(
-                record_ttl_ms,
-                configured_ms = before,
-                "a commit keeps records longer than the Redis store's record_ttl: claims now look back over it, but a claim made before this commit, in this or another process, may miss a record that old; set RedisStoreBuilder::record_ttl to the listeners' record TTL"
-            );
-        }
-        before.max(record_ttl_ms)
     }
 
     /// Where `keys` live, when every one's group is known.
@@ -159,7 +128,7 @@ impl Layouts {
         conn: &RedisConnection,
         groups: &[&str],
         operation: StoreOperation,
-    ) -> Result<Vec<BucketLayout>, StoreError> {
+    ) -> Result<Vec<ShardLayout>, StoreError> {
         let failed = |e: RedisError| StoreError::backend(operation, e);
         let keys: Vec<String> = groups
             .iter()

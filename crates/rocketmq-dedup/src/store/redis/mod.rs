@@ -1,4 +1,4 @@
-//! The Redis store: claims as keys, CONSUMED records as fields of time-bucket hashes
+//! The Redis store: claims as keys, CONSUMED records as fields of a records hash per shard
 //! ([`layout`]), sent one pipeline per server, on one server, a Redis Cluster, or the master
 //! Sentinel names.
 
@@ -39,18 +39,19 @@ use crate::record_key::RecordKey;
 
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
-/// A CONSUMED record is a 12-byte field in a small hash of the records committed in the same
-/// time bucket, which expires as a whole: about an eighth of the Redis memory of one key per
-/// record (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its own holding
-/// `c<token>` with the processing TTL. The README's "Redis memory" says where each lives; size
-/// the buckets with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
+/// A CONSUMED record is a 12-byte field in a small hash of its shard's records, its value the
+/// time it stops being live; dead fields are swept by the hash's commits, and a hash nobody
+/// writes to expires as a whole: about an eighth of the Redis memory of one key per record
+/// (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its own holding `c<token>`
+/// with the processing TTL. The README's "Redis memory" says where each lives; size the shards
+/// with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
 ///
 /// Every operation is single-slot commands, sent as one pipeline per batch and server: one
 /// round trip per batch on one server, at most one per master touched on a Redis Cluster (a
-/// record's claim and buckets share a hash tag, and the store groups a batch's commands by the
-/// master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET` and one
-/// `HEXISTS` per live bucket on Redis 7.0 and later (a Lua script before); commit, release and
-/// renew are compare-and-set Lua scripts on the owner token.
+/// record's claim and records hash share a hash tag, and the store groups a batch's commands by
+/// the master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET` and
+/// one `HGET` of the record's field on Redis 7.0 and later (a Lua script before); commit,
+/// release and renew are compare-and-set Lua scripts on the owner token.
 ///
 /// # Connection behavior
 /// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
@@ -80,7 +81,7 @@ pub struct RedisStore {
     native_claim: bool,
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
-    /// Each group's bucket layout, as read from Redis.
+    /// Each group's shard layout, as read from Redis.
     layouts: Arc<Layouts>,
 }
 
@@ -136,14 +137,13 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Claims with one `SET claim owner NX PX ttl GET` and one `HEXISTS` per live bucket for
-    /// each key, in one pipeline per server. A field in a bucket: CONSUMED; else the value the
-    /// claim key had says (nil: absent, so now claimed).
+    /// Claims with one `SET claim owner NX PX ttl GET` and one `HGET` of the record's field for
+    /// each key, in one pipeline per server. A live stamp: CONSUMED; else the value the claim
+    /// key had says (nil: absent, so now claimed).
     ///
-    /// The `SET` goes first: a commit that lands between it and the `HEXISTS` is then seen
-    /// by them (a commit after the `SET` finds our claim, not its own). A record found
-    /// CONSUMED keeps the claim the `SET` may have made, until its processing TTL: it answers
-    /// nothing (every claim looks in the buckets first) and is never committed.
+    /// The `SET` goes first: a commit that lands between it and the `HGET` is then seen by it
+    /// (a commit after the `SET` finds our claim, not its own). The claim the `SET` may have
+    /// made on a record found CONSUMED is released ([`Self::release_stale`]).
     async fn claim_native(
         &self,
         at: &[Location],
@@ -154,9 +154,8 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
-        let (now, horizon) = (layouts::now_ms(), self.layouts.horizon_ms());
-        let mut commands = Vec::with_capacity(at.len() * 4);
-        let mut checks = Vec::with_capacity(at.len());
+        let now = layouts::now_ms();
+        let mut commands = Vec::with_capacity(at.len() * 2);
         for loc in at {
             let mut set = sized_cmd("SET", 7, loc.claim.len() + owner.len() + ttl.len() + 16);
             set.arg(&loc.claim)
@@ -169,16 +168,12 @@ impl RedisStore {
                 key: &loc.claim,
                 cmd: set,
             });
-            let before = commands.len();
-            for bucket in loc.live_bucket_names(now, horizon) {
-                let mut hexists = sized_cmd("HEXISTS", 3, loc.claim.len() + 40);
-                hexists.arg(bucket).arg(&loc.field[..]);
-                commands.push(KeyedCommand {
-                    key: &loc.claim,
-                    cmd: hexists,
-                });
-            }
-            checks.push(commands.len() - before);
+            let mut hget = sized_cmd("HGET", 3, loc.claim.len() + 40);
+            hget.arg(loc.records()).arg(&loc.field[..]);
+            commands.push(KeyedCommand {
+                key: &loc.claim,
+                cmd: hget,
+            });
         }
         let sent = self
             .conn
@@ -200,14 +195,18 @@ impl RedisStore {
         };
         let mut outcomes = Vec::with_capacity(at.len());
         let mut stale = Vec::new();
-        for (k, n) in checks.into_iter().enumerate() {
+        for (k, loc) in at.iter().enumerate() {
             let previous: Option<Vec<u8>> =
                 redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
-            let mut consumed = false;
-            for _ in 0..n {
-                let found: i64 = redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
-                consumed |= found == 1;
-            }
+            let stamp: Option<Vec<u8>> =
+                redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
+            let consumed = match stamp {
+                None => false,
+                Some(stamp) => {
+                    let stamp = read_stamp(&stamp, StoreOperation::Claim)?;
+                    loc.layout.live_for(stamp, now).is_some()
+                }
+            };
             if consumed && previous.is_none() {
                 stale.push(k);
             }
@@ -232,13 +231,11 @@ impl RedisStore {
         Ok(outcomes)
     }
 
-    /// The arguments of the claim, release and renew scripts: `args`, now and the claims'
-    /// horizon.
+    /// The arguments of the claim, release and renew scripts: `args` and now.
     fn on_claim<'a>(&self, args: &'a [&'a [u8]]) -> ScriptArgs<'a> {
         ScriptArgs::OnClaim {
             args,
             now: layouts::now_ms(),
-            horizon: self.layouts.horizon_ms(),
         }
     }
 
@@ -246,7 +243,7 @@ impl RedisStore {
     /// nothing (a commit of this owner, a count) takes them for records in flight. They ride
     /// the thread's next pipeline where the blocking lane carries; elsewhere they are released
     /// now. A release that fails leaves the claim to its processing TTL: it is only ever read
-    /// after the buckets, which say CONSUMED.
+    /// after the records hash, which says CONSUMED.
     async fn release_stale(&self, stale: Vec<Location>, owner: &str) {
         let args = [owner.as_bytes()];
         let call = self.release_call(&stale, &args);
@@ -374,7 +371,7 @@ impl RedisStore {
             .layouts
             .locate(&self.conn, keys, StoreOperation::Commit)
             .await?;
-        let commit = CommitArgs::new(&self.layouts, &at, token, ttl);
+        let commit = CommitArgs::new(&at, token, ttl);
         let call = self.commit_call(&at, &commit);
         let answers = self.run(&call, carried).await?;
         Ok(answers.into_iter().map(commit_outcome).collect())
@@ -450,35 +447,38 @@ enum ScriptArgs<'a> {
     /// The commit script.
     Commit(&'a CommitArgs),
     /// Claim and renew (the owner and the TTL), release (the owner): the claim key and the
-    /// live buckets, the record's field after the arguments.
-    OnClaim {
-        args: &'a [&'a [u8]],
-        now: u64,
-        horizon: u64,
-    },
+    /// records hash, the record's field and now's stamp after the arguments.
+    OnClaim { args: &'a [&'a [u8]], now: u64 },
 }
 
-/// The commit script's arguments but the record's field, and the buckets it writes to.
+/// The commit script's arguments but the record's own.
 struct CommitArgs {
     owner: String,
     record_ttl_ms: u64,
     now: u64,
-    horizon: u64,
 }
 
 impl CommitArgs {
-    /// The arguments for committing the records `at` kept `ttl`; a bucketed record kept
-    /// longer than claims look back widens them ([`Layouts::widen_horizon`]).
-    fn new(layouts: &Layouts, at: &[Location], token: OwnerToken, ttl: Duration) -> Self {
+    /// The arguments for committing the records `at`, kept `ttl`, with `token`, now. A TTL
+    /// longer than a group keeps records ([`layout::MAX_KEPT_UNITS`]) is logged, once.
+    fn new(at: &[Location], token: OwnerToken, ttl: Duration) -> Self {
         let record_ttl_ms = super::clamp_ttl(ttl).as_millis() as u64;
-        if at.iter().any(|loc| loc.layout.buckets_keep(record_ttl_ms)) {
-            layouts.widen_horizon(record_ttl_ms);
+        let longest = |loc: &Location| layout::MAX_KEPT_UNITS * loc.layout.unit_ms;
+        if let Some(loc) = at.iter().find(|loc| record_ttl_ms > longest(loc)) {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    record_ttl_ms,
+                    kept_ms = longest(loc),
+                    "a commit keeps records longer than the Redis store's layout can (60 units, 7.5 times the record_ttl of the store that laid the group out): they are kept that long; set RedisStoreBuilder::record_ttl to the listeners' record TTL"
+                );
+            }
         }
         CommitArgs {
             owner: owner_value(token),
             record_ttl_ms,
             now: layouts::now_ms(),
-            horizon: layouts.horizon_ms(),
         }
     }
 }
@@ -491,43 +491,32 @@ impl<'a> ScriptCall<'a> {
     /// `EVALSHA` of the script on the record at `k`.
     fn command(&self, k: usize) -> KeyedCommand<'a> {
         let loc = &self.at[k];
-        // The hash, the key count, the claim, up to five buckets, five arguments.
-        let mut cmd = sized_cmd("EVALSHA", 14, 6 * loc.claim.len() + 160);
-        cmd.arg(self.script.script.get_hash());
+        // The hash, the key count, the claim, the records hash, up to seven arguments.
+        let mut cmd = sized_cmd("EVALSHA", 11, 2 * loc.claim.len() + 160);
+        cmd.arg(self.script.script.get_hash())
+            .arg(2)
+            .arg(&loc.claim)
+            .arg(loc.records());
         match &self.args {
             ScriptArgs::Commit(c) => {
-                let current = loc.layout.bucket(c.now);
-                let others = || {
-                    (loc.layout.live_buckets(c.now, c.horizon))
-                        .filter(move |&b| b != current)
-                        .map(|b| loc.bucket(b))
-                };
-                cmd.arg(2 + others().count())
-                    .arg(&loc.claim)
-                    .arg(loc.bucket(current));
-                for bucket in others() {
-                    cmd.arg(bucket);
-                }
-                let own_key = match loc.layout.buckets_keep(c.record_ttl_ms) {
+                let (stamp, until) = loc.layout.kept(c.now, c.record_ttl_ms);
+                let own_key = match loc.layout.shards_keep(c.record_ttl_ms) {
                     true => 0,
                     false => c.record_ttl_ms,
                 };
                 cmd.arg(&c.owner)
                     .arg(&loc.field[..])
-                    .arg(loc.layout.expires_at(current, c.record_ttl_ms))
+                    .arg(loc.layout.stamp(c.now))
+                    .arg(stamp)
+                    .arg(until)
                     .arg(c.now)
                     .arg(own_key);
             }
-            ScriptArgs::OnClaim { args, now, horizon } => {
-                let buckets = || loc.live_bucket_names(*now, *horizon);
-                cmd.arg(1 + buckets().count()).arg(&loc.claim);
-                for bucket in buckets() {
-                    cmd.arg(bucket);
-                }
+            ScriptArgs::OnClaim { args, now } => {
                 for arg in *args {
                     cmd.arg(*arg);
                 }
-                cmd.arg(&loc.field[..]);
+                cmd.arg(&loc.field[..]).arg(loc.layout.stamp(*now));
             }
         }
         KeyedCommand {
@@ -535,6 +524,23 @@ impl<'a> ScriptCall<'a> {
             cmd,
         }
     }
+}
+
+/// A stamp read from a records hash, or a typed error (and a log line) for a value that is not
+/// one.
+fn read_stamp(value: &[u8], operation: StoreOperation) -> Result<u64, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&v| v < layout::STAMP_MODULUS)
+        .ok_or_else(|| {
+            let value = String::from_utf8_lossy(value);
+            tracing::error!(value = %value, "a records hash holds a value that is not a stamp");
+            StoreError::CorruptRecord {
+                operation,
+                detail: format!("a records hash holds {value:?}, not a stamp (0..127)"),
+            }
+        })
 }
 
 /// The major version in an `INFO server` answer (0 when absent).
@@ -617,7 +623,7 @@ impl DedupStore for RedisStore {
         let mut slot = Some(commit);
         let carried = lane.carry(&runtime, || {
             let commit = slot.take().expect("the rider is built once");
-            let args = CommitArgs::new(&self.layouts, &at, commit.token(), commit.ttl());
+            let args = CommitArgs::new(&at, commit.token(), commit.ttl());
             let call = self.commit_call(&at, &args);
             let commands = (0..call.len()).map(|k| call.command(k).cmd).collect();
             let (store, spawn_on) = (self.clone(), runtime.clone());
