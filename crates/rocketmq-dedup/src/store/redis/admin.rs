@@ -183,7 +183,7 @@ impl RecordAdmin for RedisStore {
             let keys = self.conn.scan(&pattern).await.map_err(failed)?;
             let mut counts = RecordCounts::default();
             // A claim counts when it holds a claim, a records hash by its fields (not the
-            // sweep's: one a hash).
+            // sweep's: one a hash; dead ones its next sweep deletes count too).
             let keys: Vec<(KeyKind, String)> = keys
                 .into_iter()
                 .map(|k| (kind_of(&k), k))
