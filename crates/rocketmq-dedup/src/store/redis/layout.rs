@@ -16,9 +16,10 @@
 //!
 //! Nothing expires a field on its own (Redis 7.0 has no per-field TTL): the first commit into a
 //! hash in each unit deletes the fields no longer live (a **sweep**; the hash's field `""`
-//! holds the unit of the last one), and the hash expires as a whole one unit after its last
-//! live record. So a hash that is written to is swept every unit, one that is not expires
-//! within 62 units, and no stamp is ever read after it has wrapped round (64 units).
+//! holds the unit of the last one), and the hash expires as a whole when its last record stops
+//! being live. So a hash that is written to is swept every unit, one that is not expires
+//! within 61 units of its last commit, and no field is read once it has been dead long enough
+//! (64 units) for its stamp to read as live again.
 //!
 //! A record whose TTL is shorter than two units' widths (a listener keeping records for much
 //! less than the store's [`record_ttl`](super::RedisStoreBuilder::record_ttl)) would outlive it

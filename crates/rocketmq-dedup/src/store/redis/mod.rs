@@ -491,8 +491,8 @@ impl<'a> ScriptCall<'a> {
     /// `EVALSHA` of the script on the record at `k`.
     fn command(&self, k: usize) -> KeyedCommand<'a> {
         let loc = &self.at[k];
-        // The hash, the key count, the claim, the records hash, up to seven arguments.
-        let mut cmd = sized_cmd("EVALSHA", 11, 2 * loc.claim.len() + 160);
+        // The name, the hash, the key count, the claim, the records hash, up to seven arguments.
+        let mut cmd = sized_cmd("EVALSHA", 12, 2 * loc.claim.len() + 160);
         cmd.arg(self.script.script.get_hash())
             .arg(2)
             .arg(&loc.claim)
