@@ -160,9 +160,9 @@ impl ShardLayout {
     }
 
     /// How long a record of stamp `stamp` is still live at `now_ms`, or `None` when it is not.
-    pub(super) fn live_for(&self, stamp: u64, now_ms: u64) -> Option<Duration> {
+    pub(super) fn live_for(&self, stamp: Stamp, now_ms: u64) -> Option<Duration> {
         let now = now_ms / self.unit_ms;
-        let ahead = (stamp + STAMP_MODULUS - now % STAMP_MODULUS) % STAMP_MODULUS;
+        let ahead = (u64::from(stamp) + STAMP_MODULUS - now % STAMP_MODULUS) % STAMP_MODULUS;
         (1..=LIVE_UNITS)
             .contains(&ahead)
             .then(|| Duration::from_millis((now + ahead) * self.unit_ms - now_ms))
@@ -335,7 +335,7 @@ mod tests {
         let committed = 10_500_000;
         let (stamp, until) = layout.kept(committed, ttl);
         assert_eq!((stamp, until), (19, 19_000_000));
-        let live = |at| layout.live_for(u64::from(stamp), at);
+        let live = |at| layout.live_for(stamp, at);
         assert_eq!(live(committed), Some(Duration::from_millis(8_500_000)));
         assert_eq!(
             live(committed + ttl + 60_000),
@@ -354,13 +354,13 @@ mod tests {
         // Across the stamps' wrap: unit 127 + 5.
         let (stamp, _) = layout.kept(125_000_000, 2_000_000);
         assert_eq!(stamp, 0, "unit 128");
-        assert!(layout.live_for(u64::from(stamp), 127_000_000).is_some());
-        assert!(layout.live_for(u64::from(stamp), 128_000_000).is_none());
+        assert!(layout.live_for(stamp, 127_000_000).is_some());
+        assert!(layout.live_for(stamp, 128_000_000).is_none());
         // A record TTL of a year is kept 60 units.
         let (_, until) = layout.kept(committed, 365 * 24 * 3600 * 1000);
         assert_eq!(until, 71_000_000);
         assert!(layout
-            .live_for(u64::from(layout.kept(committed, u64::MAX / 2).0), committed)
+            .live_for(layout.kept(committed, u64::MAX / 2).0, committed)
             .is_some());
     }
 

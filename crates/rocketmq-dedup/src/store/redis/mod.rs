@@ -528,11 +528,11 @@ impl<'a> ScriptCall<'a> {
 
 /// A stamp read from a records hash, or a typed error (and a log line) for a value that is not
 /// one.
-fn read_stamp(value: &[u8], operation: StoreOperation) -> Result<u64, StoreError> {
+fn read_stamp(value: &[u8], operation: StoreOperation) -> Result<layout::Stamp, StoreError> {
     std::str::from_utf8(value)
         .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&v| v < layout::STAMP_MODULUS)
+        .and_then(|v| v.parse::<layout::Stamp>().ok())
+        .filter(|&v| u64::from(v) < layout::STAMP_MODULUS)
         .ok_or_else(|| {
             let value = String::from_utf8_lossy(value);
             tracing::error!(value = %value, "a records hash holds a value that is not a stamp");

@@ -185,6 +185,15 @@ pub(super) fn owner_value(token: OwnerToken) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_scripts_read_stamps_as_the_layout_does() {
+        // The Lua `live` and `ShardLayout::live_for` must agree on the modulus and the window.
+        use super::super::layout::{LIVE_UNITS, STAMP_MODULUS};
+        let lua = live_fn!();
+        assert!(lua.contains(&format!("% {STAMP_MODULUS}\n")), "{lua}");
+        assert!(lua.contains(&format!("ahead <= {LIVE_UNITS}\n")), "{lua}");
+    }
+
+    #[test]
     fn owner_values_start_with_c_as_the_claim_script_expects() {
         // The claim script tells a claim from garbage by its first byte, 99 ('c').
         assert!(super::CLAIM.contains("== 99"));
