@@ -134,7 +134,16 @@ async fn stop_signal() {
     }
 }
 
+/// Fails, naming the port and what it is for, when something holds `port` on loopback: the
+/// rocketmq-rust servers exit then, saying only "Service lifecycle operation failed".
+fn ensure_free(port: u16, what: &str) -> Result<()> {
+    std::net::TcpListener::bind((LOOPBACK, port))
+        .map(drop)
+        .with_context(|| format!("{what} {LOOPBACK}:{port} cannot be bound"))
+}
+
 fn run_namesrv(port: u16, home: Option<PathBuf>) -> Result<()> {
+    ensure_free(port, "the name server's port")?;
     let owner = RuntimeOwner::plan(RuntimeConfig::namesrv_default())
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .build()
@@ -176,6 +185,12 @@ fn run_broker(
     store: PathBuf,
     delay_levels: String,
 ) -> Result<()> {
+    ensure_free(port, "the broker's port")?;
+    let fast_port = port
+        .checked_sub(2)
+        .context("the broker's port must be 2 or more: it also listens on port - 2")?;
+    ensure_free(fast_port, "the broker's fast port (port - 2)")?;
+    ensure_free(ha_port, "the broker's HA port")?;
     let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())
         .map_err(|e| anyhow::anyhow!("{e:?}"))?
         .build()

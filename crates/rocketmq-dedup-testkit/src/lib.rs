@@ -61,20 +61,6 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Two free ports `p` and `p - 2` (the broker listens on both).
-pub fn free_port_pair() -> std::io::Result<u16> {
-    for _ in 0..100 {
-        let port = free_port()?;
-        if port > 1026 && TcpListener::bind(("127.0.0.1", port - 2)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        "no free port pair",
-    ))
-}
-
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

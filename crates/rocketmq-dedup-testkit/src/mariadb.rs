@@ -85,11 +85,11 @@ impl MariaDbServer {
                 return Ok(());
             }
         }
-        Err(TestkitError::NotReady {
-            what: format!("mariadbd on port {}", self.port),
-            seconds: READY_TIMEOUT.as_secs(),
-            log,
-        })
+        Err(TestkitError::not_ready(
+            format!("mariadbd on port {}", self.port),
+            READY_TIMEOUT,
+            &mut process,
+        ))
     }
 
     fn socket(&self) -> PathBuf {

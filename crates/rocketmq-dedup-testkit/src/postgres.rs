@@ -97,11 +97,11 @@ impl PostgresServer {
                 return Ok(());
             }
         }
-        Err(TestkitError::NotReady {
-            what: format!("postgres on port {}", self.port),
-            seconds: READY_TIMEOUT.as_secs(),
-            log,
-        })
+        Err(TestkitError::not_ready(
+            format!("postgres on port {}", self.port),
+            READY_TIMEOUT,
+            &mut process,
+        ))
     }
 
     fn ready(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +15,8 @@ pub enum TestkitError {
         /// How to install it.
         hint: String,
     },
-    /// The server did not come up.
-    #[error("{what} did not become ready within {seconds}s; its log: {log}")]
+    /// The server ran but did not come up in time.
+    #[error("{what} did not become ready within {seconds}s; the end of its log ({log}):\n{tail}")]
     NotReady {
         /// Which server.
         what: String,
@@ -24,10 +24,59 @@ pub enum TestkitError {
         seconds: u64,
         /// Where its output went.
         log: PathBuf,
+        /// The last lines of that log.
+        tail: String,
+    },
+    /// The server exited before it came up (a port taken since it was picked, a bad
+    /// configuration).
+    #[error(
+        "{what} exited before it became ready ({status}); the end of its log ({log}):\n{tail}"
+    )]
+    Exited {
+        /// Which server.
+        what: String,
+        /// How it exited.
+        status: String,
+        /// Where its output went.
+        log: PathBuf,
+        /// The last lines of that log.
+        tail: String,
     },
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// How many lines of a server's log a start error quotes.
+const TAIL_LINES: usize = 12;
+
+impl TestkitError {
+    /// Why `process` (`what`) is not ready after `waited`: it exited, or it is still starting.
+    pub(crate) fn not_ready(
+        what: impl Into<String>,
+        waited: std::time::Duration,
+        process: &mut ChildProcess,
+    ) -> Self {
+        let (what, log, tail) = (
+            what.into(),
+            process.log.clone(),
+            process.log_tail(TAIL_LINES),
+        );
+        match process.exit_status() {
+            Some(status) => TestkitError::Exited {
+                what,
+                status: status.to_string(),
+                log,
+                tail,
+            },
+            None => TestkitError::NotReady {
+                what,
+                seconds: waited.as_secs(),
+                log,
+                tail,
+            },
+        }
+    }
 }
 
 /// A running child process, killed (SIGKILL) and reaped on drop.
@@ -65,10 +114,12 @@ impl ChildProcess {
 
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.is_some() && self.exit_status().is_none()
+    }
+
+    /// How it exited, once it has (`None` while it runs, or after [`kill`](Self::kill)).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// SIGKILLs it and waits for it to exit.

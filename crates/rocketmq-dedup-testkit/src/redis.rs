@@ -315,11 +315,7 @@ pub(crate) fn spawn_ready(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(TestkitError::NotReady {
-        what: what.to_owned(),
-        seconds: timeout.as_secs(),
-        log: log.to_owned(),
-    })
+    Err(TestkitError::not_ready(what, timeout, &mut process))
 }
 
 /// Whether the server on `port` answers PING.

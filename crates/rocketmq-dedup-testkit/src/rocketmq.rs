@@ -6,9 +6,10 @@
 //! from Cargo (`env!("CARGO_BIN_EXE_rocketmq-dedup-stack")`); programs that embed the stack
 //! themselves pass their own executable.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::process::{ChildProcess, TestkitError};
 
@@ -55,6 +56,50 @@ pub struct RocketMqStack {
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many sets of ports [`RocketMqStack::start`] tries.
+const START_ATTEMPTS: u32 = 4;
+
+/// Free loopback ports for a name server and a broker, held (bound) until dropped so that no
+/// two are the same: the broker also listens on `broker - 2`, its fast port.
+struct StackPorts {
+    namesrv: u16,
+    broker: u16,
+    ha: u16,
+    _held: Vec<TcpListener>,
+}
+
+impl StackPorts {
+    fn pick() -> std::io::Result<Self> {
+        fn hold(held: &mut Vec<TcpListener>) -> std::io::Result<u16> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            held.push(listener);
+            Ok(port)
+        }
+        let mut held = Vec::new();
+        let namesrv = hold(&mut held)?;
+        let ha = hold(&mut held)?;
+        for _ in 0..100 {
+            let broker = hold(&mut held)?;
+            if broker > 1026 {
+                if let Ok(fast) = TcpListener::bind(("127.0.0.1", broker - 2)) {
+                    held.push(fast);
+                    return Ok(StackPorts {
+                        namesrv,
+                        broker,
+                        ha,
+                        _held: held,
+                    });
+                }
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free port p with p - 2 free for the broker",
+        ))
+    }
+}
+
 impl RocketMqStack {
     /// The stack `ROCKETMQ_NAMESRV_ADDR` names, else a new one from `options`.
     pub fn start(options: StackOptions) -> Result<Self, TestkitError> {
@@ -83,12 +128,26 @@ impl RocketMqStack {
                 hint: "build it with `cargo build --bin rocketmq-dedup-stack`".into(),
             });
         }
-        stack.namesrv_port = crate::free_port()?;
-        stack.broker_port = crate::free_port_pair()?;
-        stack.ha_port = crate::free_port()?;
-        stack.start_namesrv()?;
-        stack.start_broker()?;
-        Ok(stack)
+        // A port picked free can be taken before the server binds it (by another server or
+        // a client's outgoing connection); the server then exits, and the stack starts again
+        // on new ports.
+        let mut attempt = 1;
+        loop {
+            let ports = StackPorts::pick()?;
+            (stack.namesrv_port, stack.broker_port, stack.ha_port) =
+                (ports.namesrv, ports.broker, ports.ha);
+            drop(ports);
+            match stack.start_namesrv().and_then(|()| stack.start_broker()) {
+                Ok(()) => return Ok(stack),
+                Err(e @ TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
+                    eprintln!("testkit: RocketMQ stack attempt {attempt} failed, new ports: {e}");
+                    stack.kill_broker();
+                    stack.kill_namesrv();
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The broker's address (`127.0.0.1:port`); `None` for a running stack named by
@@ -137,9 +196,10 @@ impl RocketMqStack {
         let mut cmd = self.command("namesrv");
         cmd.arg("--port").arg(self.namesrv_port.to_string());
         let log = self.dir.path().join("namesrv.log");
-        let process = ChildProcess::spawn(cmd, &log)?;
+        let mut process = ChildProcess::spawn(cmd, &log)?;
+        wait_ready(&mut process, "name server", self.namesrv_port)?;
         self.namesrv = Some(process);
-        self.wait_ready("name server", self.namesrv_port, &log)
+        Ok(())
     }
 
     /// Starts the broker (again, after [`kill_broker`](Self::kill_broker)); its store survives.
@@ -159,24 +219,13 @@ impl RocketMqStack {
             .arg("--delay-levels")
             .arg(&self.options.delay_levels);
         let log = self.dir.path().join("broker.log");
-        let process = ChildProcess::spawn(cmd, &log)?;
+        let mut process = ChildProcess::spawn(cmd, &log)?;
+        wait_ready(&mut process, "broker", self.broker_port)?;
         self.broker = Some(process);
-        self.wait_ready("broker", self.broker_port, &log)?;
         // The broker registers with the name server right after it listens; give the first
         // registration a moment so that clients find its route.
         std::thread::sleep(Duration::from_millis(1500));
         Ok(())
-    }
-
-    fn wait_ready(&mut self, what: &str, port: u16, log: &Path) -> Result<(), TestkitError> {
-        if crate::wait_for_port(port, READY_TIMEOUT) {
-            return Ok(());
-        }
-        Err(TestkitError::NotReady {
-            what: format!("{what} on port {port}"),
-            seconds: READY_TIMEOUT.as_secs(),
-            log: log.to_owned(),
-        })
     }
 
     /// SIGKILLs the broker.
@@ -213,6 +262,21 @@ impl RocketMqStack {
             .map(|p| p.log_tail(lines))
             .unwrap_or_default()
     }
+}
+
+/// Waits until `process` (`what`) accepts connections on `port`; fails as soon as it exits.
+fn wait_ready(process: &mut ChildProcess, what: &str, port: u16) -> Result<(), TestkitError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline && process.is_running() {
+        if crate::wait_for_port(port, Duration::from_millis(100)) {
+            return Ok(());
+        }
+    }
+    Err(TestkitError::not_ready(
+        format!("{what} on port {port}"),
+        READY_TIMEOUT,
+        process,
+    ))
 }
 
 impl Drop for RocketMqStack {

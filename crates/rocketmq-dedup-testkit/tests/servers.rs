@@ -23,3 +23,46 @@ fn a_postgres_server_starts_and_restarts() {
     );
     server.restart().unwrap();
 }
+
+/// A stack program that exits at once (as the broker does when a port it was given is taken
+/// by then) is reported as exited, with its status and the end of its log, without waiting
+/// out the ready timeout; the stack is tried again on new ports first.
+#[test]
+fn a_stack_that_exits_before_it_is_ready_is_retried_on_new_ports_then_reported() {
+    use rocketmq_dedup_testkit::{RocketMqStack, StackOptions, TestkitError};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let program = dir.path().join("exiting-stack");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\necho \"stack refuses: $*\"\nexit 3\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    std::env::remove_var("ROCKETMQ_NAMESRV_ADDR");
+    let err = RocketMqStack::start(StackOptions::new(&program)).unwrap_err();
+    let TestkitError::Exited {
+        what, status, tail, ..
+    } = &err
+    else {
+        panic!("expected Exited, got {err:?}");
+    };
+    assert!(what.starts_with("name server on port "), "{what}");
+    assert!(status.contains('3'), "{status}");
+    assert!(tail.contains("stack refuses: namesrv --port "), "{tail}");
+    assert!(err.to_string().contains("stack refuses"), "{err}");
+
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let ports: Vec<&str> = calls.lines().collect();
+    assert!(ports.len() > 1, "not retried: {ports:?}");
+    assert!(
+        ports.windows(2).all(|w| w[0] != w[1]),
+        "same ports: {ports:?}"
+    );
+}
