@@ -207,6 +207,9 @@ impl DedupStore for Broken {
     }
 }
 
+/// How many runs a broken store gets to show its bug.
+const RUNS_TO_CATCH: u64 = 3;
+
 fn options() -> ModelOptions {
     ModelOptions {
         ops_per_worker: 600,
@@ -229,12 +232,32 @@ async fn every_broken_store_is_caught() {
         Bug::RacyClaim,
         Bug::LostCommit,
     ] {
-        let report = check_store(Arc::new(Broken::new(bug)), &options()).await;
-        assert!(!report.passed(), "{bug:?} was not caught: {report}");
-        let first = &report.violations[0];
-        println!(
-            "{bug:?}: {} keys in violation; first:\n{first}",
-            report.violations.len()
+        // Whether a run hits a bug depends on how the workers interleave, which the seed
+        // does not fix: one run in about 25 of 600 calls a worker left `LostCommit` unseen on
+        // a loaded machine. So a bug has up to RUNS_TO_CATCH runs (other seeds, a fresh store
+        // each) and must show in one of them.
+        let mut runs = Vec::new();
+        for run in 0..RUNS_TO_CATCH {
+            let options = ModelOptions {
+                seed: options().seed.wrapping_add(1_000 * run),
+                ..options()
+            };
+            let report = check_store(Arc::new(Broken::new(bug)), &options).await;
+            if !report.passed() {
+                let first = &report.violations[0];
+                println!(
+                    "{bug:?}: caught in run {}; {} keys in violation; first:\n{first}",
+                    run + 1,
+                    report.violations.len()
+                );
+                break;
+            }
+            runs.push(report);
+        }
+        assert!(
+            runs.len() < RUNS_TO_CATCH as usize,
+            "{bug:?} was not caught in {RUNS_TO_CATCH} runs: {}",
+            runs.iter().map(ToString::to_string).collect::<String>()
         );
     }
 }
