@@ -69,10 +69,7 @@ impl RedisServer {
         }
         let mut last_err = None;
         for _ in 0..5 {
-            server.port = crate::free_port()?;
-            if server.options.tls {
-                server.tls_port = crate::free_port()?;
-            }
+            [server.port, server.tls_port] = crate::free_ports()?;
             match server.launch() {
                 Ok(()) => {
                     let (scheme, port) = match server.options.tls {

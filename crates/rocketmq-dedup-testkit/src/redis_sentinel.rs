@@ -55,14 +55,12 @@ impl RedisSentinel {
             sentinels: Vec::new(),
             dir,
         };
-        let master = crate::free_port()?;
-        let replica = crate::free_port()?;
+        let [master, replica, sentinel_ports @ ..] = crate::free_ports::<5>()?;
         let process = data_node(&program, deployment.dir.path(), master, None)?;
         deployment.data.push((master, Some(process)));
         let process = data_node(&program, deployment.dir.path(), replica, Some(master))?;
         deployment.data.push((replica, Some(process)));
-        for _ in 0..3 {
-            let port = crate::free_port()?;
+        for port in sentinel_ports {
             let conf = deployment.dir.path().join(format!("sentinel-{port}.conf"));
             // Sentinel rewrites its configuration file: it must be a writable file.
             std::fs::write(
