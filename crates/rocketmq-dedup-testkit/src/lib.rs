@@ -67,11 +67,17 @@ pub fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
     let mut held = Vec::with_capacity(N);
     let mut ports = [0; N];
     for port in &mut ports {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        *port = listener.local_addr()?.port();
-        held.push(listener);
+        *port = hold_free_port(&mut held)?;
     }
     Ok(ports)
+}
+
+/// A free port on 127.0.0.1, kept bound in `held` so that it is not picked again.
+pub(crate) fn hold_free_port(held: &mut Vec<TcpListener>) -> std::io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    held.push(listener);
+    Ok(port)
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.

@@ -70,12 +70,7 @@ struct StackPorts {
 
 impl StackPorts {
     fn pick() -> std::io::Result<Self> {
-        fn hold(held: &mut Vec<TcpListener>) -> std::io::Result<u16> {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let port = listener.local_addr()?.port();
-            held.push(listener);
-            Ok(port)
-        }
+        use crate::hold_free_port as hold;
         let mut held = Vec::new();
         let namesrv = hold(&mut held)?;
         let ha = hold(&mut held)?;
