@@ -59,40 +59,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many sets of ports [`RocketMqStack::start`] tries.
 const START_ATTEMPTS: u32 = 4;
 
-/// Free loopback ports for a name server and a broker, held (bound) until dropped so that no
-/// two are the same: the broker also listens on `broker - 2`, its fast port.
-struct StackPorts {
-    namesrv: u16,
-    broker: u16,
-    ha: u16,
-    _held: Vec<TcpListener>,
-}
-
-impl StackPorts {
-    fn pick() -> std::io::Result<Self> {
-        use crate::hold_free_port as hold;
-        let mut held = Vec::new();
-        let namesrv = hold(&mut held)?;
-        let ha = hold(&mut held)?;
-        for _ in 0..100 {
-            let broker = hold(&mut held)?;
-            if broker > 1026 {
-                if let Ok(fast) = TcpListener::bind(("127.0.0.1", broker - 2)) {
-                    held.push(fast);
-                    return Ok(StackPorts {
-                        namesrv,
-                        broker,
-                        ha,
-                        _held: held,
-                    });
-                }
-            }
+/// Free loopback ports for a name server, a broker and its HA listener, all different: each
+/// is held until the last is picked. The broker also listens on `broker - 2`, its fast port,
+/// so that one is free too.
+fn stack_ports() -> std::io::Result<(u16, u16, u16)> {
+    use crate::hold_free_port as hold;
+    let mut held = Vec::new();
+    let namesrv = hold(&mut held)?;
+    let ha = hold(&mut held)?;
+    for _ in 0..100 {
+        let broker = hold(&mut held)?;
+        if broker > 1026 && TcpListener::bind(("127.0.0.1", broker - 2)).is_ok() {
+            return Ok((namesrv, broker, ha));
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "no free port p with p - 2 free for the broker",
-        ))
     }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port p with p - 2 free for the broker",
+    ))
 }
 
 impl RocketMqStack {
@@ -128,10 +112,7 @@ impl RocketMqStack {
         // on new ports.
         let mut attempt = 1;
         loop {
-            let ports = StackPorts::pick()?;
-            (stack.namesrv_port, stack.broker_port, stack.ha_port) =
-                (ports.namesrv, ports.broker, ports.ha);
-            drop(ports);
+            (stack.namesrv_port, stack.broker_port, stack.ha_port) = stack_ports()?;
             match stack.start_namesrv().and_then(|()| stack.start_broker()) {
                 Ok(()) => return Ok(stack),
                 Err(e @ TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
