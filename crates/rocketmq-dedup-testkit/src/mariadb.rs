@@ -75,21 +75,13 @@ impl MariaDbServer {
             .arg("--bind-address=127.0.0.1");
         let log = self.dir.path().join("mariadb.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if !process.is_running() {
-                break;
-            }
-            if crate::wait_for_port(self.port, Duration::from_millis(50)) && self.ping() {
-                self.process = Some(process);
-                return Ok(());
-            }
-        }
-        Err(TestkitError::not_ready(
+        process.wait_ready(
             format!("mariadbd on port {}", self.port),
             READY_TIMEOUT,
-            &mut process,
-        ))
+            || crate::wait_for_port(self.port, Duration::from_millis(50)) && self.ping(),
+        )?;
+        self.process = Some(process);
+        Ok(())
     }
 
     fn socket(&self) -> PathBuf {
@@ -206,13 +198,9 @@ fn make_template(dir: &Path) -> Result<(), TestkitError> {
             .args(["-uroot", "-e", sql])
             .output()
     };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !client("SELECT 1").is_ok_and(|o| o.status.success()) {
-        if Instant::now() > deadline || !process.is_running() {
-            return Err(std::io::Error::other("template mariadbd did not start").into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    process.wait_ready("template mariadbd", READY_TIMEOUT, || {
+        client("SELECT 1").is_ok_and(|o| o.status.success())
+    })?;
     let setup = "CREATE USER 'test'@'127.0.0.1' IDENTIFIED BY 'test'; \
                  CREATE DATABASE testdb; \
                  GRANT ALL PRIVILEGES ON testdb.* TO 'test'@'127.0.0.1';";

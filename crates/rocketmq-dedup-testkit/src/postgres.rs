@@ -87,21 +87,13 @@ impl PostgresServer {
             .args(["-c", "max_connections=300"]);
         let log = dir.join("postgres.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if !process.is_running() {
-                break;
-            }
-            if crate::wait_for_port(self.port, Duration::from_millis(50)) && self.ready() {
-                self.process = Some(process);
-                return Ok(());
-            }
-        }
-        Err(TestkitError::not_ready(
+        process.wait_ready(
             format!("postgres on port {}", self.port),
             READY_TIMEOUT,
-            &mut process,
-        ))
+            || crate::wait_for_port(self.port, Duration::from_millis(50)) && self.ready(),
+        )?;
+        self.process = Some(process);
+        Ok(())
     }
 
     fn ready(&self) -> bool {

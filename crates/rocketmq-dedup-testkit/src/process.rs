@@ -117,6 +117,24 @@ impl ChildProcess {
         self.child.is_some() && self.exit_status().is_none()
     }
 
+    /// Polls `ready` until it answers true, for up to `timeout`; fails as soon as the process
+    /// exits, with its status and the end of its log (`what` names it).
+    pub(crate) fn wait_ready(
+        &mut self,
+        what: impl Into<String>,
+        timeout: std::time::Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), TestkitError> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline && self.is_running() {
+            if ready() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(TestkitError::not_ready(what, timeout, self))
+    }
+
     /// How it exited, once it has (`None` while it runs, or after [`kill`](Self::kill)).
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()

@@ -305,14 +305,8 @@ pub(crate) fn spawn_ready(
     timeout: Duration,
 ) -> Result<ChildProcess, TestkitError> {
     let mut process = ChildProcess::spawn(cmd, log)?;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && process.is_running() {
-        if ping(port, password) {
-            return Ok(process);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(TestkitError::not_ready(what, timeout, &mut process))
+    process.wait_ready(what, timeout, || ping(port, password))?;
+    Ok(process)
 }
 
 /// Whether the server on `port` answers PING.

@@ -9,7 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process::{ChildProcess, TestkitError};
 
@@ -173,7 +173,10 @@ impl RocketMqStack {
         cmd.arg("--port").arg(self.namesrv_port.to_string());
         let log = self.dir.path().join("namesrv.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
-        wait_ready(&mut process, "name server", self.namesrv_port)?;
+        let port = self.namesrv_port;
+        process.wait_ready(format!("name server on port {port}"), READY_TIMEOUT, || {
+            crate::wait_for_port(port, Duration::from_millis(100))
+        })?;
         self.namesrv = Some(process);
         Ok(())
     }
@@ -196,7 +199,10 @@ impl RocketMqStack {
             .arg(&self.options.delay_levels);
         let log = self.dir.path().join("broker.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
-        wait_ready(&mut process, "broker", self.broker_port)?;
+        let port = self.broker_port;
+        process.wait_ready(format!("broker on port {port}"), READY_TIMEOUT, || {
+            crate::wait_for_port(port, Duration::from_millis(100))
+        })?;
         self.broker = Some(process);
         // The broker registers with the name server right after it listens; give the first
         // registration a moment so that clients find its route.
@@ -238,21 +244,6 @@ impl RocketMqStack {
             .map(|p| p.log_tail(lines))
             .unwrap_or_default()
     }
-}
-
-/// Waits until `process` (`what`) accepts connections on `port`; fails as soon as it exits.
-fn wait_ready(process: &mut ChildProcess, what: &str, port: u16) -> Result<(), TestkitError> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline && process.is_running() {
-        if crate::wait_for_port(port, Duration::from_millis(100)) {
-            return Ok(());
-        }
-    }
-    Err(TestkitError::not_ready(
-        format!("{what} on port {port}"),
-        READY_TIMEOUT,
-        process,
-    ))
 }
 
 impl Drop for RocketMqStack {
