@@ -18,13 +18,14 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cheetah_string::CheetahString;
 use clap::{Parser, Subcommand};
 use rocketmq_broker::config::broker_config::BrokerConfig;
 use rocketmq_broker::config::validated::ValidatedBrokerConfig;
+use rocketmq_broker::BrokerStartupError;
 use rocketmq_model::common::mq_version::CURRENT_VERSION;
 use rocketmq_protocol::protocol::remoting_command_facade::initialize_remoting_defaults;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
@@ -33,6 +34,14 @@ use rocketmq_transport::api::ServerConfig;
 
 /// Loopback: every listener binds here.
 const LOOPBACK: &str = "127.0.0.1";
+
+/// The size of a commit log file: the broker also needs this much available to start.
+const COMMIT_LOG_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The broker marks its store full, and so fails its start, on a filesystem more than this
+/// used, counted as (size - available) / size: rocketmq-store's disk warning ratio, which its
+/// configuration caps at 90%.
+const BROKER_MAX_DISK_USE: f64 = 0.90;
 
 /// The command line of a stack process.
 #[derive(Debug, Parser)]
@@ -142,6 +151,36 @@ fn ensure_free(port: u16, what: &str) -> Result<()> {
         .with_context(|| format!("{what} {LOOPBACK}:{port} cannot be bound"))
 }
 
+/// How full the filesystem holding `path` is, as the broker counts it: (size - available) /
+/// size, and the bytes available.
+fn disk_use(path: &Path) -> std::io::Result<(f64, u64)> {
+    let stat = rustix::fs::statvfs(path)?;
+    let size = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let used = size.saturating_sub(available) as f64 / size.max(1) as f64;
+    Ok((used, available))
+}
+
+/// Fails, saying how full it is, when the broker would refuse `store`'s filesystem: its own
+/// error says only that `message_store_writable` is missing.
+fn ensure_room(store: &Path) -> Result<()> {
+    let (used, available) = disk_use(store)
+        .with_context(|| format!("reading the filesystem of {}", store.display()))?;
+    if used > BROKER_MAX_DISK_USE || available < COMMIT_LOG_FILE_BYTES {
+        anyhow::bail!(
+            "the broker's store {} is on a filesystem {:.1}% used (size - available) with {} MiB \
+             available: the broker does not write above {:.0}% or with less than one commit log \
+             file ({} MiB) available; give --store a directory on another filesystem (/dev/shm, say)",
+            store.display(),
+            used * 100.0,
+            available >> 20,
+            BROKER_MAX_DISK_USE * 100.0,
+            COMMIT_LOG_FILE_BYTES >> 20,
+        );
+    }
+    Ok(())
+}
+
 fn run_namesrv(port: u16, home: Option<PathBuf>) -> Result<()> {
     ensure_free(port, "the name server's port")?;
     let owner = RuntimeOwner::plan(RuntimeConfig::namesrv_default())
@@ -196,6 +235,7 @@ fn run_broker(
         .build()
         .context("building the broker runtime")?;
     std::fs::create_dir_all(&store)?;
+    ensure_room(&store)?;
     let store_dir = CheetahString::from(store.display().to_string());
     let mut broker = BrokerConfig {
         broker_ip1: LOOPBACK.into(),
@@ -212,7 +252,7 @@ fn run_broker(
         ha_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         ha_listen_port: usize::from(ha_port),
         message_delay_level: delay_levels,
-        mapped_file_size_commit_log: 64 * 1024 * 1024,
+        mapped_file_size_commit_log: COMMIT_LOG_FILE_BYTES as usize,
         mapped_file_size_consume_queue: 600_000,
         max_hash_slot_num: 50_000,
         max_index_num: 200_000,
@@ -230,13 +270,44 @@ fn run_broker(
         .build()
         .initialize()
         .await
-        .map_err(|e| anyhow::anyhow!("broker initialization failed: {e:?}"))?
+        .map_err(|e| anyhow::anyhow!("broker initialization failed: {}", startup_failure(&e)))?
         .start()
         .await
-        .map_err(|e| anyhow::anyhow!("broker start failed: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("broker start failed: {}", startup_failure(&e)))?;
         eprintln!("broker ready on {LOOPBACK}:{port}");
         stop_signal().await;
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// A broker startup error with its causes, each with the phase and component the broker gives
+/// it: its `Debug` shows only the outermost ("Service lifecycle operation failed", phase
+/// Rollback), which names neither what failed nor why.
+fn startup_failure(error: &BrokerStartupError) -> String {
+    let mut parts = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = next {
+        parts.push(match error.downcast_ref::<BrokerStartupError>() {
+            Some(startup) => describe_startup(startup),
+            None => error.to_string(),
+        });
+        next = error.source();
+    }
+    parts.join(": ")
+}
+
+fn describe_startup(error: &BrokerStartupError) -> String {
+    let mut text = format!("{error} (phase {:?}", error.phase());
+    if let Some(component) = error.component() {
+        text.push_str(&format!(", component {component}"));
+    }
+    if !error.missing_requirements().is_empty() {
+        text.push_str(&format!(", missing {:?}", error.missing_requirements()));
+    }
+    if !error.unhealthy_components().is_empty() {
+        text.push_str(&format!(", unhealthy {:?}", error.unhealthy_components()));
+    }
+    text.push(')');
+    text
 }

@@ -24,6 +24,10 @@ pub struct StackOptions {
     /// The broker's `messageDelayLevel`: the default brings RECONSUME_LATER messages back in
     /// about a second.
     pub delay_levels: String,
+    /// Where the stack's working directory (logs, the broker's store) is made; `None` is the
+    /// system's temp dir. The store moves to `/dev/shm` when this filesystem is too full for
+    /// the broker (see [`RocketMqStack::store_dir`]).
+    pub temp_root: Option<PathBuf>,
 }
 
 /// The fast retry schedule used by tests: levels 3.. (the first retries) are 1 s.
@@ -36,6 +40,7 @@ impl StackOptions {
             program: program.into(),
             program_args: Vec::new(),
             delay_levels: FAST_DELAY_LEVELS.to_owned(),
+            temp_root: None,
         }
     }
 }
@@ -52,6 +57,9 @@ pub struct RocketMqStack {
     broker: Option<ChildProcess>,
     external_namesrv: Option<String>,
     dir: tempfile::TempDir,
+    store: PathBuf,
+    /// The store's own directory when it is not in `dir`.
+    _store_dir: Option<tempfile::TempDir>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -79,12 +87,82 @@ fn stack_ports() -> std::io::Result<(u16, u16, u16)> {
     ))
 }
 
+/// The most a filesystem may be used, as the broker counts it ((size - available) / size), to
+/// hold a test broker's store. The broker marks its store full above 90% (rocketmq-store's
+/// disk warning ratio, which its configuration caps at 90%) and then fails its start or its
+/// sends; the margin is for a disk that fills further during a run.
+const STORE_MAX_DISK_USE: f64 = 0.85;
+
+/// The least a filesystem must have available to hold a test broker's store.
+const STORE_MIN_AVAILABLE: u64 = 1 << 30;
+
+/// The tmpfs a store goes to when the working directory's filesystem cannot hold it.
+const SHARED_MEMORY: &str = "/dev/shm";
+
+/// How full the filesystem holding `path` is, as the broker counts it: (size - available) /
+/// size, and the bytes available.
+fn disk_use(path: &Path) -> std::io::Result<(f64, u64)> {
+    let stat = rustix::fs::statvfs(path)?;
+    let size = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    Ok((
+        size.saturating_sub(available) as f64 / size.max(1) as f64,
+        available,
+    ))
+}
+
+fn has_room(path: &Path) -> std::io::Result<bool> {
+    let (used, available) = disk_use(path)?;
+    Ok(used <= STORE_MAX_DISK_USE && available >= STORE_MIN_AVAILABLE)
+}
+
+/// Where the broker keeps its store: `dir/store`, or a directory of its own in `/dev/shm`
+/// (returned to be kept until the stack is dropped) when `dir`'s filesystem has no room.
+fn broker_store(dir: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>), TestkitError> {
+    if has_room(dir)? {
+        return Ok((dir.join("store"), None));
+    }
+    let (used, available) = disk_use(dir)?;
+    let shm = Path::new(SHARED_MEMORY);
+    if shm.is_dir() && has_room(shm).unwrap_or(false) {
+        let store = tempfile::Builder::new()
+            .prefix("dedup-rocketmq-store-")
+            .tempdir_in(shm)?;
+        eprintln!(
+            "testkit: {} is on a filesystem {:.1}% used with {} MiB available, where the \
+             broker would refuse writes; its store goes to {}",
+            dir.display(),
+            used * 100.0,
+            available >> 20,
+            store.path().display()
+        );
+        return Ok((store.path().to_owned(), Some(store)));
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        format!(
+            "no room for a broker's store: {} is on a filesystem {:.1}% used with {} MiB \
+             available, and {SHARED_MEMORY} is missing or as full (the broker refuses writes \
+             above 90% used; the testkit wants at most {:.0}% and {} MiB)",
+            dir.display(),
+            used * 100.0,
+            available >> 20,
+            STORE_MAX_DISK_USE * 100.0,
+            STORE_MIN_AVAILABLE >> 20
+        ),
+    )
+    .into())
+}
+
 impl RocketMqStack {
     /// The stack `ROCKETMQ_NAMESRV_ADDR` names, else a new one from `options`.
     pub fn start(options: StackOptions) -> Result<Self, TestkitError> {
-        let dir = tempfile::Builder::new()
-            .prefix("dedup-rocketmq-")
-            .tempdir()?;
+        let prefix = "dedup-rocketmq-";
+        let dir = match &options.temp_root {
+            Some(root) => tempfile::Builder::new().prefix(prefix).tempdir_in(root)?,
+            None => tempfile::Builder::new().prefix(prefix).tempdir()?,
+        };
+        let (store, store_dir) = broker_store(dir.path())?;
         let mut stack = RocketMqStack {
             options,
             namesrv_port: 0,
@@ -94,6 +172,8 @@ impl RocketMqStack {
             broker: None,
             external_namesrv: None,
             dir,
+            store,
+            _store_dir: store_dir,
         };
         if let Ok(addr) = std::env::var("ROCKETMQ_NAMESRV_ADDR") {
             if !addr.is_empty() {
@@ -148,9 +228,16 @@ impl RocketMqStack {
         self.external_namesrv.is_some()
     }
 
-    /// The working directory (logs, broker store).
+    /// The working directory (logs, and the broker's store unless it is in `/dev/shm`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The broker's store: in [`dir`](Self::dir), or in `/dev/shm` when that filesystem is
+    /// more than 85% used, counted as the broker counts it ((size - available) / size), or has
+    /// less than 1 GiB available: the broker refuses writes, and so fails its start, above 90%.
+    pub fn store_dir(&self) -> &Path {
+        &self.store
     }
 
     fn command(&self, role: &str) -> Command {
@@ -194,7 +281,7 @@ impl RocketMqStack {
             .arg("--namesrv")
             .arg(self.namesrv_addr())
             .arg("--store")
-            .arg(self.dir.path().join("store"))
+            .arg(&self.store)
             .arg("--delay-levels")
             .arg(&self.options.delay_levels);
         let log = self.dir.path().join("broker.log");
