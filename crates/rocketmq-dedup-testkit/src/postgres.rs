@@ -84,7 +84,10 @@ impl PostgresServer {
             .arg("-k")
             .arg(dir)
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=300"]);
+            .args(["-c", "max_connections=300"])
+            // Dynamic shared memory in the data directory (`pg_dynshmem`), which goes with it;
+            // the default (`posix`, files in /dev/shm) outlives a SIGKILLed server.
+            .args(["-c", "dynamic_shared_memory_type=mmap"]);
         let log = dir.join("postgres.log");
         let mut process = ChildProcess::spawn(cmd, &log)?;
         process.wait_ready(
@@ -116,10 +119,29 @@ impl PostgresServer {
         self.external
     }
 
-    /// SIGKILLs the server (its backends exit when the postmaster is gone).
+    /// The server's directory (its data directory is `data` in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The id of the System V shared memory segment the running server holds (the one
+    /// `postmaster.pid` records, line 7: key and id).
+    pub fn shared_memory_id(&self) -> Option<String> {
+        let pid_file = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).ok()?;
+        let line = pid_file.lines().nth(6)?;
+        line.split_whitespace().nth(1).map(str::to_owned)
+    }
+
+    /// SIGKILLs the server (its backends exit when the postmaster is gone) and removes its
+    /// System V shared memory segment, which a SIGKILL leaves behind (it goes when the last
+    /// backend detaches).
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
+            let segment = self.shared_memory_id();
             p.kill();
+            if let Some(id) = segment {
+                let _ = Command::new("ipcrm").args(["-m", &id]).status();
+            }
         }
     }
 
@@ -139,6 +161,12 @@ impl PostgresServer {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -24,6 +24,47 @@ fn a_postgres_server_starts_and_restarts() {
     server.restart().unwrap();
 }
 
+/// A killed server leaves no shared memory behind: its System V segment is removed and its
+/// dynamic shared memory is in its data directory, not in /dev/shm (where hundreds of killed
+/// test servers had left a gigabyte).
+#[test]
+fn a_killed_postgres_server_leaves_no_shared_memory_behind() {
+    let mut server = PostgresServer::start_local().unwrap();
+    let first = server
+        .shared_memory_id()
+        .expect("postmaster.pid names a segment");
+    assert!(segment_exists(&first), "segment {first} while running");
+    let dynshmem = server.dir().join("data/pg_dynshmem");
+    assert!(
+        std::fs::read_dir(&dynshmem).unwrap().next().is_some(),
+        "no dynamic shared memory in {dynshmem:?}"
+    );
+    server.restart().unwrap();
+    let second = server.shared_memory_id().unwrap();
+    drop(server);
+    for id in [first, second] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while segment_exists(&id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "segment {id} outlived its server"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// Whether `ipcs -m` lists the segment `id` (`ipcs -m -i` exits 0 for an unknown id too).
+fn segment_exists(id: &str) -> bool {
+    let listing = std::process::Command::new("ipcs")
+        .arg("-m")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(id))
+}
+
 /// A stack program that exits at once (as the broker does when a port it was given is taken
 /// by then) is reported as exited, with its status and the end of its log, without waiting
 /// out the ready timeout; the stack is tried again on new ports first.
