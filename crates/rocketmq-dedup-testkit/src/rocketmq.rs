@@ -129,11 +129,14 @@ fn broker_store(dir: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>), Test
             .prefix("dedup-rocketmq-store-")
             .tempdir_in(shm)?;
         eprintln!(
-            "testkit: {} is on a filesystem {:.1}% used with {} MiB available, where the \
-             broker would refuse writes; its store goes to {}",
+            "testkit: {} is on a filesystem {:.1}% used with {} MiB available (the testkit \
+             wants at most {:.0}% and {} MiB: the broker refuses writes above 90%); the \
+             broker's store goes to {}",
             dir.display(),
             used * 100.0,
             available >> 20,
+            STORE_MAX_DISK_USE * 100.0,
+            STORE_MIN_AVAILABLE >> 20,
             store.path().display()
         );
         return Ok((store.path().to_owned(), Some(store)));
