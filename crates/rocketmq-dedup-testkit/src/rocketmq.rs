@@ -5,6 +5,11 @@
 //! (`rocketmq-dedup-stack namesrv …` / `rocketmq-dedup-stack broker …`). Tests get its path
 //! from Cargo (`env!("CARGO_BIN_EXE_rocketmq-dedup-stack")`); programs that embed the stack
 //! themselves pass their own executable.
+//!
+//! The broker marks its store full, and fails its start or its sends, on a filesystem more
+//! than 90% used, counted as (size - available) / size: on a disk with reserved blocks that
+//! reads fuller than `df`'s Use%. When the temp dir's filesystem is over 85% so counted, the
+//! store goes to a directory of its own in `/dev/shm` ([`RocketMqStack::store_dir`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
