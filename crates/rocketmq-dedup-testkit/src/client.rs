@@ -13,7 +13,7 @@ use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
 
 /// A RocketMQ client runtime for tests: the library's
-/// [`ConsumerRuntime`](rocketmq_dedup::client::ConsumerRuntime), with producers and consumers
+/// [`ConsumerRuntime`], with producers and consumers
 /// set up for a 2-core machine.
 pub struct ClientEnv {
     runtime: ConsumerRuntime,

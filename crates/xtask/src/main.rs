@@ -191,7 +191,7 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// Debian installs PostgreSQL's server programs under /usr/lib/postgresql/<version>/bin.
+/// Debian installs PostgreSQL's server programs under `/usr/lib/postgresql/<version>/bin`.
 fn postgres_installed() -> bool {
     on_path("initdb")
         || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
