@@ -77,7 +77,12 @@ impl RedisSentinel {
             let mut cmd = Command::new(&program);
             cmd.arg(&conf).arg("--sentinel");
             let log = deployment.dir.path().join(format!("sentinel-{port}.log"));
-            let process = ChildProcess::spawn(cmd, &log)?;
+            let mut process = ChildProcess::spawn(cmd, &log)?;
+            // A sentinel that cannot bind its port exits: say so now, with its log, rather
+            // than when the deployment's wait for its sentinels times out.
+            process.wait_ready(format!("sentinel on port {port}"), READY_TIMEOUT, || {
+                crate::wait_for_port(port, Duration::from_millis(50))
+            })?;
             deployment.sentinels.push((port, process));
         }
         deployment.wait_until_ready()?;
