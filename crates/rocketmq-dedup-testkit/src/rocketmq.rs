@@ -116,48 +116,40 @@ fn disk_use(path: &Path) -> std::io::Result<(f64, u64)> {
     ))
 }
 
-fn has_room(path: &Path) -> std::io::Result<bool> {
-    let (used, available) = disk_use(path)?;
-    Ok(used <= STORE_MAX_DISK_USE && available >= STORE_MIN_AVAILABLE)
+fn has_room((used, available): (f64, u64)) -> bool {
+    used <= STORE_MAX_DISK_USE && available >= STORE_MIN_AVAILABLE
 }
 
 /// Where the broker keeps its store: `dir/store`, or a directory of its own in `/dev/shm`
 /// (returned to be kept until the stack is dropped) when `dir`'s filesystem has no room.
 fn broker_store(dir: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>), TestkitError> {
-    if has_room(dir)? {
+    let (used, available) = disk_use(dir)?;
+    if has_room((used, available)) {
         return Ok((dir.join("store"), None));
     }
-    let (used, available) = disk_use(dir)?;
+    let why = format!(
+        "{} is on a filesystem {:.1}% used with {} MiB available (the testkit wants at most \
+         {:.0}% and {} MiB: the broker refuses writes above 90%)",
+        dir.display(),
+        used * 100.0,
+        available >> 20,
+        STORE_MAX_DISK_USE * 100.0,
+        STORE_MIN_AVAILABLE >> 20,
+    );
     let shm = Path::new(SHARED_MEMORY);
-    if shm.is_dir() && has_room(shm).unwrap_or(false) {
+    if shm.is_dir() && disk_use(shm).is_ok_and(has_room) {
         let store = tempfile::Builder::new()
             .prefix("dedup-rocketmq-store-")
             .tempdir_in(shm)?;
         eprintln!(
-            "testkit: {} is on a filesystem {:.1}% used with {} MiB available (the testkit \
-             wants at most {:.0}% and {} MiB: the broker refuses writes above 90%); the \
-             broker's store goes to {}",
-            dir.display(),
-            used * 100.0,
-            available >> 20,
-            STORE_MAX_DISK_USE * 100.0,
-            STORE_MIN_AVAILABLE >> 20,
+            "testkit: {why}; the broker's store goes to {}",
             store.path().display()
         );
         return Ok((store.path().to_owned(), Some(store)));
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::StorageFull,
-        format!(
-            "no room for a broker's store: {} is on a filesystem {:.1}% used with {} MiB \
-             available, and {SHARED_MEMORY} is missing or as full (the broker refuses writes \
-             above 90% used; the testkit wants at most {:.0}% and {} MiB)",
-            dir.display(),
-            used * 100.0,
-            available >> 20,
-            STORE_MAX_DISK_USE * 100.0,
-            STORE_MIN_AVAILABLE >> 20
-        ),
+        format!("no room for a broker's store: {why}, and {SHARED_MEMORY} is missing or as full"),
     )
     .into())
 }
@@ -170,7 +162,6 @@ impl RocketMqStack {
             Some(root) => tempfile::Builder::new().prefix(prefix).tempdir_in(root)?,
             None => tempfile::Builder::new().prefix(prefix).tempdir()?,
         };
-        let (store, store_dir) = broker_store(dir.path())?;
         let mut stack = RocketMqStack {
             options,
             namesrv_port: 0,
@@ -180,8 +171,8 @@ impl RocketMqStack {
             broker: None,
             external_namesrv: None,
             dir,
-            store,
-            _store_dir: store_dir,
+            store: PathBuf::new(),
+            _store_dir: None,
         };
         if let Ok(addr) = std::env::var("ROCKETMQ_NAMESRV_ADDR") {
             if !addr.is_empty() {
@@ -195,6 +186,7 @@ impl RocketMqStack {
                 hint: "build it with `cargo build --bin rocketmq-dedup-stack`".into(),
             });
         }
+        (stack.store, stack._store_dir) = broker_store(stack.dir.path())?;
         // A port picked free can be taken before the server binds it (by another server or
         // a client's outgoing connection); the server then exits, and the stack starts again
         // on new ports.
@@ -244,6 +236,7 @@ impl RocketMqStack {
     /// The broker's store: in [`dir`](Self::dir), or in `/dev/shm` when that filesystem is
     /// more than 85% used, counted as the broker counts it ((size - available) / size), or has
     /// less than 1 GiB available: the broker refuses writes, and so fails its start, above 90%.
+    /// Empty for a running stack named by `ROCKETMQ_NAMESRV_ADDR`.
     pub fn store_dir(&self) -> &Path {
         &self.store
     }
