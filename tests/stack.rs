@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rocketmq_dedup_testkit::{unique_name, ClientEnv, RocketMqStack, StackOptions};
+use rocketmq_dedup_testkit::{free_port, unique_name, ClientEnv, RocketMqStack, StackOptions};
 
 /// A broker port `p` whose fast port `p - 2` is held by `listener`.
 fn port_with_fast_port_taken() -> (u16, TcpListener) {
@@ -27,21 +27,13 @@ fn port_with_fast_port_taken() -> (u16, TcpListener) {
     panic!("no free port p with p - 2 free");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs a broker on `port` with its store at `store` until it exits (it must, within a
 /// minute: `why` says why it should); its exit code and what it printed.
 fn broker_exit(port: u16, store: &Path, why: &str) -> (Option<i32>, String) {
     let home = tempfile::tempdir().unwrap();
     let mut broker = Command::new(env!("CARGO_BIN_EXE_rocketmq-dedup-stack"))
         .args(["broker", "--port", &port.to_string()])
-        .args(["--ha-port", &free_port().to_string()])
+        .args(["--ha-port", &free_port().unwrap().to_string()])
         .args(["--namesrv", "127.0.0.1:1", "--store"])
         .arg(store)
         .env("ROCKETMQ_HOME", home.path())
