@@ -10,6 +10,7 @@ use std::time::Duration;
 use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageTrait;
 
+use rocketmq_dedup::client::explain_client_error;
 use rocketmq_dedup::{DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy};
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
@@ -130,6 +131,10 @@ pub async fn send_orders(
             attempts += 1;
             match producer.send_with_timeout(msg.clone(), 5000).await {
                 Ok(Some(result)) => break result,
+                // A route of Apache RocketMQ 4.x: no retry reads it.
+                Err(e) if explain_client_error(&e).is_some() => {
+                    return Err(explain_client_error(&e).map_or_else(|| e.into(), Into::into))
+                }
                 Ok(None) | Err(_) if attempts < 20 => {
                     tokio::time::sleep(Duration::from_millis(500)).await
                 }

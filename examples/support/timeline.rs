@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rocketmq_client_rust::DefaultMQProducer;
+use rocketmq_dedup::client::explain_client_error;
 use rocketmq_dedup::{DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy};
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
@@ -139,6 +140,10 @@ pub async fn send_ordered(
         {
             Ok(Some(result)) => {
                 return Ok(result.msg_id.map(|id| id.to_string()).unwrap_or_default())
+            }
+            // A route of Apache RocketMQ 4.x: no retry reads it.
+            Err(e) if explain_client_error(&e).is_some() => {
+                return Err(explain_client_error(&e).map_or_else(|| e.into(), Into::into))
             }
             Ok(None) | Err(_) if attempt < 40 => {
                 tokio::time::sleep(Duration::from_millis(500)).await

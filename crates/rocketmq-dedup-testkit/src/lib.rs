@@ -26,8 +26,9 @@
 //! - [`postgres`][]: [`PostgresServer`].
 //! - `template`: data directories made once per machine and copied per server.
 //! - [`rocketmq`][]: [`RocketMqStack`], a name server and a broker.
-//! - [`recorded_namesrv`][]: [`RecordedNameServer`], a remoting server that answers what a
-//!   real name server of another version answered (Apache RocketMQ 4.9.7).
+//! - [`recorded_namesrv`][]: [`RecordedNameServer`], a remoting server that answers route requests as a
+//!   real name server of another version answered them (Apache RocketMQ 4.9.7, stock and with the
+//!   5.x field), by the request's remoting version.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -47,7 +48,7 @@ pub use client::{send_with_retry, ClientEnv, ConsumerSpec};
 pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
 pub use process::TestkitError;
-pub use recorded_namesrv::RecordedNameServer;
+pub use recorded_namesrv::{Recorded, RecordedNameServer};
 pub use redis::{RedisOptions, RedisServer};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;

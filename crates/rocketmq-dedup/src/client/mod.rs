@@ -13,5 +13,7 @@
 pub mod route_check;
 pub mod runtime;
 
-pub use route_check::{check_topic_route, RouteCheckError, TopicRoute};
+pub use route_check::{
+    check_topic_route, explain_client_error, Apache4xRoute, RouteCheckError, TopicRoute,
+};
 pub use runtime::ConsumerRuntime;
