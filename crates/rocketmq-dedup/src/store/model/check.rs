@@ -52,6 +52,11 @@ pub(super) struct Tolerance {
     pub(super) margin: u64,
     /// How long after its answer a failed call may still take effect.
     pub(super) grace: u64,
+    /// How much longer than its TTL a store may keep a CONSUMED record.
+    pub(super) slack: u64,
+    /// Whether a claim that finds a record CONSUMED may leave a lingering claim
+    /// ([`machine`](super::machine)).
+    pub(super) lingering: bool,
 }
 
 /// The most search states one key may take before the check gives up.
@@ -72,7 +77,7 @@ pub(super) fn check_key(
     let search = Search {
         calls: &answered,
         failed: &failed,
-        margin: tolerance.margin,
+        tolerance,
     };
     search.run().map_err(|(inconclusive, progress, points)| {
         let from = progress.base.saturating_sub(2);
@@ -116,7 +121,7 @@ impl Progress {
 struct Search<'h> {
     calls: &'h [KeyCall],
     failed: &'h [KeyCall],
-    margin: u64,
+    tolerance: Tolerance,
 }
 
 /// Why the search failed: gave up (`true`) or proved it; the furthest progress, and the
@@ -169,7 +174,7 @@ impl Search<'_> {
             if self.failed[f].start > horizon {
                 continue;
             }
-            for mut after in step(&self.failed[f], point, self.margin) {
+            for mut after in step(&self.failed[f], point, self.tolerance) {
                 // Not applying a call that changes nothing leaves every option open.
                 if after.record == point.record {
                     continue;
@@ -181,7 +186,7 @@ impl Search<'_> {
         let mut by_end = candidates;
         by_end.sort_by_key(|&i| std::cmp::Reverse(self.calls[i].end));
         for i in by_end {
-            for after in step(&self.calls[i], point, self.margin) {
+            for after in step(&self.calls[i], point, self.tolerance) {
                 stack.push((progress.with(i), after));
             }
         }
@@ -303,6 +308,8 @@ mod tests {
     const TOLERANCE: Tolerance = Tolerance {
         margin: 1_000,
         grace: 0,
+        slack: 0,
+        lingering: false,
     };
 
     #[test]
@@ -361,6 +368,53 @@ mod tests {
             ];
             assert!(check_key(0, &calls, TOLERANCE).is_ok(), "{later:?}");
         }
+    }
+
+    #[test]
+    fn a_lingering_claim_defers_a_copy_once_where_allowed_and_never_runs_one_twice() {
+        use Answer::*;
+        let lingering = Tolerance {
+            lingering: true,
+            ..TOLERANCE
+        };
+        let committed = |ttl| {
+            let mut c = call(OpKind::Commit, 1, (0, 10), Committed);
+            c.ttl = Some(ttl);
+            c
+        };
+        // Claim 2 found the record CONSUMED; once it expired, claim 3 found 2's claim.
+        let deferred = [
+            call(OpKind::Claim, 1, (0, 5), Claimed),
+            committed(50_000),
+            call(OpKind::Claim, 2, (20_000, 20_010), Consumed),
+            call(OpKind::Claim, 3, (60_000, 60_010), InFlight),
+            call(OpKind::Claim, 4, (200_000, 200_010), Claimed),
+        ];
+        assert!(
+            check_key(0, &deferred, TOLERANCE).is_err(),
+            "not allowed by default"
+        );
+        assert!(check_key(0, &deferred, lingering).is_ok());
+        // Without a claim during the record's life, nothing lingers.
+        let no_claim = [
+            call(OpKind::Claim, 1, (0, 5), Claimed),
+            committed(50_000),
+            call(OpKind::Claim, 3, (60_000, 60_010), InFlight),
+        ];
+        assert!(check_key(0, &no_claim, lingering).is_err());
+        // Two copies run after the expiry: never allowed.
+        let twice = [
+            call(OpKind::Claim, 1, (0, 5), Claimed),
+            committed(50_000),
+            call(OpKind::Claim, 2, (20_000, 20_010), Consumed),
+            call(OpKind::Claim, 3, (60_000, 60_010), Claimed),
+            call(OpKind::Claim, 4, (61_000, 61_010), Claimed),
+        ];
+        assert!(check_key(0, &twice, lingering).is_err());
+        // The lingering claim lasts its TTL at most.
+        let mut late = deferred;
+        late[3] = call(OpKind::Claim, 3, (150_000, 150_010), InFlight);
+        assert!(check_key(0, &late, lingering).is_err());
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub struct ModelOptions {
     /// How long after it failed a call may still take effect (a server that was paused
     /// runs what it had received once it resumes).
     pub failed_call_grace: Duration,
+    /// The TTL every commit asks for, instead of a short random one (20 to 300 ms, or a huge
+    /// one): a store that keeps records of this TTL otherwise than short ones (the Redis
+    /// store's records hashes) is checked on that path, expiries included.
+    pub record_ttl: Option<Duration>,
+    /// How much longer than its TTL a store may keep a CONSUMED record (the Redis store's
+    /// records hashes: up to a unit).
+    pub record_ttl_slack: Duration,
+    /// Whether a claim that finds a record CONSUMED may leave a claim of its token for a
+    /// moment (the Redis store's native claim, which sets the claim key before it reads the
+    /// record and undoes it after): should the record expire meanwhile, that claim answers
+    /// as one, until it vanishes. See the `machine` module's "Lingering claims".
+    pub claims_may_linger: bool,
 }
 
 impl ModelOptions {
@@ -79,6 +91,9 @@ impl Default for ModelOptions {
             ops_per_worker: Self::DEFAULT_OPS_PER_WORKER,
             clock_margin: Duration::from_millis(5),
             failed_call_grace: Duration::ZERO,
+            record_ttl: None,
+            record_ttl_slack: Duration::ZERO,
+            claims_may_linger: false,
         }
     }
 }
@@ -140,6 +155,8 @@ pub async fn check_store<S: DedupStore + ?Sized>(
     let tolerance = Tolerance {
         margin: options.clock_margin.as_micros() as u64,
         grace: options.failed_call_grace.as_micros() as u64,
+        slack: options.record_ttl_slack.as_micros() as u64,
+        lingering: options.claims_may_linger,
     };
     let key_operations = history.by_key.iter().map(Vec::len).sum();
     let by_key = history.by_key;

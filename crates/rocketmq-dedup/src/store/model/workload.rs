@@ -107,7 +107,16 @@ pub(super) async fn run<S: DedupStore + ?Sized>(store: Arc<S>, options: &ModelOp
             let (store, keys) = (store.clone(), keys.clone());
             let (seed, ops) = (options.seed.wrapping_add(w as u64), options.ops_per_worker);
             let grace = options.failed_call_grace;
-            tokio::spawn(async move { worker(&*store, &keys, seed, ops, grace, began, w).await })
+            let record_ttl = options.record_ttl;
+            tokio::spawn(async move {
+                let plan = Plan {
+                    seed,
+                    ops,
+                    grace,
+                    record_ttl,
+                };
+                worker(&*store, &keys, plan, began, w).await
+            })
         })
         .collect();
     let mut history = History {
@@ -126,15 +135,28 @@ pub(super) async fn run<S: DedupStore + ?Sized>(store: Arc<S>, options: &ModelOp
     history
 }
 
-async fn worker<S: DedupStore + ?Sized>(
-    store: &S,
-    keys: &[RecordKey],
+/// What one worker does: its seed, its calls, how long it backs off after a failed one, and
+/// the TTL of its commits (random when `None`).
+struct Plan {
     seed: u64,
     ops: usize,
     grace: Duration,
+    record_ttl: Option<Duration>,
+}
+
+async fn worker<S: DedupStore + ?Sized>(
+    store: &S,
+    keys: &[RecordKey],
+    plan: Plan,
     began: Instant,
     worker: usize,
 ) -> (Vec<(usize, KeyCall)>, usize) {
+    let Plan {
+        seed,
+        ops,
+        grace,
+        record_ttl,
+    } = plan;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut malformed = 0;
     let mut tokens = Tokens {
@@ -158,8 +180,9 @@ async fn worker<S: DedupStore + ?Sized>(
             .map(|_| rng.usize(..keys.len()))
             .collect();
         let batch: Vec<RecordKey> = picked.iter().map(|&k| keys[k].clone()).collect();
-        let ttl = match rng.u8(..100) {
-            0..=4 => Duration::MAX,
+        let ttl = match (rng.u8(..100), record_ttl) {
+            (_, Some(ttl)) if kind == OpKind::Commit => ttl,
+            (0..=4, _) => Duration::MAX,
             _ => Duration::from_millis(rng.u64(20..=300)),
         };
         // Half the commits are detached, as a listener's background commits are.
