@@ -148,6 +148,11 @@ async fn stats(store: &dyn RecordAdmin, cli: &Cli) -> Result<(), rocketmq_dedup:
     if let Some(bytes) = counts.memory_bytes {
         println!("server memory in use: {bytes} bytes");
     }
+    if let Some(oversized) = counts.oversized_shards.filter(|n| *n > 0) {
+        println!(
+            "records hashes beyond the listpack encoding: {oversized} (the group runs above the store's expected_rate: about four times the memory per record there, until the records die and sweeps shrink them; raise expected_rate for a new group, or hash-max-listpack-entries)"
+        );
+    }
     Ok(())
 }
 

@@ -64,7 +64,9 @@ pub struct RecordKey {
 }
 
 impl RecordKey {
-    fn from_text(text: String) -> Self {
+    /// A key from its stored text (as [`RecordKey::as_str`] gave it): for a store that finds
+    /// a record's key in what it stored.
+    pub(crate) fn from_text(text: String) -> Self {
         let digest = Sha256::digest(text.as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);

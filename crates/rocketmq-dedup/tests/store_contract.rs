@@ -1,6 +1,6 @@
 //! The store contract (and the model-based check), run against every store: the in-memory
 //! store, and real `redis-server` (one server, a 3-master + 3-replica Cluster, a master +
-//! replica + 3 sentinels), MariaDB and PostgreSQL servers started on free loopback ports (or
+//! replica + 3 sentinels), `valkey-server` (one server), MariaDB and PostgreSQL servers started on free loopback ports (or
 //! the servers `REDIS_URL`, `REDIS_CLUSTER_URL`, `REDIS_SENTINEL_URL`, `MYSQL_URL` and
 //! `DATABASE_URL` name).
 //!
@@ -13,14 +13,16 @@ use rocketmq_dedup::sql::postgres::PostgresStore;
 use rocketmq_dedup::store::contract::LONG;
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
 use rocketmq_dedup_testkit::{
-    MariaDbServer, PostgresServer, RedisCluster, RedisSentinel, RedisServer,
+    MariaDbServer, PostgresServer, RedisCluster, RedisOptions, RedisSentinel, RedisServer,
 };
 
-async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
-    let server = RedisServer::start().expect("redis-server starts");
+async fn redis(options: RedisOptions) -> (RedisStore, RedisServer) {
+    let server = match options.valkey {
+        true => RedisServer::start_local(options).expect("valkey-server starts"),
+        false => RedisServer::start().expect("redis-server starts"),
+    };
     let store = RedisStore::builder(server.url())
         .record_ttl(LONG)
-        .script_claims(script_claims)
         .connect()
         .await
         .expect("connects to redis");
@@ -28,9 +30,9 @@ async fn redis(script_claims: bool) -> (RedisStore, RedisServer) {
 }
 
 rocketmq_dedup::dedup_store_contract!(memory, async { (MemoryStore::new(), ()) });
-rocketmq_dedup::dedup_store_contract!(redis_store, redis(false));
-// The Lua claim used before Redis 7.0 and behind proxies.
-rocketmq_dedup::dedup_store_contract!(redis_store_script_claims, redis(true));
+rocketmq_dedup::dedup_store_contract!(redis_store, redis(RedisOptions::default()));
+// Valkey 8.1, what most managed Redis offerings now run.
+rocketmq_dedup::dedup_store_contract!(valkey_store, redis(RedisOptions::valkey()));
 
 async fn redis_cluster() -> (RedisStore, RedisCluster) {
     let cluster = RedisCluster::start().expect("the Redis Cluster forms");

@@ -227,6 +227,7 @@ impl<DB: SqlDatabase> SqlStore<DB> {
             consumed: rows.consumed.max(0) as u64,
             expired: rows.expired.max(0) as u64,
             memory_bytes: None,
+            oversized_shards: None,
         })
     }
 

@@ -60,6 +60,9 @@ pub struct RecordCounts {
     /// The server's memory in use, in bytes, where it says (Redis: `used_memory`, summed over
     /// a Cluster's masters).
     pub memory_bytes: Option<u64>,
+    /// Redis: records hashes that outgrew the listpack encoding (a group above its expected
+    /// rate): about four times the memory per record, until sweeps shrink them again.
+    pub oversized_shards: Option<u64>,
 }
 
 /// The operator's view of a store. See the module docs.

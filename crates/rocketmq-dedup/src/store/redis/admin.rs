@@ -1,6 +1,6 @@
 //! [`RecordAdmin`] for the Redis store: a record's claim key and its field in the records hash
-//! (`GET`, `PTTL`, `HGET`), `DEL` and `HDEL`, and `SCAN` over every master for counts (`HLEN`
-//! of each records hash).
+//! read by the server's clock (`GET`, `PTTL`, `HMGET`, `TIME`), `DEL` and `HDEL`, and `SCAN`
+//! over every master for counts (`HLEN` of each records hash).
 
 use std::time::Duration;
 
@@ -8,8 +8,10 @@ use futures::future::BoxFuture;
 use redis::{RedisError, Value};
 
 use super::connection::Lane;
-use super::layout::{escaped_group, kind_of, split, KeyKind, Location};
-use super::layouts::now_ms;
+use super::layout::{
+    escaped_group, kind_of, record_of_claim, split, KeyKind, Location, Meta, Stamp, FIELD_BYTES,
+};
+use super::layouts::Layouts;
 use super::pipeline::{KeyedCommand, Sent};
 use super::scripts::{CONSUMED_KEY_VALUE, UNREADABLE_VALUE};
 use super::RedisStore;
@@ -56,29 +58,12 @@ fn used_memory(info: &str) -> Option<u64> {
 }
 
 impl RedisStore {
-    /// Where `key` lives, if its group has a layout in Redis (none: it never had a record).
+    /// Where `key` lives, if its group has a layout in Redis (its layout key, or the meta field
+    /// of its first records hash when the key is gone; neither: it never had a record).
     async fn locate_for_admin(&self, key: &RecordKey) -> Result<Option<Location>, StoreError> {
         let (group, _) = split(key.as_str());
-        let layout_key = super::layout::layout_key(&escaped_group(group));
-        let mut get = redis::cmd("GET");
-        get.arg(&layout_key);
-        let value = self.send_one(&layout_key, get).await?;
-        let Some(text): Option<Vec<u8>> =
-            redis::from_redis_value(value).map_err(|e| failed(e.into()))?
-        else {
-            return Ok(None);
-        };
-        let layout = super::layouts::decode(&layout_key, &text, StoreOperation::Admin)?;
-        Ok(Some(Location::of(key, &layout)))
-    }
-
-    async fn send_one(&self, key: &str, cmd: redis::Cmd) -> Result<Value, StoreError> {
-        let sent = self.send_admin(vec![KeyedCommand { key, cmd }]).await?;
-        sent.answers
-            .into_iter()
-            .next()
-            .ok_or_else(|| corrupt("fewer answers than commands"))?
-            .map_err(failed)
+        let layout = Layouts::existing(&self.conn, group, StoreOperation::Admin).await?;
+        Ok(layout.map(|layout| Location::of(key, &layout)))
     }
 
     async fn send_admin(&self, commands: Vec<KeyedCommand<'_>>) -> Result<Sent, StoreError> {
@@ -87,6 +72,82 @@ impl RedisStore {
             .await
             .map_err(failed)
     }
+
+    /// What `at`'s claim key holds and how long it lives, its record's field and the meta
+    /// field of its records hash, and the server's time, in one pipeline; then `extra`
+    /// (commands on the same keys, run after the reads).
+    async fn read_record(
+        &self,
+        at: &Location,
+        extra: Vec<redis::Cmd>,
+    ) -> Result<(Found, Vec<redis::RedisResult<Value>>), StoreError> {
+        let records = at.records().to_string();
+        let mut get = redis::cmd("GET");
+        get.arg(&at.claim);
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(&at.claim);
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(&records).arg(&at.field[..]).arg("");
+        let mut commands = vec![
+            KeyedCommand {
+                key: &at.claim,
+                cmd: get,
+            },
+            KeyedCommand {
+                key: &at.claim,
+                cmd: pttl,
+            },
+            KeyedCommand {
+                key: &at.claim,
+                cmd: hmget,
+            },
+            KeyedCommand {
+                key: &at.claim,
+                cmd: redis::cmd("TIME"),
+            },
+        ];
+        commands.extend(extra.into_iter().map(|cmd| KeyedCommand {
+            key: &at.claim,
+            cmd,
+        }));
+        let mut answers = self.send_admin(commands).await?.answers.into_iter();
+        let claim: Option<Vec<u8>> = read(answers.next())?;
+        let pttl: i64 = read(answers.next())?;
+        let (field, meta): (Option<Vec<u8>>, Option<Vec<u8>>) = match answers.next() {
+            // A records hash that is no hash holds no record (its next commit replaces it).
+            Some(Err(e)) if e.code() == Some("WRONGTYPE") => (None, None),
+            answer => {
+                let pair: Vec<Option<Vec<u8>>> = read(answer)?;
+                (
+                    pair.first().cloned().flatten(),
+                    pair.get(1).cloned().flatten(),
+                )
+            }
+        };
+        let (secs, micros): (u64, u64) = read(answers.next())?;
+        let now_ms = secs * 1000 + micros / 1000;
+        let unit_ms = meta
+            .as_deref()
+            .and_then(Meta::parse)
+            .map_or(at.layout.unit_ms, |m| m.layout.unit_ms);
+        let live = field
+            .as_deref()
+            .and_then(Stamp::parse)
+            .and_then(|stamp| stamp.live_for(unit_ms, now_ms));
+        let found = Found {
+            claim: claim_state(claim, pttl)?,
+            live,
+        };
+        Ok((found, answers.collect()))
+    }
+}
+
+/// What an operator's read of one record found.
+struct Found {
+    /// What its claim key says.
+    claim: RecordState,
+    /// How long its field in the records hash is still live, if it is.
+    live: Option<Duration>,
 }
 
 /// An answer as `T`.
@@ -99,138 +160,189 @@ fn read<T: redis::FromRedisValue>(
 
 impl RecordAdmin for RedisStore {
     /// CONSUMED while the records hash holds the record's field with a live stamp (its time
-    /// left: until the stamp's unit), else what its claim key says.
+    /// left: until the stamp's unit, by the server's clock), else what its claim key says.
     fn inspect<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<RecordState, StoreError>> {
         Box::pin(async move {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(RecordState::Absent);
             };
-            let records = at.records().to_string();
-            let mut commands = Vec::with_capacity(3);
-            for name in ["GET", "PTTL"] {
-                let mut cmd = redis::cmd(name);
-                cmd.arg(&at.claim);
-                commands.push(KeyedCommand {
-                    key: &at.claim,
-                    cmd,
-                });
-            }
-            let mut hget = redis::cmd("HGET");
-            hget.arg(&records).arg(&at.field[..]);
-            commands.push(KeyedCommand {
-                key: &records,
-                cmd: hget,
-            });
-            let mut answers = self.send_admin(commands).await?.answers.into_iter();
-            let value: Option<Vec<u8>> = read(answers.next())?;
-            let pttl: i64 = read(answers.next())?;
-            let stamp: Option<Vec<u8>> = read(answers.next())?;
-            if let Some(stamp) = stamp {
-                let stamp = super::read_stamp(&stamp, StoreOperation::Admin)?;
-                if let Some(ttl_left) = at.layout.live_for(stamp, now_ms()) {
-                    return Ok(RecordState::Consumed { ttl_left });
-                }
-            }
-            claim_state(value, pttl)
+            let (found, _) = self.read_record(&at, Vec::new()).await?;
+            Ok(match found.live {
+                Some(ttl_left) => RecordState::Consumed { ttl_left },
+                None => found.claim,
+            })
         })
     }
 
-    /// Deletes the claim key and the record's field.
+    /// Deletes the claim key and the record's field; answers whether either held a record
+    /// (a claim, or a live field: a field already dead was no record).
     fn forget<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let Some(at) = self.locate_for_admin(key).await? else {
                 return Ok(false);
             };
-            let records = at.records().to_string();
             let mut del = redis::cmd("DEL");
             del.arg(&at.claim);
             let mut hdel = redis::cmd("HDEL");
-            hdel.arg(&records).arg(&at.field[..]);
-            let commands = vec![
-                KeyedCommand {
-                    key: &at.claim,
-                    cmd: del,
-                },
-                KeyedCommand {
-                    key: &records,
-                    cmd: hdel,
-                },
-            ];
-            let mut deleted = 0;
-            for answer in self.send_admin(commands).await?.answers {
-                deleted += read::<i64>(Some(answer))?;
+            hdel.arg(at.records()).arg(&at.field[..]);
+            let (found, deleted) = self.read_record(&at, vec![del, hdel]).await?;
+            for answer in deleted {
+                match answer {
+                    Err(e) if e.code() == Some("WRONGTYPE") => {}
+                    answer => {
+                        read::<i64>(Some(answer))?;
+                    }
+                }
             }
-            Ok(deleted > 0)
+            Ok(found.live.is_some() || found.claim != RecordState::Absent)
         })
     }
 
+    /// Claims that hold a claim (but for those left a moment on a record found CONSUMED, see
+    /// [`RedisStore`]), and the fields of the records hashes but their meta fields and sweep states (dead ones
+    /// that a sweep has not reached yet count too); and `used_memory`, summed over the masters.
     fn counts<'a>(
         &'a self,
         scope: &'a RecordScope<'a>,
     ) -> BoxFuture<'a, Result<RecordCounts, StoreError>> {
         Box::pin(async move {
-            let start = scope.key_start();
-            // The record key does not escape a part's '*', '?', '[' and '\': escape them for the pattern.
-            let glob = |s: &str| {
-                s.chars()
-                    .flat_map(|c| match c {
-                        '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
-                        c => vec![c],
-                    })
-                    .collect::<String>()
+            let keys = self.scope_keys(scope).await?;
+            let mut counts = RecordCounts {
+                oversized_shards: Some(0),
+                ..RecordCounts::default()
             };
-            let pattern = format!("{}*", glob(&escaped_group(&start)));
-            let keys = self.conn.scan(&pattern).await.map_err(failed)?;
-            let mut counts = RecordCounts::default();
-            // A claim counts when it holds a claim, a records hash by its fields (not the
-            // sweep's: one a hash; dead ones its next sweep deletes count too).
-            let keys: Vec<(KeyKind, String)> = keys
-                .into_iter()
-                .map(|k| (kind_of(&k), k))
-                .filter(|(kind, _)| *kind != KeyKind::Layout)
-                .collect();
             for chunk in keys.chunks(COUNT_BATCH) {
-                let commands = chunk
-                    .iter()
-                    .map(|(kind, k)| {
-                        let mut cmd = redis::cmd(match kind {
-                            KeyKind::Records => "HLEN",
-                            _ => "GET",
-                        });
-                        cmd.arg(k.as_str());
-                        KeyedCommand { key: k, cmd }
-                    })
-                    .collect();
-                let sent = self.send_admin(commands).await?;
-                for ((kind, _), answer) in chunk.iter().zip(sent.answers) {
-                    match kind {
-                        KeyKind::Records => {
-                            counts.consumed += read::<u64>(Some(answer))?.saturating_sub(1)
-                        }
-                        _ => {
-                            let value: Option<Vec<u8>> = read(Some(answer))?;
-                            match value.as_deref() {
-                                Some(CONSUMED_KEY_VALUE) => counts.consumed += 1,
-                                Some([b'c', ..]) => counts.consuming += 1,
-                                _ => {}
-                            }
-                        }
-                    }
-                }
+                self.count(chunk, &mut counts).await?;
             }
-            let infos = self
-                .conn
-                .on_each_master(redis::cmd("INFO").arg("memory"))
-                .await
-                .map_err(failed)?;
             let mut memory = 0;
-            for info in infos {
+            let info = redis::cmd("INFO").arg("memory").clone();
+            for info in self.conn.on_each_master(&info).await.map_err(failed)? {
                 let info: String = redis::from_redis_value(info).map_err(|e| failed(e.into()))?;
                 memory += used_memory(&info).unwrap_or(0);
             }
             counts.memory_bytes = Some(memory);
             Ok(counts)
         })
+    }
+}
+
+impl RedisStore {
+    /// The claim keys and records hashes of `scope` (`SCAN` of every master).
+    async fn scope_keys(
+        &self,
+        scope: &RecordScope<'_>,
+    ) -> Result<Vec<(KeyKind, String)>, StoreError> {
+        // The record key does not escape a part's '*', '?', '[' and '\': escape them for the
+        // pattern.
+        let glob = |s: &str| {
+            s.chars()
+                .flat_map(|c| match c {
+                    '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect::<String>()
+        };
+        let pattern = format!("{}*", glob(&escaped_group(&scope.key_start())));
+        let keys = self.conn.scan(&pattern).await.map_err(failed)?;
+        Ok(keys
+            .into_iter()
+            .map(|k| (kind_of(&k), k))
+            .filter(|(kind, _)| *kind != KeyKind::Layout)
+            .collect())
+    }
+
+    /// Counts `keys` into `counts`: a records hash by its fields but the meta field and sweep state, a claim
+    /// key by what it holds.
+    async fn count(
+        &self,
+        keys: &[(KeyKind, String)],
+        counts: &mut RecordCounts,
+    ) -> Result<(), StoreError> {
+        let mut commands = Vec::with_capacity(keys.len() * 2);
+        for (kind, key) in keys {
+            let reads: &[(&[&str], &[&str])] = match kind {
+                KeyKind::Records => &[
+                    (&["HLEN"], &[]),
+                    (&["HEXISTS"], &["~"]),
+                    (&["OBJECT", "ENCODING"], &[]),
+                ],
+                _ => &[(&["GET"], &[])],
+            };
+            for (name, after) in reads {
+                let mut cmd = redis::cmd(name[0]);
+                cmd.arg(&name[1..]).arg(key.as_str()).arg(*after);
+                commands.push(KeyedCommand { key, cmd });
+            }
+        }
+        let mut answers = self.send_admin(commands).await?.answers.into_iter();
+        let mut claims = Vec::new();
+        for (kind, key) in keys {
+            let answer = answers.next();
+            if *kind == KeyKind::Records {
+                // All fields but the meta field and the sweep state (once a pass wrote it).
+                let fields: u64 = read(answer)?;
+                let swept: u64 = read(answers.next())?;
+                counts.consumed += fields.saturating_sub(1 + swept);
+                let encoding: String = read(answers.next())?;
+                *counts.oversized_shards.get_or_insert(0) += u64::from(encoding == "hashtable");
+                continue;
+            }
+            let value: Option<Vec<u8>> = read(answer)?;
+            match value.as_deref() {
+                Some(CONSUMED_KEY_VALUE) => counts.consumed += 1,
+                Some([b'c', ..]) => claims.push(key.as_str()),
+                _ => {}
+            }
+        }
+        counts.consuming += self.not_on_consumed(&claims).await? as u64;
+        Ok(())
+    }
+
+    /// How many of the claims `claims` are not on records CONSUMED (claims left a moment on
+    /// them are no records in flight): each record's field and meta field, and the server's
+    /// time, in one pipeline.
+    async fn not_on_consumed(&self, claims: &[&str]) -> Result<usize, StoreError> {
+        let located: Vec<(&str, String, [u8; FIELD_BYTES])> = claims
+            .iter()
+            .filter_map(|c| record_of_claim(c).map(|(records, field)| (*c, records, field)))
+            .collect();
+        if located.is_empty() {
+            return Ok(claims.len());
+        }
+        let mut commands = Vec::with_capacity(located.len() * 2);
+        for (claim, records, field) in &located {
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(records).arg(&field[..]).arg("");
+            commands.push(KeyedCommand {
+                key: claim,
+                cmd: hmget,
+            });
+            commands.push(KeyedCommand {
+                key: claim,
+                cmd: redis::cmd("TIME"),
+            });
+        }
+        let mut answers = self.send_admin(commands).await?.answers.into_iter();
+        let mut in_flight = claims.len() - located.len();
+        for _ in &located {
+            let (stamp, meta): (Option<Vec<u8>>, Option<Vec<u8>>) = match answers.next() {
+                Some(Err(e)) if e.code() == Some("WRONGTYPE") => (None, None),
+                answer => read(answer)?,
+            };
+            let (secs, micros): (u64, u64) = read(answers.next())?;
+            let unit_ms = meta
+                .as_deref()
+                .and_then(Meta::parse)
+                .map(|m| m.layout.unit_ms);
+            let live = match (stamp.as_deref().and_then(Stamp::parse), unit_ms) {
+                (Some(stamp), Some(unit_ms)) => stamp
+                    .live_for(unit_ms, secs * 1000 + micros / 1000)
+                    .is_some(),
+                _ => false,
+            };
+            in_flight += usize::from(!live);
+        }
+        Ok(in_flight)
     }
 }
 

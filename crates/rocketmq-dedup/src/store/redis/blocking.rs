@@ -99,6 +99,10 @@ pub(super) struct BlockingLane {
     slots: Mutex<Vec<Weak<ThreadConnection>>>,
     /// Calls go the multiplexed way until this many milliseconds after `born`.
     paused_until_ms: AtomicU64,
+    /// Counts the connections that failed: a thread's connection opened before the last
+    /// failure is dropped before its next use (the server may have restarted, and every
+    /// connection to it died), so that each fails at most the call it had in flight.
+    generation: AtomicU64,
     born: std::time::Instant,
     /// How long a carried commit waits for its thread before the sweeper sends it.
     linger: Duration,
@@ -117,7 +121,8 @@ struct ThreadConnection {
 
 #[derive(Default)]
 struct ThreadConnectionState {
-    conn: Option<redis::Connection>,
+    /// The connection, and the lane's generation when it was opened.
+    conn: Option<(redis::Connection, u64)>,
     riders: Vec<Rider>,
     /// When the oldest waiting rider came (Tokio's clock: the sweeper sleeps on it).
     since: Option<Instant>,
@@ -166,6 +171,7 @@ impl BlockingLane {
             open: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             paused_until_ms: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             born: std::time::Instant::now(),
             linger,
             sweeper: Arc::default(),
@@ -262,23 +268,28 @@ impl BlockingLane {
         }))
     }
 
-    /// One pipeline on the slot's connection (connected first if it has none). A connection
-    /// that fails is dropped (it may hold a late answer) and pauses the lane.
+    /// One pipeline on the slot's connection (connected first if it has none, or one opened
+    /// before another connection of the lane failed). A connection that fails is dropped (it
+    /// may hold a late answer) and pauses the lane.
     fn round_trip(
         &self,
         state: &mut ThreadConnectionState,
         pipe: &redis::Pipeline,
     ) -> RedisResult<Vec<Value>> {
-        let conn = match &mut state.conn {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if state.conn.as_ref().is_some_and(|(_, at)| *at != generation) {
+            state.conn = None;
+        }
+        let (conn, _) = match &mut state.conn {
             Some(conn) => conn,
             None => state
                 .conn
-                .insert(self.connect().inspect_err(|_| self.pause())?),
+                .insert((self.connect().inspect_err(|_| self.failed())?, generation)),
         };
         conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len())
             .inspect_err(|_| {
                 state.conn = None;
-                self.pause();
+                self.failed();
             })
     }
 
@@ -291,7 +302,10 @@ impl BlockingLane {
         Ok(conn)
     }
 
-    fn pause(&self) {
+    /// A connection failed: every other connection is opened anew before its next use, and
+    /// calls go the multiplexed way for a [`PAUSE`].
+    fn failed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let until = self.now_ms() + PAUSE.as_millis() as u64;
         self.paused_until_ms.fetch_max(until, Ordering::Relaxed);
     }

@@ -111,7 +111,9 @@ impl RedisStoreBuilder {
     }
 
     /// Claims with a Lua script even on Redis 7.0 and later (for proxies that reject
-    /// `SET … NX GET`). Servers before 7.0 always get the script.
+    /// `SET … NX GET`). Servers before 7.0 always get the script. It reads and writes at once
+    /// (no claim is left on a CONSUMED record, see [`RedisStore`](super::RedisStore)), and
+    /// costs the server a script call a message (BENCHMARKS.md measures it).
     pub fn script_claims(mut self, yes: bool) -> Self {
         self.script_claims = yes;
         self
@@ -374,7 +376,8 @@ impl RedisStoreBuilder {
             .map_err(connect_err)?;
         let info: String = redis::from_redis_value(info).map_err(|e| connect_err(e.into()))?;
         let layout = ShardLayout::sized(self.record_ttl, self.expected_rate);
-        match listpack_limits(&conn).await {
+        let limits = listpack_limits(&conn).await;
+        match limits {
             Some(limits) => {
                 if let Some(why) = limits.shortfall(&layout) {
                     tracing::warn!("Redis will keep records in more memory than it could: {why}");
@@ -384,15 +387,46 @@ impl RedisStoreBuilder {
                 "CONFIG GET hash-max-listpack-* was refused: the records hashes' encoding is not checked"
             ),
         }
+        warn_unless_noeviction(&conn).await;
         let layouts = Layouts::new(layout, Arc::clone(&round_trips));
         Ok(RedisStore {
             conn,
             scripts: all,
             round_trips,
             native_claim: !self.script_claims && server_major_version(&info) >= 7,
+            heal_below: limits.map_or(ListpackLimits::DEFAULT.heal_below(), |l| l.heal_below()),
             wait: self.wait_for_replicas.map(|w| w.command()),
             layouts: Arc::new(layouts),
+            clock: Arc::default(),
         })
+    }
+}
+
+/// Reads `maxmemory-policy` (on every master) and WARNs unless it is `noeviction`: an evicted
+/// records hash drops a shard's records without a word, where a full server fails commits (and
+/// the listener retries them, fail-closed). A `CONFIG GET` that is refused is logged at DEBUG.
+async fn warn_unless_noeviction(conn: &RedisConnection) {
+    let cmd = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .clone();
+    let answers = match conn.on_each_master(&cmd).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            tracing::debug!(error = %e, "CONFIG GET maxmemory-policy was refused: the eviction policy is not checked");
+            return;
+        }
+    };
+    for answer in answers {
+        let pairs: std::collections::HashMap<String, String> =
+            redis::from_redis_value(answer).unwrap_or_default();
+        if let Some(policy) = pairs.get("maxmemory-policy").filter(|p| *p != "noeviction") {
+            tracing::warn!(
+                maxmemory_policy = %policy,
+                "Redis may evict the dedup records: an evicted records hash drops the dedup of a whole shard without a word; run the dedup Redis with maxmemory-policy noeviction (a full server then fails commits, which the listener retries)"
+            );
+            return;
+        }
     }
 }
 

@@ -7,19 +7,29 @@
 //! - a **claim key** `<group>{<s>}<key>` holding `c<token>` with the processing TTL while the
 //!   record is CONSUMING;
 //! - a **field**, the first 96 bits of the fingerprint, in the records hash `<group>{<s>}:r`,
-//!   written when the record is committed. Its value is a **stamp**: the time unit (the
-//!   group's unit width, an eighth of the record TTL) from which the record is no longer live,
-//!   modulo 128, so that it takes two bytes in the hash's listpack. A record is live while its
-//!   stamp lies 1 to 64 units ahead of now; it is committed with a stamp at least its record
-//!   TTL (plus the clock skew allowed between consumers) ahead, so it lives between one record
-//!   TTL and one TTL and a unit.
+//!   written when the record is committed. Its value is a **stamp**: the time unit (the hash's
+//!   unit width, an eighth of the record TTL) from which the record is no longer live, modulo
+//!   128, so that it takes two bytes in the hash's listpack. A record is live while its stamp
+//!   lies 1 to 64 units ahead of now; it is committed with the stamp of the unit after the one
+//!   its record TTL ends in, so it lives its TTL and less than a unit more.
 //!
-//! Nothing expires a field on its own (Redis 7.0 has no per-field TTL): the first commit into a
-//! hash in each unit deletes the fields no longer live (a **sweep**; the hash's field `""`
-//! holds the unit of the last one), and the hash expires as a whole when its last record stops
-//! being live. So a hash that is written to is swept every unit, one that is not expires
-//! within 61 units of its last commit, and no field is read once it has been dead long enough
-//! (64 units) for its stamp to read as live again.
+//! Every records hash starts with its **meta field** `""`, `<unit ms>,<shards>`, the unit width
+//! and shard count it was written under; its first sweep pass adds the **sweep state** `"~"`:
+//! the unit the last pass started in, or `<unit>,<cursor>` while a pass that started in that
+//! unit is under way. Its stamps are read with its own width, whatever the reader was
+//! configured with: the width travels with the records.
+//!
+//! Nothing expires a field on its own (Redis 7.0 has no per-field TTL): commits **sweep**. A
+//! hash's second commit starts its first pass, and then the first commit in a unit after the
+//! last pass's; each commit while a pass is under way takes one `HSCAN` step (100 fields of a
+//! hashtable, a whole listpack) and deletes the fields that are not live. A pass that leaves a
+//! hashtable (a hash that outgrew the listpack limits in a burst) with few enough fields
+//! rewrites it, so it is a listpack again. The hash expires as a whole when its last record
+//! stops being live. Times are the Redis server's ([`scripts`](super::scripts)).
+//!
+//! A dead field reads as live again only once its stamp comes round (64 units after it died);
+//! a pass deletes it long before, as long as a pass finishes within 64 units: a hash of `F`
+//! fields needs `F / 100` commits a pass (a hash the shard count was sized for, one commit).
 //!
 //! A record whose TTL is shorter than two units' widths (a listener keeping records for much
 //! less than the store's [`record_ttl`](super::RedisStoreBuilder::record_ttl)) would outlive it
@@ -33,7 +43,9 @@
 //! A group's unit width and shard count are written once, by the first store that uses the
 //! group, in `<group>{layout}` (`w=<unit ms> s=<shards>`), and every store reads them from
 //! there: stores configured differently (another record TTL, another expected rate) still
-//! find each other's records.
+//! find each other's records. A store that finds no layout key but a records hash of shard 0
+//! (a layout key evicted or deleted while the records stayed) takes the layout from that hash's
+//! meta field and writes it back.
 //!
 //! Odds: a fresh message is taken for a CONSUMED one when its shard and 96-bit field equal a
 //! live record's of the same group: at most (live records) / 2^96 per message, about one in
@@ -74,10 +86,6 @@ pub(super) const RECORDS_PER_HASH: u64 = 256;
 /// Most shards a group gets.
 pub(super) const MAX_SHARDS: u32 = 1 << 24;
 
-/// How much the clocks of the consumers may differ (at most a unit is allowed): a record is
-/// kept this much longer, so that a consumer whose clock is ahead still finds it live.
-pub(super) const CLOCK_SKEW_MS: u64 = 60_000;
-
 /// The suffix of a group's layout key.
 const LAYOUT_SUFFIX: &str = "{layout}";
 
@@ -93,9 +101,95 @@ pub(super) struct ShardLayout {
     pub(super) shards: u32,
 }
 
-/// A time unit of a layout, as written into a records hash (its absolute number modulo
-/// [`STAMP_MODULUS`]).
-pub(super) type Stamp = u8;
+/// A time unit, as written into a records hash: its absolute number modulo
+/// [`STAMP_MODULUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp(u8);
+
+impl Stamp {
+    /// The stamp a records hash's value holds: 1 to 3 ASCII digits, below 128 (the scripts'
+    /// `stamp_of`); `None` for anything else, which is a dead record.
+    pub(super) fn parse(value: &[u8]) -> Option<Self> {
+        if value.is_empty() || value.len() > 3 || !value.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        (n < STAMP_MODULUS).then_some(Stamp(n as u8))
+    }
+
+    /// How long a record of this stamp, in a hash of `unit_ms` units, is still live at
+    /// `now_ms` (the server's clock), or `None` when it is not.
+    pub(super) fn live_for(self, unit_ms: u64, now_ms: u64) -> Option<Duration> {
+        let now = now_ms / unit_ms;
+        let ahead = (u64::from(self.0) + STAMP_MODULUS - now % STAMP_MODULUS) % STAMP_MODULUS;
+        (1..=LIVE_UNITS)
+            .contains(&ahead)
+            .then(|| Duration::from_millis((now + ahead) * unit_ms - now_ms))
+    }
+}
+
+/// A records hash's meta field, `<unit ms>,<shards>`: the layout its records were written
+/// under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Meta {
+    /// The layout its records were written under.
+    pub(super) layout: ShardLayout,
+}
+
+impl Meta {
+    /// The meta field's value (the scripts' rule); `None` when it is not one.
+    pub(super) fn parse(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (w, s) = text.split_once(',')?;
+        let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        if !digits(w) || !digits(s) {
+            return None;
+        }
+        let layout = ShardLayout {
+            unit_ms: w.parse().ok().filter(|&w| w >= MIN_UNIT_MS)?,
+            shards: s
+                .parse()
+                .ok()
+                .filter(|s: &u32| s.is_power_of_two() && *s <= MAX_SHARDS)?,
+        };
+        Some(Meta { layout })
+    }
+}
+
+/// A layout as a records hash's meta field, `<unit ms>,<shards>`, written once (a layout's
+/// unit width and shard count take at most 20 and 8 digits).
+#[derive(Clone, Copy)]
+pub(super) struct MetaArg {
+    bytes: [u8; 30],
+    len: u8,
+}
+
+impl MetaArg {
+    fn of(layout: &ShardLayout) -> Self {
+        let mut bytes = [0u8; 30];
+        let mut out = &mut bytes[..];
+        // 30 bytes hold the longest meta field.
+        let _ = write!(out, "{},{}", layout.unit_ms, layout.shards);
+        let len = (30 - out.len()) as u8;
+        MetaArg { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for MetaArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl ToRedisArgs for MetaArg {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg(self.as_bytes());
+    }
+}
 
 impl ShardLayout {
     /// The layout for records kept `record_ttl`, committed at about `rate` per second.
@@ -137,35 +231,20 @@ impl ShardLayout {
         Some(layout)
     }
 
-    /// The unit of the instant `ms` (Unix time), as a stamp.
-    pub(super) fn stamp(&self, ms: u64) -> Stamp {
-        ((ms / self.unit_ms) % STAMP_MODULUS) as Stamp
-    }
-
     /// Whether records kept `record_ttl_ms` go into the records hashes (else each in a key of
     /// its own): a record is kept up to a unit longer than its TTL, at most half of it.
     pub(super) fn shards_keep(&self, record_ttl_ms: u64) -> bool {
         record_ttl_ms >= 2 * self.unit_ms
     }
 
-    /// How long a record committed at `now_ms` and kept `record_ttl_ms` stays in its hash:
-    /// its stamp, and when it stops being live (Unix time, ms).
-    pub(super) fn kept(&self, now_ms: u64, record_ttl_ms: u64) -> (Stamp, u64) {
-        let skew = CLOCK_SKEW_MS.min(self.unit_ms);
-        let kept = record_ttl_ms
-            .saturating_add(skew)
-            .min(MAX_KEPT_UNITS * self.unit_ms);
-        let until = (now_ms + kept) / self.unit_ms + 1;
-        ((until % STAMP_MODULUS) as Stamp, until * self.unit_ms)
+    /// As a records hash's meta field.
+    pub(super) fn meta(&self) -> MetaArg {
+        MetaArg::of(self)
     }
 
-    /// How long a record of stamp `stamp` is still live at `now_ms`, or `None` when it is not.
-    pub(super) fn live_for(&self, stamp: Stamp, now_ms: u64) -> Option<Duration> {
-        let now = now_ms / self.unit_ms;
-        let ahead = (u64::from(stamp) + STAMP_MODULUS - now % STAMP_MODULUS) % STAMP_MODULUS;
-        (1..=LIVE_UNITS)
-            .contains(&ahead)
-            .then(|| Duration::from_millis((now + ahead) * self.unit_ms - now_ms))
+    /// The longest a record is kept in this layout.
+    pub(super) fn longest_kept_ms(&self) -> u64 {
+        MAX_KEPT_UNITS * self.unit_ms
     }
 }
 
@@ -188,6 +267,25 @@ pub(super) fn escaped_group(group: &str) -> Cow<'_, str> {
 /// The key holding the layout of the group whose escaped start is `group`.
 pub(super) fn layout_key(group: &str) -> String {
     format!("{group}{LAYOUT_SUFFIX}")
+}
+
+/// The records hash and the field of the record whose claim key is `claim` (a claim key
+/// found by a scan): `<group>{<shard>}<key>` is the record `<group><key>` (the group's braces
+/// unescaped), whose records hash is `<group>{<shard>}:r`.
+pub(super) fn record_of_claim(claim: &str) -> Option<(String, [u8; FIELD_BYTES])> {
+    let open = claim.find('{')?;
+    let close = open + claim[open..].find('}')?;
+    let group = claim[..open].replace("%7B", "{").replace("%7D", "}");
+    let key = RecordKey::from_text(format!("{group}{}", &claim[close + 1..]));
+    let mut field = [0u8; FIELD_BYTES];
+    field.copy_from_slice(&key.fingerprint().to_le_bytes()[..FIELD_BYTES]);
+    Some((format!("{}{RECORDS_SUFFIX}", &claim[..=close]), field))
+}
+
+/// The records hash of shard 0 of the group whose escaped start is `group`: every layout has
+/// a shard 0, so a group's records are found there whatever its shard count.
+pub(super) fn first_records_hash(group: &str) -> String {
+    format!("{group}{{0}}{RECORDS_SUFFIX}")
 }
 
 /// Where one record lives.
@@ -324,44 +422,80 @@ mod tests {
     }
 
     #[test]
-    fn a_record_lives_its_ttl_and_less_than_a_unit_more() {
-        let layout = ShardLayout {
-            unit_ms: 1_000_000,
-            shards: 1,
-        };
-        let ttl = 8_000_000;
-        // Committed mid-unit 10: kept the TTL and the skew allowed (a minute), so live until
-        // the end of unit 18.
-        let committed = 10_500_000;
-        let (stamp, until) = layout.kept(committed, ttl);
-        assert_eq!((stamp, until), (19, 19_000_000));
-        let live = |at| layout.live_for(stamp, at);
-        assert_eq!(live(committed), Some(Duration::from_millis(8_500_000)));
-        assert_eq!(
-            live(committed + ttl + 60_000),
-            Some(Duration::from_millis(440_000))
-        );
+    fn a_stamp_is_live_for_64_units_and_read_by_one_rule() {
+        let unit_ms = 1_000_000;
+        let stamp = Stamp::parse(b"19").unwrap();
+        let live = |at| stamp.live_for(unit_ms, at);
+        assert_eq!(live(10_500_000), Some(Duration::from_millis(8_500_000)));
         assert_eq!(live(18_999_999), Some(Duration::from_millis(1)));
         assert_eq!(live(19_000_000), None);
-        // Not live again until its stamp comes round (not read by then: swept or expired).
+        // Not live again until its stamp comes round (never read by then: swept or expired).
         for dead_units in 0..STAMP_MODULUS - LIVE_UNITS {
             assert_eq!(
-                live(19_000_000 + dead_units * 1_000_000),
+                live(19_000_000 + dead_units * unit_ms),
                 None,
                 "{dead_units}"
             );
         }
-        // Across the stamps' wrap: unit 127 + 5.
-        let (stamp, _) = layout.kept(125_000_000, 2_000_000);
-        assert_eq!(stamp, 0, "unit 128");
-        assert!(layout.live_for(stamp, 127_000_000).is_some());
-        assert!(layout.live_for(stamp, 128_000_000).is_none());
-        // A record TTL of a year is kept 60 units.
-        let (_, until) = layout.kept(committed, 365 * 24 * 3600 * 1000);
-        assert_eq!(until, 71_000_000);
-        assert!(layout
-            .live_for(layout.kept(committed, u64::MAX / 2).0, committed)
-            .is_some());
+        // Across the stamps' wrap: unit 127 + 1.
+        let wrapped = Stamp::parse(b"0").unwrap();
+        assert!(wrapped.live_for(unit_ms, 127_000_000).is_some());
+        assert!(wrapped.live_for(unit_ms, 128_000_000).is_none());
+        // Anything but 1 to 3 digits below 128 is no stamp (the scripts' rule).
+        for bad in [
+            &b""[..],
+            b"128",
+            b"0x10",
+            b"5.5",
+            b"-3",
+            b" 1",
+            b"1 ",
+            b"0012",
+            b"x",
+        ] {
+            assert_eq!(
+                Stamp::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(Stamp::parse(b"007"), Some(Stamp(7)));
+        assert_eq!(Stamp::parse(b"127"), Some(Stamp(127)));
+    }
+
+    #[test]
+    fn a_meta_field_gives_the_layout_its_records_were_written_under() {
+        let layout = ShardLayout {
+            unit_ms: 7500,
+            shards: 16,
+        };
+        let mut cmd = redis::cmd("X");
+        cmd.arg(layout.meta());
+        assert_eq!(
+            cmd.args_iter().nth(1),
+            Some(redis::Arg::Simple(&b"7500,16"[..]))
+        );
+        let meta = Meta::parse(b"7500,16").unwrap();
+        assert_eq!(
+            meta.layout,
+            ShardLayout {
+                unit_ms: 7500,
+                shards: 16
+            }
+        );
+        for bad in [
+            &b""[..],
+            b"57",
+            b"7500,16,1",
+            b"249,16",
+            b"7500,15",
+            b"7500,x",
+            b",16",
+            b"-1,16",
+        ] {
+            assert_eq!(Meta::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
@@ -391,6 +525,10 @@ mod tests {
         assert!(at.claim.ends_with("}o%3A42"));
         assert!(records.ends_with("}:r"), "{records}");
         assert_eq!(tag(&at.claim), tag(&records));
+        assert_eq!(
+            record_of_claim(&at.claim),
+            Some((records.clone(), at.field))
+        );
         assert_eq!(kind_of(&at.claim), KeyKind::Claim);
         assert_eq!(kind_of(&records), KeyKind::Records);
         assert_eq!(kind_of("dedup:g:Orders::{layout}"), KeyKind::Layout);

@@ -5,6 +5,7 @@
 mod admin;
 mod blocking;
 mod builder;
+mod clock;
 mod cluster;
 mod connection;
 mod layout;
@@ -24,9 +25,10 @@ use tokio::runtime::Handle;
 
 use blocking::{Carried, Rider};
 pub use builder::RedisStoreBuilder;
+use clock::{ServerClock, ServerTime};
 use connection::Lane;
 pub use connection::RedisConnection;
-use layout::Location;
+use layout::{Location, Meta, Stamp};
 use layouts::Layouts;
 use pipeline::{sized_cmd, KeyedCommand};
 use scripts::{owner_value, LuaScript, Scripts};
@@ -49,9 +51,17 @@ use crate::record_key::RecordKey;
 /// Every operation is single-slot commands, sent as one pipeline per batch and server: one
 /// round trip per batch on one server, at most one per master touched on a Redis Cluster (a
 /// record's claim and records hash share a hash tag, and the store groups a batch's commands by
-/// the master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET` and
-/// one `HGET` of the record's field on Redis 7.0 and later (a Lua script before); commit,
-/// release and renew are compare-and-set Lua scripts on the owner token.
+/// the master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET`, an
+/// `HMGET` of the record's field and its hash's meta field, and the server's `TIME` on Redis 7.0
+/// and later (a Lua script before, or with [`RedisStoreBuilder::script_claims`]); commit,
+/// release and renew are compare-and-set Lua scripts on the owner token ([`scripts`]). Every
+/// time a decision uses is the Redis server's.
+///
+/// A native claim that finds the record CONSUMED has set its claim key already: it releases
+/// it at once (on one server, in front of the thread's next pipeline or after the commit
+/// linger). Should the record expire in that moment, a copy claimed then reads the leftover
+/// claim as in flight and is deferred once (`RECONSUME_LATER`): never run twice, never lost.
+/// The Lua claim leaves nothing (one script call a message more on the server).
 ///
 /// # Connection behavior
 /// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
@@ -79,10 +89,16 @@ pub struct RedisStore {
     round_trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Claims with the native `SET … NX GET` (Redis 7.0 and later) instead of a script.
     native_claim: bool,
+    /// The most fields a records hash that became a hashtable may hold to be rewritten into a
+    /// listpack by its sweep (half the server's `hash-max-listpack-entries`; 0: never).
+    heal_below: u64,
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
     /// Each group's shard layout, as read from Redis.
     layouts: Arc<Layouts>,
+    /// The server's clock, read with claims (one server; on a Cluster every script reads its
+    /// master's).
+    clock: Arc<ServerClock>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -109,8 +125,8 @@ impl RedisStore {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The Lua source of the script behind `operation` (commit, release, renew, and the
-    /// claim used before Redis 7.0), for tests that race a store on its script cache.
+    /// The Lua source of the script behind `operation` (claim, commit, release, renew), for
+    /// tests that race a store on its script cache.
     #[cfg(feature = "test-util")]
     pub fn script_source(operation: StoreOperation) -> Option<&'static str> {
         match operation {
@@ -137,13 +153,15 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Claims with one `SET claim owner NX PX ttl GET` and one `HGET` of the record's field for
-    /// each key, in one pipeline per server. A live stamp: CONSUMED; else the value the claim
-    /// key had says (nil: absent, so now claimed).
+    /// Claims with `SET claim owner NX PX ttl GET` and `HMGET records field ""` for each key,
+    /// and the server's `TIME`, in one pipeline per server (on a Cluster a `TIME` per key, so
+    /// that each record is read by the clock of the master that holds it). A live stamp, read
+    /// with its hash's unit width: CONSUMED; else the value the claim key had says (nil:
+    /// absent, so now claimed).
     ///
-    /// The `SET` goes first: a commit that lands between it and the `HGET` is then seen by it
-    /// (a commit after the `SET` finds our claim, not its own). The claim the `SET` may have
-    /// made on a record found CONSUMED is released ([`Self::release_stale`]).
+    /// The `SET` goes first: a commit that lands between it and the `HMGET` is then seen by it
+    /// (a commit after the `SET` finds our claim, not its own). The claim the `SET` made on a
+    /// record found CONSUMED is released ([`Self::release_stale`]).
     async fn claim_native(
         &self,
         at: &[Location],
@@ -154,8 +172,13 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
-        let now = layouts::now_ms();
-        let mut commands = Vec::with_capacity(at.len() * 2);
+        let time_per_key = self.conn.deployment() == "cluster";
+        let read_clock = !time_per_key && self.clock.wants_reading();
+        let mut commands = Vec::with_capacity(at.len() * 3 + 1);
+        let time = |key| KeyedCommand {
+            key,
+            cmd: redis::cmd("TIME"),
+        };
         for loc in at {
             let mut set = sized_cmd("SET", 7, loc.claim.len() + owner.len() + ttl.len() + 16);
             set.arg(&loc.claim)
@@ -168,47 +191,78 @@ impl RedisStore {
                 key: &loc.claim,
                 cmd: set,
             });
-            let mut hget = sized_cmd("HGET", 3, loc.claim.len() + 40);
-            hget.arg(loc.records()).arg(&loc.field[..]);
+            let mut hmget = sized_cmd("HMGET", 4, loc.claim.len() + 40);
+            hmget.arg(loc.records()).arg(&loc.field[..]).arg("");
             commands.push(KeyedCommand {
                 key: &loc.claim,
-                cmd: hget,
+                cmd: hmget,
             });
+            if time_per_key {
+                commands.push(time(&loc.claim));
+            }
         }
+        if read_clock {
+            commands.push(time(&at[0].claim));
+        }
+        let asked = std::time::Instant::now();
         let sent = self
             .conn
             .send(commands, None, Lane::Blocking)
             .await
             .map_err(backend)?;
+        let answered = std::time::Instant::now();
         self.count_round_trips(sent.round_trips);
         let mut answers = sent.answers.into_iter();
         let mut next = || {
-            answers
-                .next()
-                .ok_or_else(|| {
-                    backend(RedisError::from((
-                        ErrorKind::Client,
-                        "a pipeline answered fewer commands than it carried",
-                    )))
-                })?
-                .map_err(backend)
+            answers.next().ok_or_else(|| {
+                backend(RedisError::from((
+                    ErrorKind::Client,
+                    "a pipeline answered fewer commands than it carried",
+                )))
+            })
         };
-        let mut outcomes = Vec::with_capacity(at.len());
-        let mut stale = Vec::new();
-        for (k, loc) in at.iter().enumerate() {
-            let previous: Option<Vec<u8>> =
-                redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
-            let stamp: Option<Vec<u8>> =
-                redis::from_redis_value(next()?).map_err(|e| backend(e.into()))?;
-            let consumed = match stamp {
-                None => false,
-                Some(stamp) => {
-                    let stamp = read_stamp(&stamp, StoreOperation::Claim)?;
-                    loc.layout.live_for(stamp, now).is_some()
+        let read_time = |answer: RedisResult<Value>| -> Result<u64, StoreError> {
+            clock::time_ms(answer.map_err(backend)?).map_err(backend)
+        };
+        let mut read = Vec::with_capacity(at.len());
+        for _ in at {
+            let previous: Option<Vec<u8>> = redis::from_redis_value(next()?.map_err(backend)?)
+                .map_err(|e| backend(e.into()))?;
+            let record = match next()? {
+                // A records hash that is no hash holds no record (its next commit replaces it).
+                Err(e) if e.code() == Some("WRONGTYPE") => (None, None),
+                answer => {
+                    let pair: Vec<Option<Vec<u8>>> =
+                        redis::from_redis_value(answer.map_err(backend)?)
+                            .map_err(|e| backend(e.into()))?;
+                    let mut pair = pair.into_iter();
+                    (pair.next().flatten(), pair.next().flatten())
                 }
             };
+            let now_ms = match time_per_key {
+                true => Some(read_time(next()?)?),
+                false => None,
+            };
+            read.push((previous, record, now_ms));
+        }
+        if read_clock {
+            self.clock.read(read_time(next()?)?, asked, answered);
+        }
+        // Judged by the server's time when the pipeline was sent, at the earliest.
+        let batch_now_ms = self.clock.at(asked).map_or(0, |t| t.lo);
+        let mut outcomes = Vec::with_capacity(at.len());
+        let mut stale = Vec::new();
+        for (loc, (previous, (stamp, meta), now_ms)) in at.iter().zip(read) {
+            let consumed = stamp.as_deref().and_then(Stamp::parse).is_some_and(|s| {
+                let unit_ms = meta
+                    .as_deref()
+                    .and_then(Meta::parse)
+                    .map_or(loc.layout.unit_ms, |m| m.layout.unit_ms);
+                s.live_for(unit_ms, now_ms.unwrap_or(batch_now_ms))
+                    .is_some()
+            });
             if consumed && previous.is_none() {
-                stale.push(k);
+                stale.push(loc.clone());
             }
             outcomes.push(match previous.as_deref() {
                 _ if consumed => ClaimOutcome::Consumed,
@@ -225,28 +279,17 @@ impl RedisStore {
             });
         }
         if !stale.is_empty() {
-            let stale: Vec<Location> = stale.into_iter().map(|k| at[k].clone()).collect();
             self.release_stale(stale, owner).await;
         }
         Ok(outcomes)
     }
 
-    /// The arguments of the claim, release and renew scripts: `args` and now.
-    fn on_claim<'a>(&self, args: &'a [&'a [u8]]) -> ScriptArgs<'a> {
-        ScriptArgs::OnClaim {
-            args,
-            now: layouts::now_ms(),
-        }
-    }
-
     /// Releases the claims a native claim made on records it then found CONSUMED, so that
-    /// nothing (a commit of this owner, a count) takes them for records in flight. They ride
-    /// the thread's next pipeline where the blocking lane carries; elsewhere they are released
-    /// now. A release that fails leaves the claim to its processing TTL: it is only ever read
-    /// after the records hash, which says CONSUMED.
+    /// they are not read as records in flight once the records expire. They ride the thread's
+    /// next pipeline where the blocking lane carries; elsewhere they are released now. A
+    /// release that fails leaves the claim to its processing TTL.
     async fn release_stale(&self, stale: Vec<Location>, owner: &str) {
-        let args = [owner.as_bytes()];
-        let call = self.release_call(&stale, &args);
+        let call = self.release_call(&stale, owner);
         if let (Some(lane), Ok(runtime)) = (self.conn.blocking_lane(), Handle::try_current()) {
             let commands = || (0..call.len()).map(|k| call.command(k).cmd).collect();
             if lane.carry(&runtime, || Rider::new(commands(), |_| {})) {
@@ -258,13 +301,13 @@ impl RedisStore {
         }
     }
 
-    /// The release script over the claims of `at`, for the owner in `args`.
-    fn release_call<'a>(&'a self, at: &'a [Location], args: &'a [&'a [u8]]) -> ScriptCall<'a> {
+    /// The release script over the claims of `at`, for `owner`.
+    fn release_call<'a>(&'a self, at: &'a [Location], owner: &'a str) -> ScriptCall<'a> {
         ScriptCall {
             operation: StoreOperation::Release,
             script: &self.scripts.release,
             at,
-            args: self.on_claim(args),
+            args: ScriptArgs::Release { owner },
             wait: None,
         }
     }
@@ -345,6 +388,12 @@ impl RedisStore {
                     Err(e) => return Err(backend(e)),
                 }
             }
+            if !no_script.is_empty() {
+                // The server lost its scripts (a restart, a failover): it may have lost the
+                // groups' layout keys, and it may have another clock.
+                self.layouts.forget();
+                self.clock.forget();
+            }
             todo = no_script;
         }
         answers
@@ -371,10 +420,39 @@ impl RedisStore {
             .layouts
             .locate(&self.conn, keys, StoreOperation::Commit)
             .await?;
-        let commit = CommitArgs::new(&at, token, ttl);
+        let now = self.server_time().await?;
+        let commit = CommitArgs::new(&at, token, ttl, self.heal_below, now);
         let call = self.commit_call(&at, &commit);
         let answers = self.run(&call, carried).await?;
-        Ok(answers.into_iter().map(commit_outcome).collect())
+        Ok(commit_outcomes(answers, |k| {
+            Some(at[k].records().to_string())
+        }))
+    }
+
+    /// The server's time for a commit's script: on one server the clock's reading (read now,
+    /// one round trip, when there is none yet); on a Cluster `None`: each script reads its
+    /// master's `TIME`.
+    async fn server_time(&self) -> Result<Option<ServerTime>, StoreError> {
+        if self.conn.deployment() == "cluster" {
+            return Ok(None);
+        }
+        if let Some(now) = self.clock.now() {
+            return Ok(Some(now));
+        }
+        let backend = |e: RedisError| StoreError::backend(StoreOperation::Commit, e);
+        let asked = std::time::Instant::now();
+        let answer = self
+            .conn
+            .to_every_node(&redis::cmd("TIME"))
+            .await
+            .map_err(backend)?;
+        self.count_round_trips(1);
+        self.clock.read(
+            clock::time_ms(answer).map_err(backend)?,
+            asked,
+            std::time::Instant::now(),
+        );
+        Ok(self.clock.now())
     }
 
     /// The commit script over the records `at`, and the store's `WAIT` after it.
@@ -406,7 +484,13 @@ impl RedisStore {
                     .collect();
                 match ints {
                     Some(ints) if ints.len() == commit.keys().len() => {
-                        return commit.finish(Ok(ints.into_iter().map(commit_outcome).collect()))
+                        let records = |k: usize| {
+                            let key = std::slice::from_ref(&commit.keys()[k]);
+                            let at = self.layouts.locate_known(key).unwrap_or_default();
+                            at.first().map(|at| at.records().to_string())
+                        };
+                        let outcomes = commit_outcomes(ints, records);
+                        return commit.finish(Ok(outcomes));
                     }
                     // An error (`NOSCRIPT`, say) or an odd answer: read as `commit` reads.
                     _ => Some(answers),
@@ -423,13 +507,32 @@ impl RedisStore {
     }
 }
 
-/// What the commit script answered, as an outcome.
-fn commit_outcome(answer: i64) -> CommitOutcome {
-    match answer {
-        0 => CommitOutcome::Committed,
-        2 => CommitOutcome::AlreadyConsumed,
-        _ => CommitOutcome::Lost,
-    }
+/// The outcomes of a commit's answers; a records hash that held values that were not stamps
+/// (deleted by the commit as dead records) is logged, with its key (`records`: the records hash
+/// of the commit's `k`th key, asked only then).
+fn commit_outcomes(
+    answers: Vec<i64>,
+    records: impl Fn(usize) -> Option<String>,
+) -> Vec<CommitOutcome> {
+    answers
+        .into_iter()
+        .enumerate()
+        .map(|(k, answer)| {
+            let (outcome, bad) = scripts::commit_answer(answer);
+            if bad > 0 {
+                tracing::warn!(
+                    key = records(k).unwrap_or_default(),
+                    values = bad,
+                    "a records hash held values that are not stamps (nor a meta field): read as dead records and deleted"
+                );
+            }
+            match outcome {
+                0 => CommitOutcome::Committed,
+                2 => CommitOutcome::AlreadyConsumed,
+                _ => CommitOutcome::Lost,
+            }
+        })
+        .collect()
 }
 
 /// One script over a batch of records: what [`RedisStore::run`] sends.
@@ -444,33 +547,47 @@ struct ScriptCall<'a> {
 
 /// What a script gets beside its keys.
 enum ScriptArgs<'a> {
+    /// The claim script: the owner value and the processing TTL in ms.
+    Claim { owner: &'a str, ttl: &'a str },
     /// The commit script.
     Commit(&'a CommitArgs),
-    /// Claim and renew (the owner and the TTL), release (the owner): the claim key and the
-    /// records hash, the record's field and now's stamp after the arguments.
-    OnClaim { args: &'a [&'a [u8]], now: u64 },
+    /// The release script: the owner value.
+    Release { owner: &'a str },
+    /// The renew script: the owner value and the processing TTL in ms.
+    Renew { owner: &'a str, ttl: &'a str },
 }
 
 /// The commit script's arguments but the record's own.
 struct CommitArgs {
     owner: String,
     record_ttl_ms: u64,
-    now: u64,
+    /// The most fields a hashtable may hold to be rewritten into a listpack.
+    heal_below: u64,
+    /// The server's time, or `None`: the script reads `TIME`.
+    now: Option<ServerTime>,
 }
 
 impl CommitArgs {
-    /// The arguments for committing the records `at`, kept `ttl`, with `token`, now. A TTL
-    /// longer than a group keeps records ([`layout::MAX_KEPT_UNITS`]) is logged, once.
-    fn new(at: &[Location], token: OwnerToken, ttl: Duration) -> Self {
+    /// The arguments for committing the records `at`, kept `ttl`, with `token`. A TTL longer
+    /// than a group keeps records ([`layout::MAX_KEPT_UNITS`]) is logged, once.
+    fn new(
+        at: &[Location],
+        token: OwnerToken,
+        ttl: Duration,
+        heal_below: u64,
+        now: Option<ServerTime>,
+    ) -> Self {
         let record_ttl_ms = super::clamp_ttl(ttl).as_millis() as u64;
-        let longest = |loc: &Location| layout::MAX_KEPT_UNITS * loc.layout.unit_ms;
-        if let Some(loc) = at.iter().find(|loc| record_ttl_ms > longest(loc)) {
+        if let Some(loc) = at
+            .iter()
+            .find(|loc| record_ttl_ms > loc.layout.longest_kept_ms())
+        {
             static WARNED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(
                     record_ttl_ms,
-                    kept_ms = longest(loc),
+                    kept_ms = loc.layout.longest_kept_ms(),
                     "a commit keeps records longer than the Redis store's layout can (60 units, 7.5 times the record_ttl of the store that laid the group out): they are kept that long; set RedisStoreBuilder::record_ttl to the listeners' record TTL"
                 );
             }
@@ -478,7 +595,8 @@ impl CommitArgs {
         CommitArgs {
             owner: owner_value(token),
             record_ttl_ms,
-            now: layouts::now_ms(),
+            heal_below,
+            now,
         }
     }
 }
@@ -491,56 +609,86 @@ impl<'a> ScriptCall<'a> {
     /// `EVALSHA` of the script on the record at `k`.
     fn command(&self, k: usize) -> KeyedCommand<'a> {
         let loc = &self.at[k];
-        // The name, the hash, the key count, the claim, the records hash, up to seven arguments.
-        let mut cmd = sized_cmd("EVALSHA", 12, 2 * loc.claim.len() + 160);
-        cmd.arg(self.script.script.get_hash())
-            .arg(2)
-            .arg(&loc.claim)
-            .arg(loc.records());
-        match &self.args {
+        let hash = self.script.script.get_hash();
+        let cmd = match &self.args {
+            ScriptArgs::Claim { owner, ttl } => {
+                let mut cmd = sized_cmd("EVALSHA", 9, 2 * loc.claim.len() + 120);
+                cmd.arg(hash)
+                    .arg(2)
+                    .arg(&loc.claim)
+                    .arg(loc.records())
+                    .arg(*owner)
+                    .arg(*ttl)
+                    .arg(&loc.field[..])
+                    .arg(loc.layout.unit_ms);
+                cmd
+            }
             ScriptArgs::Commit(c) => {
-                let (stamp, until) = loc.layout.kept(c.now, c.record_ttl_ms);
                 let own_key = match loc.layout.shards_keep(c.record_ttl_ms) {
                     true => 0,
                     false => c.record_ttl_ms,
                 };
-                cmd.arg(&c.owner)
+                let unit_ms = loc.layout.unit_ms;
+                let mut cmd = sized_cmd("EVALSHA", 17, 2 * loc.claim.len() + 220);
+                cmd.arg(hash)
+                    .arg(2)
+                    .arg(&loc.claim)
+                    .arg(loc.records())
+                    .arg(&c.owner)
                     .arg(&loc.field[..])
-                    .arg(loc.layout.stamp(c.now))
-                    .arg(stamp)
-                    .arg(until)
-                    .arg(c.now)
-                    .arg(own_key);
-            }
-            ScriptArgs::OnClaim { args, now } => {
-                for arg in *args {
-                    cmd.arg(*arg);
+                    .arg(own_key)
+                    .arg(loc.layout.meta());
+                match c.now {
+                    // Worked out here, so the script only writes them.
+                    Some(now) => {
+                        let kept = c.record_ttl_ms.min(loc.layout.longest_kept_ms());
+                        let dead_from = (now.hi + kept) / unit_ms + 1;
+                        let expire_at = dead_from * unit_ms + now.hi - now.lo + 1;
+                        cmd.arg(now.lo / unit_ms)
+                            .arg(dead_from % layout::STAMP_MODULUS)
+                            .arg(expire_at)
+                            .arg(expire_at - now.hi)
+                            .arg(c.heal_below)
+                            .arg(now.lo)
+                            .arg(now.hi);
+                    }
+                    None => {
+                        cmd.arg("").arg("").arg("").arg("");
+                        cmd.arg(c.heal_below).arg("").arg("");
+                    }
                 }
-                cmd.arg(&loc.field[..]).arg(loc.layout.stamp(*now));
+                cmd.arg(c.record_ttl_ms);
+                cmd
             }
-        }
+            ScriptArgs::Release { owner } => {
+                let mut cmd = sized_cmd("EVALSHA", 8, 2 * loc.claim.len() + 100);
+                cmd.arg(hash)
+                    .arg(2)
+                    .arg(&loc.claim)
+                    .arg(loc.records())
+                    .arg(*owner)
+                    .arg(&loc.field[..])
+                    .arg(loc.layout.unit_ms);
+                cmd
+            }
+            ScriptArgs::Renew { owner, ttl } => {
+                let mut cmd = sized_cmd("EVALSHA", 9, 2 * loc.claim.len() + 120);
+                cmd.arg(hash)
+                    .arg(2)
+                    .arg(&loc.claim)
+                    .arg(loc.records())
+                    .arg(*owner)
+                    .arg(*ttl)
+                    .arg(&loc.field[..])
+                    .arg(loc.layout.unit_ms);
+                cmd
+            }
+        };
         KeyedCommand {
             key: &loc.claim,
             cmd,
         }
     }
-}
-
-/// A stamp read from a records hash, or a typed error (and a log line) for a value that is not
-/// one.
-fn read_stamp(value: &[u8], operation: StoreOperation) -> Result<layout::Stamp, StoreError> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.parse::<layout::Stamp>().ok())
-        .filter(|&v| u64::from(v) < layout::STAMP_MODULUS)
-        .ok_or_else(|| {
-            let value = String::from_utf8_lossy(value);
-            tracing::error!(value = %value, "a records hash holds a value that is not a stamp");
-            StoreError::CorruptRecord {
-                operation,
-                detail: format!("a records hash holds {value:?}, not a stamp (0..127)"),
-            }
-        })
 }
 
 /// The major version in an `INFO server` answer (0 when absent).
@@ -571,12 +719,14 @@ impl DedupStore for RedisStore {
             if self.native_claim {
                 return self.claim_native(&at, &owner, &ttl).await;
             }
-            let args = [owner.as_bytes(), ttl.as_bytes()];
             let call = ScriptCall {
                 operation: StoreOperation::Claim,
                 script: &self.scripts.claim,
                 at: &at,
-                args: self.on_claim(&args),
+                args: ScriptArgs::Claim {
+                    owner: &owner,
+                    ttl: &ttl,
+                },
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
@@ -620,10 +770,20 @@ impl DedupStore for RedisStore {
         let Some(at) = self.layouts.locate_known(commit.keys()) else {
             return Some(commit);
         };
+        // The server's time, read by a claim already (else the awaited way reads it).
+        let Some(now) = self.clock.now() else {
+            return Some(commit);
+        };
         let mut slot = Some(commit);
         let carried = lane.carry(&runtime, || {
             let commit = slot.take().expect("the rider is built once");
-            let args = CommitArgs::new(&at, commit.token(), commit.ttl());
+            let args = CommitArgs::new(
+                &at,
+                commit.token(),
+                commit.ttl(),
+                self.heal_below,
+                Some(now),
+            );
             let call = self.commit_call(&at, &args);
             let commands = (0..call.len()).map(|k| call.command(k).cmd).collect();
             let (store, spawn_on) = (self.clone(), runtime.clone());
@@ -648,8 +808,7 @@ impl DedupStore for RedisStore {
                 .layouts
                 .locate(&self.conn, keys, StoreOperation::Release)
                 .await?;
-            let args = [owner.as_bytes()];
-            let answers = self.run(&self.release_call(&at, &args), None).await?;
+            let answers = self.run(&self.release_call(&at, &owner), None).await?;
             Ok(answers.into_iter().map(|a| a == 1).collect())
         })
     }
@@ -666,12 +825,14 @@ impl DedupStore for RedisStore {
                 .layouts
                 .locate(&self.conn, keys, StoreOperation::Renew)
                 .await?;
-            let args = [owner.as_bytes(), ttl.as_bytes()];
             let call = ScriptCall {
                 operation: StoreOperation::Renew,
                 script: &self.scripts.renew,
                 at: &at,
-                args: self.on_claim(&args),
+                args: ScriptArgs::Renew {
+                    owner: &owner,
+                    ttl: &ttl,
+                },
                 wait: None,
             };
             let answers = self.run(&call, None).await?;
