@@ -182,8 +182,10 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisSyncCommit
         | Kind::RedisNoNearCache
         | Kind::RedisMultiplexed
-        | Kind::RedisNoLinger => Some(
+        | Kind::RedisNoLinger
+        | Kind::RedisScriptClaims => Some(
             RedisStore::builder(s.redis.as_str())
+                .script_claims(s.kind == Kind::RedisScriptClaims)
                 .consume_thread_connections(match s.kind {
                     Kind::RedisMultiplexed => 0,
                     _ => RedisStoreBuilder::DEFAULT_CONSUME_THREAD_CONNECTIONS,
@@ -239,7 +241,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisSyncCommit
         | Kind::RedisNoNearCache
         | Kind::RedisMultiplexed
-        | Kind::RedisNoLinger => dedup(Arc::new(redis_store.clone().expect("redis store")))?,
+        | Kind::RedisNoLinger
+        | Kind::RedisScriptClaims => dedup(Arc::new(redis_store.clone().expect("redis store")))?,
+        Kind::Previous => {
+            anyhow::bail!("listener previous runs in the bench binary --previous-bench names")
+        }
         Kind::Mysql => {
             let store = MySqlStore::builder(s.mysql.as_str()).connect().await?;
             dedup(Arc::new(store))?

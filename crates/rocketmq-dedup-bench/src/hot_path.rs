@@ -1,5 +1,6 @@
 //! The batch-1 hot path without a broker: consume threads of our own call each listener's
-//! `consume_message` with one fresh message at a time against a real Redis server, as the
+//! `consume_message` with one fresh message at a time (or `--batch` of them) against a real
+//! Redis server, as the
 //! client's consume threads would. With no broker and no client sharing the cores, what is
 //! left is the listener's own path to Redis (ours, the floor's, the Java algorithm's), so a
 //! change to the store's hot path shows here within seconds. Rounds interleave the listeners.
@@ -71,6 +72,7 @@ async fn listener(
         | Kind::Redis
         | Kind::RedisNoLinger
         | Kind::RedisMultiplexed
+        | Kind::RedisScriptClaims
         | Kind::RedisSyncCommit => {
             let store = match kind {
                 // The listener's own cost: a store that answers at once, on no network.
@@ -86,6 +88,7 @@ async fn listener(
                     if kind == Kind::RedisMultiplexed {
                         builder = builder.consume_thread_connections(0);
                     }
+                    builder = builder.script_claims(kind == Kind::RedisScriptClaims);
                     store(builder).await?
                 }
             };
@@ -116,11 +119,11 @@ async fn listener(
     })
 }
 
-/// Each of `threads` threads consumes `per_thread` fresh messages one at a time; `server` is a
-/// connection to the Redis server, whose CPU time is read before and after.
+/// Each of `threads` threads consumes `per_thread` fresh messages, `batch` a call; `server` is
+/// a connection to the Redis server, whose CPU time is read before and after.
 fn round(
     listener: &dyn MessageListenerConcurrently,
-    (threads, per_thread): (usize, usize),
+    (threads, per_thread, batch): (usize, usize, usize),
     tag: &str,
     server: &mut redis::Connection,
 ) -> anyhow::Result<Round> {
@@ -143,8 +146,9 @@ fn round(
         for chunk in &msgs {
             let context = &context;
             scope.spawn(move || {
-                for msg in chunk {
-                    let _ = listener.consume_message(&[msg], context);
+                for msgs in chunk.chunks(batch.max(1)) {
+                    let msgs: Vec<&MessageExt> = msgs.iter().collect();
+                    let _ = listener.consume_message(&msgs, context);
                 }
             });
         }
@@ -171,9 +175,7 @@ pub async fn measure(
     url: &str,
     kinds: &[Kind],
     work: Work,
-    threads: usize,
-    messages: usize,
-    rounds: usize,
+    (threads, messages, rounds, batch): (usize, usize, usize, usize),
     commit_linger: Option<Duration>,
 ) -> anyhow::Result<Vec<(Kind, Vec<Round>)>> {
     let mut listeners = Vec::new();
@@ -188,7 +190,7 @@ pub async fn measure(
             let tag = format!("{:02X}{r:04X}", *kind as u8);
             let listener = listener.as_ref();
             let result = tokio::task::block_in_place(|| {
-                round(listener, (threads, per_thread), &tag, &mut server)
+                round(listener, (threads, per_thread, batch), &tag, &mut server)
             })?;
             results[i].1.push(result);
         }

@@ -28,6 +28,7 @@ mod engine;
 mod hot_path;
 mod measure;
 mod reference;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -70,6 +71,11 @@ struct Cli {
     /// question in the same time. Ratios that need a scenario left out print as not measured.
     #[arg(long, value_delimiter = ',')]
     only: Vec<ScenarioId>,
+    /// The bench binary of an earlier commit: listener `previous` is its `redis` listener,
+    /// run against the same broker and backlog, interleaved with this one's
+    /// (`redis_vs_previous_commit_*`).
+    #[arg(long)]
+    previous_bench: Option<std::path::PathBuf>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -108,6 +114,9 @@ enum Role {
         messages: usize,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Messages per listener call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// The Redis kinds' `commit_linger` in microseconds, instead of the store's default.
         #[arg(long)]
         commit_linger_us: Option<u64>,
@@ -117,6 +126,18 @@ enum Role {
     RedisMemory {
         #[arg(long, default_value_t = 1_000_000)]
         records: usize,
+    },
+    /// The records hash at scale: the slowest commit against a hash of `fields` fields, and
+    /// memory per live record after a burst of 20 times `rate`.
+    RedisScale {
+        #[arg(long, default_value_t = 1_000_000)]
+        fields: u64,
+        #[arg(long, default_value_t = 12_000)]
+        commits: usize,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 8)]
+        record_ttl_s: u64,
     },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
@@ -161,11 +182,17 @@ pub enum Kind {
     /// pipeline instead of riding the next claim's, for the ablation.
     #[value(name = "redis-nolinger")]
     RedisNoLinger,
+    /// The Redis store with `script_claims(true)`: a claim is a Lua script that reads and
+    /// writes at once (no claim left a moment on a CONSUMED record), for the ablation.
+    #[value(name = "redis-script")]
+    RedisScriptClaims,
+    /// The `redis` listener of the bench binary `--previous-bench` names (an earlier commit).
+    Previous,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Plain,
         Kind::Floor,
         Kind::FloorWithCommit,
@@ -179,6 +206,8 @@ impl Kind {
         Kind::RedisNoNearCache,
         Kind::RedisMultiplexed,
         Kind::RedisNoLinger,
+        Kind::RedisScriptClaims,
+        Kind::Previous,
     ];
 
     /// Whether this is a dedup listener of this library (its handler is async or blocking);
@@ -379,13 +408,29 @@ fn main() -> anyhow::Result<()> {
             threads,
             messages,
             rounds,
+            batch,
             commit_linger_us,
         }) => runtime.block_on(hot_path_report(
             &kinds,
             work,
-            (threads, messages, rounds),
+            (threads, messages, rounds, batch),
             commit_linger_us.map(Duration::from_micros),
         ))?,
+        Some(Role::RedisScale {
+            fields,
+            commits,
+            rate,
+            record_ttl_s,
+        }) => runtime.block_on(async {
+            let redis = rocketmq_dedup_testkit::RedisServer::start()?;
+            scale::slowest_commit(&redis, fields, commits)
+                .await?
+                .print();
+            scale::burst(&redis, rate, Duration::from_secs(record_ttl_s))
+                .await?
+                .print();
+            Ok::<(), anyhow::Error>(())
+        })?,
         Some(Role::RedisMemory { records }) => runtime.block_on(async {
             let redis = rocketmq_dedup_testkit::RedisServer::start()?;
             measure::redis_bytes_per_record(&redis, records)
@@ -424,6 +469,7 @@ fn main() -> anyhow::Result<()> {
                 reps: cli.reps,
                 listeners,
                 only: cli.only,
+                previous: cli.previous_bench,
             };
             runtime.block_on(drive(plan, cli.json))?
         }
@@ -436,20 +482,12 @@ fn main() -> anyhow::Result<()> {
 async fn hot_path_report(
     kinds: &[Kind],
     work: Work,
-    (threads, messages, rounds): (usize, usize, usize),
+    plan: (usize, usize, usize, usize),
     commit_linger: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let redis = RedisServer::start_local(RedisOptions::default())?;
-    let results = hot_path::measure(
-        redis.url(),
-        kinds,
-        work,
-        threads,
-        messages,
-        rounds,
-        commit_linger,
-    )
-    .await?;
+    // `REDIS_URL` names a server to use instead (to look at its command stats).
+    let redis = RedisServer::start()?;
+    let results = hot_path::measure(redis.url(), kinds, work, plan, commit_linger).await?;
     let floor = results
         .iter()
         .find(|(k, _)| *k == Kind::Floor)
@@ -492,7 +530,12 @@ async fn hot_path_report(
 
 /// Runs this program in `args`' role and parses its `RESULT` line.
 fn child(args: &[String]) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new(std::env::current_exe()?)
+    child_of(&std::env::current_exe()?, args)
+}
+
+/// Runs the bench program `exe` in `args`' role and parses its `RESULT` line.
+fn child_of(exe: &std::path::Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(exe)
         .args(args)
         .env("RUST_LOG", "error")
         .output()?;
@@ -638,6 +681,8 @@ struct Plan {
     listeners: Vec<Kind>,
     /// Only these scenarios; every one when empty.
     only: Vec<ScenarioId>,
+    /// The bench binary whose `redis` listener is `previous`.
+    previous: Option<std::path::PathBuf>,
 }
 
 async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -647,6 +692,7 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         reps,
         listeners,
         only,
+        previous,
     } = plan;
     let listeners = &listeners[..];
     let (mode_backlog, mode_reps) = if full { (20_000, 3) } else { (3_000, 1) };
@@ -681,10 +727,22 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                     if !only.is_empty() && !only.contains(&id) {
                         continue;
                     }
-                    for &kind in listeners {
+                    // Every other repetition runs the listeners in the reverse order, so
+                    // that neither of a pair always comes first after another scenario.
+                    let in_order: Vec<Kind> = match rep % 2 {
+                        0 => listeners.to_vec(),
+                        _ => listeners.iter().rev().copied().collect(),
+                    };
+                    for kind in in_order {
                         if !kind.is_dedup_listener() && work != work.blocking_form() {
                             continue; // the same run as its blocking form's
                         }
+                        // The earlier commit's `redis` listener, from its own binary.
+                        let (program, kind_arg) = match (kind, &previous) {
+                            (Kind::Previous, None) => continue,
+                            (Kind::Previous, Some(bin)) => (bin.clone(), name(Kind::Redis)),
+                            _ => (exe.clone(), name(kind)),
+                        };
                         let _ = redis.command(&["FLUSHALL"]);
                         for port in cluster.running_ports() {
                             let _ = cluster.command(port, &["FLUSHALL"]);
@@ -696,7 +754,7 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                         let args: Vec<String> = [
                             "consume",
                             "--kind",
-                            name(kind),
+                            kind_arg,
                             "--work",
                             work_name(work),
                             "--batch",
@@ -719,7 +777,7 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
                         .iter()
                         .map(|s| s.to_string())
                         .collect();
-                        let result = child(&args)?;
+                        let result = child_of(&program, &args)?;
                         eprintln!(
                             "bench: rep {} dup {dup:>2}% batch {batch:>2} {:<8} {:<9} {:>8.0} msg/s",
                             rep + 1,
@@ -757,6 +815,13 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         (false, true) => 100_000,
     };
     let bytes = measure::redis_bytes_per_record(&redis, records).await?;
+    // 10^6 fields in every mode (the figure's name says so); fewer commits in quick mode.
+    let slowest_commit =
+        scale::slowest_commit(&redis, 1_000_000, if full { 12_000 } else { 2_000 }).await?;
+    let burst = match full {
+        true => scale::burst(&redis, 1_000, Duration::from_secs(16)).await?,
+        false => scale::burst(&redis, 1_000, Duration::from_secs(8)).await?,
+    };
     let report = measure::Report {
         backlog,
         reps,
@@ -771,6 +836,8 @@ async fn drive(plan: Plan, json: Option<std::path::PathBuf>) -> anyhow::Result<(
         round_trips: trips,
         cluster_round_trips: cluster_trips,
         redis_bytes: bytes,
+        slowest_commit,
+        burst,
     };
     let json_report = report.print();
     if let Some(path) = json {
@@ -798,6 +865,8 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::RedisNoNearCache => "redis-nonc",
         Kind::RedisMultiplexed => "redis-mux",
         Kind::RedisNoLinger => "redis-nolinger",
+        Kind::RedisScriptClaims => "redis-script",
+        Kind::Previous => "previous",
     }
 }
 

@@ -165,7 +165,7 @@ impl RedisBytes {
 }
 
 /// Empties the server, waiting out a flush longer than the testkit's command timeout.
-fn flush(redis: &RedisServer) -> anyhow::Result<()> {
+pub(crate) fn flush(redis: &RedisServer) -> anyhow::Result<()> {
     let _ = redis.command(&["FLUSHALL", "SYNC"]);
     for _ in 0..120 {
         if let Ok(size) = redis.command(&["DBSIZE"]) {
@@ -180,7 +180,7 @@ fn flush(redis: &RedisServer) -> anyhow::Result<()> {
 }
 
 /// `used_memory` now.
-fn used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
+pub(crate) fn used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
     let info = redis.command(&["INFO", "memory"])?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -412,6 +412,10 @@ pub struct Report {
     /// The same on a Redis Cluster of 3 masters.
     pub cluster_round_trips: (u64, u64),
     pub redis_bytes: RedisBytes,
+    /// The slowest commit against a records hash of 10^6 fields.
+    pub slowest_commit: crate::scale::SlowestCommit,
+    /// Memory per live record at a steady rate and after a burst.
+    pub burst: crate::scale::Burst,
 }
 
 /// The CPU time a Redis server has used, in seconds, from its `INFO cpu` answer
@@ -636,6 +640,8 @@ impl Report {
             }
         }
         bytes.print();
+        self.slowest_commit.print();
+        self.burst.print();
         println!(
             "memory store bytes per record: {:.1}",
             self.memory_store_bytes_per_record
@@ -730,7 +736,43 @@ impl Report {
                 "=",
                 1.0,
             ),
-            ("redis_bytes_per_record", single(bytes.hashed), "<=", 24.0),
+            (
+                "redis_vs_previous_commit_trivial_batch1",
+                t(1, Work::Trivial, Kind::Redis, Kind::Previous),
+                ">=",
+                0.95,
+            ),
+            (
+                "redis_vs_previous_commit_1ms_batch1",
+                t(1, Work::Sleep1ms, Kind::Redis, Kind::Previous),
+                ">=",
+                0.95,
+            ),
+            (
+                "redis_vs_previous_commit_trivial_batch32",
+                t(32, Work::Trivial, Kind::Redis, Kind::Previous),
+                ">=",
+                0.95,
+            ),
+            (
+                "redis_vs_previous_commit_1ms_batch32",
+                t(32, Work::Sleep1ms, Kind::Redis, Kind::Previous),
+                ">=",
+                0.95,
+            ),
+            ("redis_bytes_per_record", single(bytes.hashed), "<=", 20.0),
+            (
+                "redis_slowest_commit_ms_1e6_fields",
+                single(self.slowest_commit.slowest_ms),
+                "<=",
+                2.0,
+            ),
+            (
+                "redis_bytes_after_burst_vs_steady",
+                single(self.burst.healed_bytes / self.burst.steady_bytes),
+                "<=",
+                1.2,
+            ),
             (
                 "redis_bytes_vs_one_key_layout",
                 single(bytes.hashed / bytes.one_key),
@@ -768,6 +810,8 @@ impl Report {
             (Kind::Redis, Kind::RedisNoNearCache),
             (Kind::Redis, Kind::RedisMultiplexed),
             (Kind::Redis, Kind::RedisNoLinger),
+            (Kind::Redis, Kind::RedisScriptClaims),
+            (Kind::Redis, Kind::Previous),
             (Kind::Redis, Kind::Reference),
             (Kind::Redis, Kind::Floor),
             (Kind::Floor, Kind::Reference),
@@ -839,6 +883,8 @@ impl Report {
             "cluster_round_trips": {"fresh_batch_32": self.cluster_round_trips.0, "duplicate_batch_32": self.cluster_round_trips.1},
             "redis_bytes_per_record": {"records": bytes.records, "hashed": bytes.hashed, "one_key": bytes.one_key, "reference_layout": bytes.reference},
             "redis_claims_per_s": {"records_hashes": bytes.claims.json(), "one_key": bytes.one_key_claims.json()},
+            "redis_slowest_commit": {"fields": self.slowest_commit.fields, "commits": self.slowest_commit.commits, "slowest_ms": self.slowest_commit.slowest_ms, "median_ms": self.slowest_commit.median_ms},
+            "redis_burst": {"rate": self.burst.rate, "record_ttl_s": self.burst.record_ttl.as_secs_f64(), "steady_bytes_per_live_record": self.burst.steady_bytes, "healed_bytes_per_live_record": self.burst.healed_bytes, "healing_s": self.burst.healing.as_secs_f64(), "series": self.burst.series},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "engine_cpu_us_per_message": {"batch_1": self.engine_us.0, "batch_32": self.engine_us.1},
             "ratios": json_ratios,
