@@ -260,6 +260,104 @@ async fn a_flushed_script_cache_is_reloaded() {
     );
 }
 
+/// A record TTL (a multiple of 8 s, so 8 units of whole seconds) whose records, committed
+/// now, carry a stamp of 70 to 120: a stamp a claim judging by no clock at all (unit 0) would
+/// read dead. The unit is a minute or more, so the stamp stays for the test.
+fn ttl_whose_stamp_reads_dead_at_unit_zero() -> Duration {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    (60u64..)
+        .map(|unit_s| unit_s * 1000)
+        // The stamp of a record committed now: the unit it stops being live in (8 on).
+        .find(|unit_ms| (70..=120).contains(&((now_ms / unit_ms + 9) % 128)))
+        .map(|unit_ms| Duration::from_millis(8 * unit_ms))
+        .unwrap()
+}
+
+/// A CONSUMED record reads CONSUMED while the server's script cache is flushed again and
+/// again: every commit that meets the empty cache marks the store's reading of the server's
+/// clock stale, and the claims already under way on other tasks still judge by that reading.
+/// (Before, they found no reading and judged by unit 0: a restart of Redis under load let
+/// about one record in a thousand be processed twice, which the chaos run caught.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_consumed_while_the_script_cache_is_flushed() {
+    let server = local(RedisOptions::default());
+    let ttl = ttl_whose_stamp_reads_dead_at_unit_zero();
+    let store = RedisStore::builder(server.url())
+        .record_ttl(ttl)
+        .connect()
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let flusher = {
+        let url = server.url().to_owned();
+        tokio::spawn(async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut flushes = 0u32;
+            while std::time::Instant::now() < until {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                flushes += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            flushes
+        })
+    };
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        consumers.push(tokio::spawn(async move {
+            let (mut rounds, mut wrong) = (0u32, Vec::new());
+            while std::time::Instant::now() < until {
+                let keys = fresh_keys(1);
+                let token = OwnerToken::random();
+                assert_eq!(
+                    store.claim(&keys, token, LONG).await.unwrap(),
+                    [ClaimOutcome::Claimed]
+                );
+                match store.commit(&keys, token, ttl).await {
+                    Ok(outcomes) => assert_eq!(outcomes, [CommitOutcome::Committed]),
+                    // Flushed again between the reload and the retry: a typed error, and a
+                    // record whose state is not known (not watched).
+                    Err(StoreError::Backend { .. }) => continue,
+                    Err(e) => panic!("{e:?}"),
+                }
+                let again = store
+                    .claim(&keys, OwnerToken::random(), LONG)
+                    .await
+                    .unwrap();
+                if again != [ClaimOutcome::Consumed] {
+                    wrong.push(again[0]);
+                }
+                rounds += 1;
+            }
+            (rounds, wrong)
+        }));
+    }
+    let flushes = flusher.await.unwrap();
+    let mut rounds = 0;
+    for consumer in consumers {
+        let (n, wrong) = consumer.await.unwrap();
+        assert!(
+            wrong.is_empty(),
+            "{} CONSUMED records read otherwise after their commits (first: {:?}) of {n}",
+            wrong.len(),
+            wrong.first()
+        );
+        rounds += n;
+    }
+    assert!(
+        flushes > 100 && rounds > 100,
+        "{flushes} flushes, {rounds} rounds"
+    );
+}
+
 #[tokio::test]
 async fn an_unreadable_record_is_a_typed_error() {
     let server = local(RedisOptions::default());

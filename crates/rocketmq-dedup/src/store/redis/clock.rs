@@ -12,7 +12,7 @@
 //! On a Redis Cluster every master has its own clock: there the scripts read `TIME` themselves,
 //! and a claim reads it from each master it touches.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a reading is used before the next claim reads `TIME` again.
@@ -29,10 +29,16 @@ pub(super) struct ServerTime {
 
 /// The last reading of the server's clock, read by every call and written about once a second:
 /// a sequence lock over three numbers, so that readers never wait (nor write a shared line).
+///
+/// A reading once taken is never dropped, only marked stale ([`ServerClock::forget`]): a claim
+/// already under way when another call forgets the reading still judges its records by the
+/// reading it started with, never by no clock at all.
 #[derive(Debug)]
 pub(super) struct ServerClock {
     /// Odd while a reading is written; 0 before the first.
     sequence: AtomicU64,
+    /// Set by [`ServerClock::forget`], cleared by the next reading.
+    stale: AtomicBool,
     /// The server's time (Unix ms).
     server_ms: AtomicU64,
     /// When it was asked and answered, in ns after `origin`.
@@ -45,6 +51,7 @@ impl Default for ServerClock {
     fn default() -> Self {
         ServerClock {
             sequence: AtomicU64::new(0),
+            stale: AtomicBool::new(false),
             server_ms: AtomicU64::new(0),
             sent_ns: AtomicU64::new(0),
             answered_ns: AtomicU64::new(0),
@@ -83,13 +90,17 @@ impl ServerClock {
         }
     }
 
-    /// The server's time now, or `None` before the first reading.
+    /// The server's time now, or `None` before the first reading and after
+    /// [`ServerClock::forget`] (until the next reading): what a commit stamps by.
     pub(super) fn now(&self) -> Option<ServerTime> {
+        if self.stale.load(Ordering::Acquire) {
+            return None;
+        }
         self.at(Instant::now())
     }
 
-    /// The server's time at the instant `at` (of this process's monotonic clock), or `None`
-    /// before the first reading.
+    /// The server's time at the instant `at` (of this process's monotonic clock) by the last
+    /// reading, stale or not, or `None` before the first reading.
     pub(super) fn at(&self, at: Instant) -> Option<ServerTime> {
         let reading = self.reading()?;
         // Signed: `at` may come before the reading was answered.
@@ -107,8 +118,10 @@ impl ServerClock {
     /// Whether the next claim should read `TIME` (no reading, or one older than
     /// [`READING_EVERY`]).
     pub(super) fn wants_reading(&self) -> bool {
-        self.reading()
-            .is_none_or(|r| r.answered.elapsed() >= READING_EVERY)
+        self.stale.load(Ordering::Acquire)
+            || self
+                .reading()
+                .is_none_or(|r| r.answered.elapsed() >= READING_EVERY)
     }
 
     /// Keeps the reading `server_ms`, asked at `sent` and answered at `answered`. Two writers
@@ -137,23 +150,14 @@ impl ServerClock {
         self.answered_ns.store(ns(answered), Ordering::Release);
         // Never back to 0, which means "no reading".
         self.sequence.store(current + 2, Ordering::Release);
+        self.stale.store(false, Ordering::Release);
     }
 
-    /// Forgets the reading (the server may have changed: a failover, a restart); the next
-    /// call reads `TIME` again.
+    /// Marks the reading stale (the server may have changed: a failover, a restart): the next
+    /// call reads `TIME` again, and until then [`ServerClock::now`] answers `None`. The reading
+    /// itself stays for [`ServerClock::at`]: a claim whose pipeline was under way judges by it.
     pub(super) fn forget(&self) {
-        let mut current = self.sequence.load(Ordering::Acquire);
-        while current != 0 && current.is_multiple_of(2) {
-            match self.sequence.compare_exchange_weak(
-                current,
-                0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(seen) => current = seen,
-            }
-        }
+        self.stale.store(true, Ordering::Release);
     }
 }
 
@@ -186,5 +190,16 @@ mod tests {
         assert!(!clock.wants_reading());
         clock.forget();
         assert!(clock.wants_reading() && clock.now().is_none());
+        // A claim under way still judges by the reading it started with.
+        assert_eq!(
+            clock.at(answered),
+            Some(ServerTime {
+                lo: 1_000_000,
+                hi: 1_000_022
+            })
+        );
+        clock.read(2_000_000, Instant::now(), Instant::now());
+        assert!(!clock.wants_reading());
+        assert!(clock.now().unwrap().lo >= 2_000_000);
     }
 }

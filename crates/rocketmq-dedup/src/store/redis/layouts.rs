@@ -146,10 +146,17 @@ impl Layouts {
         for (group, layout) in groups.into_iter().zip(read) {
             known.insert(group.into(), layout);
         }
-        drop(known);
-        self.locate_known(keys).ok_or_else(|| {
-            StoreError::backend(operation, "a group's layout was not kept after reading it")
-        })
+        // Located under the same lock: a `forget` from another call (a restart seen) cannot
+        // come between keeping the layouts and using them.
+        keys.iter()
+            .map(|key| {
+                let layout = known.get(split(key.as_str()).0)?;
+                Some(Location::of(key, layout))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                StoreError::backend(operation, "a group's layout was not kept after reading it")
+            })
     }
 
     /// The layouts of `groups` in Redis, writing the configured one where there is none (`SET

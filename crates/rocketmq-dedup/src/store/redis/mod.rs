@@ -173,7 +173,11 @@ impl RedisStore {
         }
         let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
         let time_per_key = self.conn.deployment() == "cluster";
-        let read_clock = !time_per_key && self.clock.wants_reading();
+        // The reading this claim judges by unless it reads `TIME` itself: taken before the
+        // pipeline is sent (an earlier time, so that no record is read dead too soon), and kept
+        // should another call mark the reading stale meanwhile.
+        let read_clock = !time_per_key
+            && (self.clock.at(std::time::Instant::now()).is_none() || self.clock.wants_reading());
         let mut commands = Vec::with_capacity(at.len() * 3 + 1);
         let time = |key| KeyedCommand {
             key,
@@ -249,7 +253,17 @@ impl RedisStore {
             self.clock.read(read_time(next()?)?, asked, answered);
         }
         // Judged by the server's time when the pipeline was sent, at the earliest.
-        let batch_now_ms = self.clock.at(asked).map_or(0, |t| t.lo);
+        // (On a Cluster each key came with its master's `TIME`.)
+        let batch_now_ms = match (time_per_key, self.clock.at(asked)) {
+            (true, _) => 0,
+            (false, Some(t)) => t.lo,
+            (false, None) => {
+                return Err(backend(RedisError::from((
+                    ErrorKind::Client,
+                    "no reading of the server's clock to judge the records by",
+                ))))
+            }
+        };
         let mut outcomes = Vec::with_capacity(at.len());
         let mut stale = Vec::new();
         for (loc, (previous, (stamp, meta), now_ms)) in at.iter().zip(read) {
