@@ -138,6 +138,9 @@ enum Role {
         rate: u64,
         #[arg(long, default_value_t = 8)]
         record_ttl_s: u64,
+        /// Repetitions, one after another; the ratio lines print the median and the range.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// Draws the SVG chart of a JSON report written earlier (beside it, `.svg`).
     Chart {
@@ -421,14 +424,20 @@ fn main() -> anyhow::Result<()> {
             commits,
             rate,
             record_ttl_s,
+            reps,
         }) => runtime.block_on(async {
             let redis = rocketmq_dedup_testkit::RedisServer::start()?;
-            scale::slowest_commit(&redis, fields, commits)
-                .await?
-                .print();
-            scale::burst(&redis, rate, Duration::from_secs(record_ttl_s))
-                .await?
-                .print();
+            let (mut slowest, mut healed) = (Vec::new(), Vec::new());
+            for _ in 0..reps.max(1) {
+                let commit = scale::slowest_commit(&redis, fields, commits).await?;
+                commit.print();
+                slowest.push(commit.slowest_ms);
+                let burst = scale::burst(&redis, rate, Duration::from_secs(record_ttl_s)).await?;
+                burst.print();
+                healed.push(burst.healed_bytes / burst.steady_bytes);
+            }
+            scale::print_ratio("redis_slowest_commit_ms_1e6_fields", slowest, "<=", 2.0);
+            scale::print_ratio("redis_bytes_after_burst_vs_steady", healed, "<=", 1.2);
             Ok::<(), anyhow::Error>(())
         })?,
         Some(Role::RedisMemory { records }) => runtime.block_on(async {

@@ -884,7 +884,7 @@ impl Report {
             "redis_bytes_per_record": {"records": bytes.records, "hashed": bytes.hashed, "one_key": bytes.one_key, "reference_layout": bytes.reference},
             "redis_claims_per_s": {"records_hashes": bytes.claims.json(), "one_key": bytes.one_key_claims.json()},
             "redis_slowest_commit": {"fields": self.slowest_commit.fields, "commits": self.slowest_commit.commits, "slowest_ms": self.slowest_commit.slowest_ms, "median_ms": self.slowest_commit.median_ms},
-            "redis_burst": {"rate": self.burst.rate, "record_ttl_s": self.burst.record_ttl.as_secs_f64(), "steady_bytes_per_live_record": self.burst.steady_bytes, "healed_bytes_per_live_record": self.burst.healed_bytes, "healing_s": self.burst.healing.as_secs_f64(), "series": self.burst.series},
+            "redis_burst": {"rate": self.burst.rate, "record_ttl_s": self.burst.record_ttl.as_secs_f64(), "steady_bytes_per_live_record": self.burst.steady_bytes, "healed_bytes_per_live_record": self.burst.healed_bytes, "steady_hash_bytes_per_live_record": self.burst.steady_hash_bytes, "healed_hash_bytes_per_live_record": self.burst.healed_hash_bytes, "healing_s": self.burst.healing.as_secs_f64(), "series": self.burst.series.iter().map(|s| serde_json::json!({"after_s": s.after_s, "bytes": s.bytes, "hash_bytes": s.hash_bytes, "hashtables": s.hashtables, "fields": s.fields})).collect::<Vec<_>>()},
             "memory_store_bytes_per_record": self.memory_store_bytes_per_record,
             "engine_cpu_us_per_message": {"batch_1": self.engine_us.0, "batch_32": self.engine_us.1},
             "ratios": json_ratios,

@@ -33,9 +33,28 @@ pub struct Burst {
     pub steady_bytes: f64,
     /// The same `healing` after the burst ended.
     pub healed_bytes: f64,
+    /// The records hashes' own bytes (`MEMORY USAGE`, summed) per live record, steady and
+    /// healed: the part of `used_memory` the layout decides.
+    pub steady_hash_bytes: f64,
+    pub healed_hash_bytes: f64,
     pub healing: Duration,
-    /// (seconds after the burst ended, bytes per live record), a sample a second.
-    pub series: Vec<(f64, f64)>,
+    /// A sample a second after the burst ended.
+    pub series: Vec<Sample>,
+}
+
+/// Redis memory at one moment of the burst run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Seconds after the burst ended.
+    pub after_s: f64,
+    /// `used_memory` (without the clients' buffers) per live record.
+    pub bytes: f64,
+    /// The records hashes' `MEMORY USAGE` per live record.
+    pub hash_bytes: f64,
+    /// Records hashes in the hashtable encoding.
+    pub hashtables: u64,
+    /// Fields the records hashes hold (live, dead not swept yet, and each hash's two).
+    pub fields: u64,
 }
 
 impl SlowestCommit {
@@ -52,17 +71,25 @@ impl Burst {
         let series: Vec<String> = self
             .series
             .iter()
-            .map(|(s, b)| format!("{s:.0}s {b:.1}"))
+            .map(|s| {
+                format!(
+                    "{:.0}s {:.1} (hashes {:.1}; {} hashtables, {} fields)",
+                    s.after_s, s.bytes, s.hash_bytes, s.hashtables, s.fields
+                )
+            })
             .collect();
         println!(
-            "redis bytes per live record (used_memory), record TTL {:?}, {} records/s: steady {:.1}; after a burst of half a record TTL at {:.0} records/s, {:?} after it ended {:.1} ({:.3} of steady); by second after the burst: {}",
+            "redis bytes per live record (used_memory), record TTL {:?}, {} records/s: steady {:.1} (the records hashes' own {:.1}); after a burst of half a record TTL at {:.0} records/s, {:?} after it ended {:.1} ({:.3} of steady; the records hashes' own {:.1}, {:.3} of steady); by second after the burst: {}",
             self.record_ttl,
             self.rate,
             self.steady_bytes,
+            self.steady_hash_bytes,
             self.burst_rate,
             self.healing,
             self.healed_bytes,
             self.healed_bytes / self.steady_bytes,
+            self.healed_hash_bytes,
+            self.healed_hash_bytes / self.steady_hash_bytes,
             series.join(", ")
         );
     }
@@ -135,6 +162,10 @@ return redis.call('HLEN', KEYS[1])
         .await
         .context("building the records hash")?;
     }
+    // The build's ten scripts left a million strings of garbage in the server's Lua heap, whose
+    // collection and string-table shrink would land in whichever script runs next: a fresh Lua
+    // state, as a server that never ran them has (the store loads its scripts again).
+    let () = query(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await?;
     for setting in [
         ("slowlog-log-slower-than", "0"),
         ("slowlog-max-len", "1000000"),
@@ -179,19 +210,38 @@ return redis.call('HLEN', KEYS[1])
             micros.push(redis::from_redis_value(duration.clone())?);
         }
     }
-    let () = query(
-        &mut conn,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("slowlog-log-slower-than")
-            .arg("10000"),
-    )
-    .await?;
+    // The server's defaults again, and the entries gone: they are memory, not records.
+    for setting in [
+        ("slowlog-log-slower-than", "10000"),
+        ("slowlog-max-len", "128"),
+    ] {
+        let () = query(
+            &mut conn,
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(setting.0)
+                .arg(setting.1),
+        )
+        .await?;
+    }
+    let () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await?;
     anyhow::ensure!(
         micros.len() >= commits / 2,
         "SLOWLOG kept {} of {commits} commits",
         micros.len()
     );
+    // SLOWLOG lists the newest first.
+    micros.reverse();
+    if let Some((at, _)) = micros.iter().enumerate().max_by_key(|(_, us)| **us) {
+        let around: Vec<u64> = micros[at.saturating_sub(3)..(at + 4).min(micros.len())].to_vec();
+        let mut top = micros.clone();
+        top.sort_unstable();
+        eprintln!(
+            "bench: slowest commit is call {at} of {}, around it (us): {around:?}; the slowest five: {:?}",
+            micros.len(),
+            &top[top.len().saturating_sub(5)..]
+        );
+    }
     micros.sort_unstable();
     let result = SlowestCommit {
         fields,
@@ -201,6 +251,63 @@ return redis.call('HLEN', KEYS[1])
     };
     super::measure::flush(redis)?;
     Ok(result)
+}
+
+/// Prints `ratio <name> = <median> (range <lo>..<hi> over <n> runs, target <op> <target>)
+/// PASS|FAIL`.
+pub fn print_ratio(name: &str, mut values: Vec<f64>, op: &str, target: f64) {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let pass = match op {
+        "<=" => median <= target,
+        _ => median >= target,
+    };
+    println!(
+        "ratio {name} = {median:.3} (range {:.3}..{:.3} over {} runs, target {op} {target}) {}",
+        values[0],
+        values[values.len() - 1],
+        values.len(),
+        if pass { "PASS" } else { "FAIL" }
+    );
+}
+
+/// `used_memory` without the clients' buffers (`mem_clients_normal`): what the server holds
+/// for the data. A burst sent as concurrent batches grows the connection's query and reply
+/// buffers, which Redis shrinks when it gets to it; they belong to the connection, not to the
+/// records, and would be there in any layout.
+fn records_memory(redis: &RedisServer) -> anyhow::Result<u64> {
+    let info = redis.command(&["INFO", "memory"])?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no {name} in INFO: {info}"))
+    };
+    Ok(field("used_memory")?.saturating_sub(field("mem_clients_normal")?))
+}
+
+/// How many records hashes are in the hashtable encoding, how many fields they hold and their
+/// `MEMORY USAGE` in bytes (the bench's Redis holds one group).
+fn hashtables(redis: &RedisServer) -> anyhow::Result<(u64, u64, u64)> {
+    let count = "local n, f, b = 0, 0, 0 \
+        for _, k in ipairs(redis.call('KEYS', '*:r')) do \
+          if redis.call('OBJECT', 'ENCODING', k) == 'hashtable' then n = n + 1 end \
+          f = f + redis.call('HLEN', k) \
+          b = b + redis.call('MEMORY', 'USAGE', k, 'SAMPLES', 0) \
+        end \
+        return n .. ' ' .. f .. ' ' .. b";
+    let answer = redis.command(&["EVAL", count, "0"])?;
+    let numbers: Vec<u64> = answer
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    match numbers[..] {
+        [hashtables, fields, bytes] => Ok((hashtables, fields, bytes)),
+        _ => anyhow::bail!("counting hashtables: {answer:?}"),
+    }
 }
 
 /// Commits `n` fresh keys (from `*next`) in batches of up to 500, sent concurrently.
@@ -265,32 +372,42 @@ pub async fn burst(redis: &RedisServer, rate: u64, ttl: Duration) -> anyhow::Res
         .connect()
         .await?;
     let unit = ttl / 8;
-    // The layout key, and nothing else, before the baseline; no slow log kept meanwhile.
+    // The layout key, and nothing else, before the baseline; no slow log kept meanwhile (its
+    // entries, commands of a loaded moment, are memory that is not records).
     commit_fresh(&store, &mut 0, 1, Duration::from_millis(1)).await?;
+    redis.command(&["CONFIG", "SET", "slowlog-log-slower-than", "-1"])?;
     let _ = redis.command(&["SLOWLOG", "RESET"]);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let base = super::measure::used_memory(redis)?;
+    let base = records_memory(redis)?;
     let (mut next, mut committed) = (1, Vec::new());
-    let bytes_per_live = |committed: &[(Instant, usize)]| -> anyhow::Result<f64> {
+    let sample_at = |after_s: f64, committed: &[(Instant, usize)]| -> anyhow::Result<Sample> {
         let live: usize = committed
             .iter()
             .filter(|(at, _)| at.elapsed() < ttl)
             .map(|(_, n)| n)
             .sum();
-        let used = super::measure::used_memory(redis)?;
-        Ok(used.saturating_sub(base) as f64 / live.max(1) as f64)
+        let live = live.max(1) as f64;
+        let used = records_memory(redis)?;
+        let (hashtables, fields, hash_bytes) = hashtables(redis)?;
+        Ok(Sample {
+            after_s,
+            bytes: used.saturating_sub(base) as f64 / live,
+            hash_bytes: hash_bytes as f64 / live,
+            hashtables,
+            fields,
+        })
     };
     // Steady: a record TTL and three units, so that records die and sweeps run as they will.
     let state = (&mut next, &mut committed);
     commit_at(&store, state, (rate, ttl + unit * 3, ttl), |_, _| Ok(())).await?;
-    let steady_bytes = bytes_per_live(&committed)?;
+    let steady = sample_at(0.0, &committed)?;
     // Half a record TTL at 20 times the rate: five times the records the hashes are sized
     // for, so that they become hashtables.
     let state = (&mut next, &mut committed);
     let burst_rate = commit_at(&store, state, (rate * 20, ttl / 2, ttl), |_, _| Ok(())).await?;
     let healing = ttl + unit * 3;
-    let mut series = Vec::new();
-    let mut healed_bytes = f64::NAN;
+    let mut series: Vec<Sample> = Vec::new();
+    let mut healed: Option<Sample> = None;
     let state = (&mut next, &mut committed);
     commit_at(
         &store,
@@ -298,28 +415,28 @@ pub async fn burst(redis: &RedisServer, rate: u64, ttl: Duration) -> anyhow::Res
         (rate, ttl + unit * 6, ttl),
         |since, committed| {
             let whole = since.as_secs();
-            if series
-                .last()
-                .is_none_or(|(s, _): &(f64, f64)| (*s as u64) < whole)
-                && whole > 0
-            {
-                let bytes = bytes_per_live(committed)?;
-                series.push((since.as_secs_f64(), bytes));
-                if healed_bytes.is_nan() && since >= healing {
-                    healed_bytes = bytes;
+            if series.last().is_none_or(|s| (s.after_s as u64) < whole) && whole > 0 {
+                let sample = sample_at(since.as_secs_f64(), committed)?;
+                series.push(sample);
+                if healed.is_none() && since >= healing {
+                    healed = Some(sample);
                 }
             }
             Ok(())
         },
     )
     .await?;
+    redis.command(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"])?;
+    let healed = healed.context("the run ended before the healing time")?;
     super::measure::flush(redis)?;
     Ok(Burst {
         rate,
         burst_rate,
         record_ttl: ttl,
-        steady_bytes,
-        healed_bytes,
+        steady_bytes: steady.bytes,
+        healed_bytes: healed.bytes,
+        steady_hash_bytes: steady.hash_bytes,
+        healed_hash_bytes: healed.hash_bytes,
         healing,
         series,
     })
