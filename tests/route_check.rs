@@ -244,6 +244,7 @@ fn the_examples_print_one_line_for_each_failure() {
         let started = std::time::Instant::now();
         let (status, stdout, stderr) = run(command, Duration::from_secs(30));
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        println!("{name} --namesrv {namesrv}: {stderr}");
         assert_eq!(status, Some(1), "{name} {namesrv}: {stdout} {stderr}");
         assert_eq!(lines.len(), 1, "{name} {namesrv}: one line, not {stderr:?}");
         assert!(
@@ -270,4 +271,5 @@ fn the_examples_print_one_line_for_each_failure() {
         "{stdout} {stderr}"
     );
     assert!(!stderr.contains("4.x"), "{stderr}");
+    println!("order_consumer, 4.x with the 5.x field: {stdout}");
 }
