@@ -59,7 +59,7 @@ impl DedupConfig {
     /// how long a crashed consumer's claim blocks redelivery.
     pub const DEFAULT_PROCESSING_TTL: Duration = Duration::from_secs(30);
     /// Default CONSUMED TTL: how long duplicates are recognised.
-    pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    pub const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
     /// Default timeout of each store call.
     pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
     /// Default number of a batch's handlers that run at once.

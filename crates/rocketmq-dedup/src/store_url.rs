@@ -24,7 +24,7 @@ use crate::store::DedupStore;
 ///
 /// A wrong URL, an unreachable server, refused credentials and a failed TLS handshake are
 /// different [`StoreError`] variants.
-// Built without a shared store (no `redis`, `mysql`, `postgres`), `Shared` has no variant.
+// Built without a shared store (no `redis`, `mysql`, `postgres`), `SharedStore` has no variant.
 #[cfg_attr(
     not(any(feature = "redis", feature = "mysql", feature = "postgres")),
     allow(unreachable_code)
@@ -35,14 +35,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, StoreError> {
     }
     Ok(match open_shared(url, Purge::Job).await? {
         #[cfg(feature = "redis")]
-        Shared::Redis(store) => Arc::new(store),
+        SharedStore::Redis(store) => Arc::new(store),
         #[cfg(feature = "mysql")]
-        Shared::MySql(store) => {
+        SharedStore::MySql(store) => {
             store.migrate().await?;
             Arc::new(store)
         }
         #[cfg(feature = "postgres")]
-        Shared::Postgres(store) => {
+        SharedStore::Postgres(store) => {
             store.migrate().await?;
             Arc::new(store)
         }
@@ -72,7 +72,7 @@ pub fn supported_schemes() -> Vec<&'static str> {
 /// Opens the store `url` names for administration: `redis…://` (every deployment),
 /// `mysql://` / `mariadb://` (feature `mysql`), `postgres://` (feature `postgres`). The
 /// in-memory store lives inside one process and has no URL to administer.
-// Built without a shared store (no `redis`, `mysql`, `postgres`), `Shared` has no variant.
+// Built without a shared store (no `redis`, `mysql`, `postgres`), `SharedStore` has no variant.
 #[cfg_attr(
     not(any(feature = "redis", feature = "mysql", feature = "postgres")),
     allow(unreachable_code)
@@ -86,16 +86,16 @@ pub async fn connect_admin(url: &str) -> Result<Box<dyn RecordAdmin>, StoreError
     // No purge job: an operator's tool purges when asked.
     Ok(match open_shared(url, Purge::None).await? {
         #[cfg(feature = "redis")]
-        Shared::Redis(store) => Box::new(store),
+        SharedStore::Redis(store) => Box::new(store),
         #[cfg(feature = "mysql")]
-        Shared::MySql(store) => Box::new(store),
+        SharedStore::MySql(store) => Box::new(store),
         #[cfg(feature = "postgres")]
-        Shared::Postgres(store) => Box::new(store),
+        SharedStore::Postgres(store) => Box::new(store),
     })
 }
 
 /// A store shared across processes, opened from its URL.
-enum Shared {
+enum SharedStore {
     #[cfg(feature = "redis")]
     Redis(crate::store::RedisStore),
     #[cfg(feature = "mysql")]
@@ -112,7 +112,7 @@ enum Purge {
 }
 
 /// Opens the shared store `url` names (every scheme but `memory://`).
-async fn open_shared(url: &str, purge: Purge) -> Result<Shared, StoreError> {
+async fn open_shared(url: &str, purge: Purge) -> Result<SharedStore, StoreError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
     #[cfg(any(feature = "mysql", feature = "postgres"))]
     let purge = match purge {
@@ -127,19 +127,19 @@ async fn open_shared(url: &str, purge: Purge) -> Result<Shared, StoreError> {
     match scheme {
         #[cfg(feature = "redis")]
         "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
-        | "redis+sentinel" | "rediss+sentinel" => Ok(Shared::Redis(
+        | "redis+sentinel" | "rediss+sentinel" => Ok(SharedStore::Redis(
             crate::store::RedisStore::builder(url).connect().await?,
         )),
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
             let url = url.replacen("mariadb:", "mysql:", 1);
             let builder = crate::sql::mysql::MySqlStore::builder(url).purge(purge);
-            Ok(Shared::MySql(builder.connect().await?))
+            Ok(SharedStore::MySql(builder.connect().await?))
         }
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
             let builder = crate::sql::postgres::PostgresStore::builder(url).purge(purge);
-            Ok(Shared::Postgres(builder.connect().await?))
+            Ok(SharedStore::Postgres(builder.connect().await?))
         }
         _ => Err(StoreError::BadUrl {
             reason: format!(

@@ -14,7 +14,7 @@ use crate::error::{StoreError, StoreOperation};
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
 use crate::stats::Event;
-use crate::store::{CommitOutcome, DedupStore, DetachedCommit, OwnerToken};
+use crate::store::{CommitOutcome, DetachedCommit, OwnerToken};
 
 /// The longest wait between two attempts of a background commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);

@@ -58,18 +58,18 @@ pub(crate) fn owner(token: OwnerToken) -> i64 {
 /// Keys' rows through a batch: `rows[i]` is key `i`'s state (keys may repeat: repeats share
 /// a state by the key's first index).
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub(crate) struct RowBatch {
     rows: HashMap<usize, Row>,
     writes: HashMap<usize, Write>,
     /// For each key, the index of its first occurrence.
     first: Vec<usize>,
 }
 
-impl Batch {
+impl RowBatch {
     /// `found[i]`: the row of key `i` (`same[i]`: the first index with the same key).
     pub(crate) fn new(found: Vec<Row>, first: Vec<usize>) -> Self {
         let rows = first.iter().map(|&f| (f, found[f])).collect();
-        Batch {
+        RowBatch {
             rows,
             writes: HashMap::new(),
             first,
@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn a_repeated_key_sees_its_earlier_occurrence() {
         let a = OwnerToken::random();
-        let mut batch = Batch::new(vec![Row::Absent, Row::Absent], vec![0, 0]);
+        let mut batch = RowBatch::new(vec![Row::Absent, Row::Absent], vec![0, 0]);
         assert_eq!(batch.claim(a, TTL), [ClaimOutcome::Claimed; 2]);
         assert_eq!(
             batch.commit(a, TTL),
@@ -191,7 +191,7 @@ mod tests {
     fn tokens_are_compared_and_nothing_is_written_for_others() {
         let (a, b) = (OwnerToken::random(), OwnerToken::random());
         let found = vec![Row::Consuming(owner(a)), Row::Consumed, Row::Absent];
-        let mut batch = Batch::new(found, vec![0, 1, 2]);
+        let mut batch = RowBatch::new(found, vec![0, 1, 2]);
         assert_eq!(batch.release(b), [false, false, false]);
         assert_eq!(
             batch.commit(b, TTL),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::{Database, Pool};
 
-use super::decide::Batch;
+use super::decide::RowBatch;
 use super::dialect::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{store_error, Failure, PurgeOptions, Purger};
@@ -243,7 +243,7 @@ impl<DB: SqlDatabase> SqlStore<DB> {
         &self,
         operation: StoreOperation,
         keys: &[RecordKey],
-        decide: impl Fn(&mut Batch) -> Vec<T>,
+        decide: impl Fn(&mut RowBatch) -> Vec<T>,
     ) -> Result<Vec<T>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -269,11 +269,11 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     async fn try_transact<T>(
         &self,
         columns: &BatchColumns,
-        decide: &impl Fn(&mut Batch) -> Vec<T>,
+        decide: &impl Fn(&mut RowBatch) -> Vec<T>,
     ) -> Result<Vec<T>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let found = DB::read(&mut tx, &self.table, columns).await?;
-        let mut batch = Batch::new(found, columns.first.clone());
+        let mut batch = RowBatch::new(found, columns.first.clone());
         let answers = decide(&mut batch);
         let writes: Vec<_> = batch.writes().collect();
         DB::write(&mut tx, &self.table, columns, &writes).await?;

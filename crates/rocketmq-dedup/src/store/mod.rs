@@ -23,7 +23,6 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -101,6 +100,10 @@ pub enum CommitOutcome {
     Lost,
 }
 
+/// How long a CONSUMED record is kept unless told otherwise (a day): the listener's and every
+/// store builder's default, defined here, where both look.
+pub(crate) const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The longest TTL a store keeps a record for; longer ones are cut to it (see [`clamp_ttl`]).
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
@@ -177,51 +180,6 @@ pub trait DedupStore: Send + Sync + 'static {
 
     /// A short name for logs and metrics (`memory`, `redis`).
     fn kind(&self) -> &'static str;
-}
-
-impl<S: DedupStore + ?Sized> DedupStore for Arc<S> {
-    fn claim<'a>(
-        &'a self,
-        keys: &'a [RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
-        (**self).claim(keys, token, ttl)
-    }
-
-    fn commit<'a>(
-        &'a self,
-        keys: &'a [RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        (**self).commit(keys, token, ttl)
-    }
-
-    fn commit_detached(&self, commit: DetachedCommit) -> Option<DetachedCommit> {
-        (**self).commit_detached(commit)
-    }
-
-    fn release<'a>(
-        &'a self,
-        keys: &'a [RecordKey],
-        token: OwnerToken,
-    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
-        (**self).release(keys, token)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        keys: &'a [RecordKey],
-        token: OwnerToken,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
-        (**self).renew(keys, token, ttl)
-    }
-
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
 }
 
 #[cfg(test)]

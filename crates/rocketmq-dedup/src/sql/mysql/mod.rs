@@ -30,10 +30,6 @@ use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
 
-/// The schema, as shipped in `migrations/mysql`.
-pub const MIGRATION: &str =
-    include_str!("../../../migrations/mysql/20261124000000_t_rocketmq_dedup.sql");
-
 /// The dedup store in MySQL / MariaDB; see [`SqlStore`](super::store::SqlStore).
 pub type MySqlStore = super::store::SqlStore<MySql>;
 /// Configures a [`MySqlStore`].
@@ -50,7 +46,9 @@ pub type MySqlInboxBuilder = super::inbox::SqlInboxBuilder<MySql>;
 impl Dialect for MySql {
     const STORE_KIND: &'static str = "mysql";
     const INBOX_KIND: &'static str = "mysql-inbox";
-    const MIGRATION: &'static str = MIGRATION;
+    /// The schema, as shipped in `migrations/mysql`.
+    const MIGRATION: &'static str =
+        include_str!("../../../migrations/mysql/20261124000000_t_rocketmq_dedup.sql");
     const NOW_MS: &'static str = NOW_MS;
     const INTEGER: &'static str = "SIGNED";
     const UPSERT: &'static str =

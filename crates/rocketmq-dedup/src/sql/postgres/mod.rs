@@ -30,10 +30,6 @@ use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
 
-/// The schema, as shipped in `migrations/postgres`.
-pub const MIGRATION: &str =
-    include_str!("../../../migrations/postgres/20261124000000_t_rocketmq_dedup.sql");
-
 /// The dedup store in PostgreSQL; see [`SqlStore`](super::store::SqlStore).
 pub type PostgresStore = super::store::SqlStore<Postgres>;
 /// Configures a [`PostgresStore`].
@@ -50,7 +46,9 @@ pub type PostgresInboxBuilder = super::inbox::SqlInboxBuilder<Postgres>;
 impl Dialect for Postgres {
     const STORE_KIND: &'static str = "postgres";
     const INBOX_KIND: &'static str = "postgres-inbox";
-    const MIGRATION: &'static str = MIGRATION;
+    /// The schema, as shipped in `migrations/postgres`.
+    const MIGRATION: &'static str =
+        include_str!("../../../migrations/postgres/20261124000000_t_rocketmq_dedup.sql");
     const NOW_MS: &'static str = NOW_MS;
     const INTEGER: &'static str = "BIGINT";
     const UPSERT: &'static str =

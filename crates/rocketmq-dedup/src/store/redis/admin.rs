@@ -11,7 +11,7 @@ use super::connection::Lane;
 use super::layout::{
     escaped_group, kind_of, record_of_claim, split, KeyKind, Location, Meta, Stamp, FIELD_BYTES,
 };
-use super::layouts::Layouts;
+use super::layout_cache::LayoutCache;
 use super::pipeline::{KeyedCommand, Sent};
 use super::scripts::{CONSUMED_KEY_VALUE, UNREADABLE_VALUE};
 use super::RedisStore;
@@ -62,7 +62,7 @@ impl RedisStore {
     /// of its first records hash when the key is gone; neither: it never had a record).
     async fn locate_for_admin(&self, key: &RecordKey) -> Result<Option<Location>, StoreError> {
         let (group, _) = split(key.as_str());
-        let layout = Layouts::existing(&self.conn, group, StoreOperation::Admin).await?;
+        let layout = LayoutCache::existing(&self.conn, group, StoreOperation::Admin).await?;
         Ok(layout.map(|layout| Location::of(key, &layout)))
     }
 

@@ -13,7 +13,7 @@ use super::blocking::BlockingLane;
 use super::cluster::ClusterNodes;
 use super::connection::RedisConnection;
 use super::layout::ShardLayout;
-use super::layouts::{Layouts, ListpackLimits};
+use super::layout_cache::{LayoutCache, ListpackLimits};
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
 use super::url::Deployment;
@@ -69,7 +69,7 @@ impl RedisStoreBuilder {
     /// sweeper wakes at most 200 times a second while commits come.
     pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(5);
     /// Default of [`Self::record_ttl`]: the listener's default record TTL.
-    pub const DEFAULT_RECORD_TTL: Duration = crate::DedupConfig::DEFAULT_RECORD_TTL;
+    pub const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
     /// Default of [`Self::expected_rate`], in records committed per second and group.
     pub const DEFAULT_EXPECTED_RATE: u64 = 1_000;
 
@@ -388,7 +388,7 @@ impl RedisStoreBuilder {
             ),
         }
         warn_unless_noeviction(&conn).await;
-        let layouts = Layouts::new(layout, Arc::clone(&round_trips));
+        let layouts = LayoutCache::new(layout, Arc::clone(&round_trips));
         Ok(RedisStore {
             conn,
             scripts: all,

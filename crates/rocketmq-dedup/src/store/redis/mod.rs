@@ -9,7 +9,7 @@ mod clock;
 mod cluster;
 mod connection;
 mod layout;
-mod layouts;
+mod layout_cache;
 mod pipeline;
 mod scripts;
 mod sentinel;
@@ -29,7 +29,7 @@ use clock::{ServerClock, ServerTime};
 use connection::Lane;
 pub use connection::RedisConnection;
 use layout::{Location, Meta, Stamp};
-use layouts::Layouts;
+use layout_cache::LayoutCache;
 use pipeline::{sized_cmd, KeyedCommand};
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
@@ -95,7 +95,7 @@ pub struct RedisStore {
     /// `WAIT replicas timeout` after commits ([`RedisStoreBuilder::wait_for_replicas`]).
     wait: Option<(u32, Cmd)>,
     /// Each group's shard layout, as read from Redis.
-    layouts: Arc<Layouts>,
+    layouts: Arc<LayoutCache>,
     /// The server's clock, read with claims (one server; on a Cluster every script reads its
     /// master's).
     clock: Arc<ServerClock>,

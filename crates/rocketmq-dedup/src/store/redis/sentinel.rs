@@ -13,10 +13,10 @@ use super::pipeline::{one_pipeline, KeyedCommand, Sent};
 /// The current master's connection, and the sentinels that name the next one.
 #[derive(Clone)]
 pub(super) struct SentinelMaster {
-    shared: Arc<Shared>,
+    shared: Arc<SentinelState>,
 }
 
-struct Shared {
+struct SentinelState {
     /// Asked (one caller at a time) when there is no current master.
     sentinels: tokio::sync::Mutex<SentinelClient>,
     current: RwLock<Option<MultiplexedConnection>>,
@@ -32,7 +32,7 @@ impl SentinelMaster {
         db: i64,
     ) -> RedisResult<Self> {
         let master = SentinelMaster {
-            shared: Arc::new(Shared {
+            shared: Arc::new(SentinelState {
                 sentinels: tokio::sync::Mutex::new(sentinels),
                 current: RwLock::new(None),
                 config,

@@ -70,7 +70,7 @@ impl ListpackLimits {
 }
 
 /// The layouts of the groups met, and the layout for new groups.
-pub(super) struct Layouts {
+pub(super) struct LayoutCache {
     /// Written for a group that has none yet.
     configured: ShardLayout,
     /// By group (the record key up to its last `:`).
@@ -97,10 +97,10 @@ impl Found {
     }
 }
 
-impl Layouts {
+impl LayoutCache {
     /// `round_trips`: the store's counter, which reading layouts counts into.
     pub(super) fn new(configured: ShardLayout, round_trips: Arc<AtomicU64>) -> Self {
-        Layouts {
+        LayoutCache {
             configured,
             known: RwLock::new(HashMap::new()),
             round_trips,
