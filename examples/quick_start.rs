@@ -10,7 +10,9 @@ use std::time::Duration;
 use rocketmq_client_rust::{DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_dedup::client::ConsumerRuntime;
 use rocketmq_dedup::store::RedisStore;
-use rocketmq_dedup::{DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy};
+use rocketmq_dedup::{
+    DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy,
+};
 use rocketmq_model::common::message::message_ext::MessageExt;
 
 /// Your handler: runs once per order id, however many copies of the message arrive.
@@ -33,7 +35,9 @@ impl DedupHandler for Payments {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let name_server = args.next().unwrap_or_else(|| "127.0.0.1:9876".into());
-    let redis_url = args.next().unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let redis_url = args
+        .next()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
 
     // The listener: your handler, and where the dedup records live.
     let listener = DedupConcurrentListener::builder(Payments)
