@@ -164,21 +164,6 @@ impl RedisBytes {
     }
 }
 
-/// Empties the server, waiting out a flush longer than the testkit's command timeout.
-pub(crate) fn flush(redis: &RedisServer) -> anyhow::Result<()> {
-    let _ = redis.command(&["FLUSHALL", "SYNC"]);
-    for _ in 0..120 {
-        if let Ok(size) = redis.command(&["DBSIZE"]) {
-            if size.trim() == ":0" {
-                return Ok(());
-            }
-            let _ = redis.command(&["FLUSHALL", "SYNC"]);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    anyhow::bail!("the Redis server was not emptied within a minute")
-}
-
 /// `used_memory` now.
 pub(crate) fn used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
     let info = redis.command(&["INFO", "memory"])?;
@@ -303,7 +288,7 @@ pub async fn redis_bytes_per_record(
             .connect()
     };
 
-    flush(redis)?;
+    crate::scale::flush(redis)?;
     let store = connect(redis).await?;
     let before = used_memory(redis)?;
     let token = OwnerToken::random();
@@ -333,7 +318,7 @@ pub async fn redis_bytes_per_record(
         CLAIM_ROUNDS,
         async |round| claims_per_second(&store, fresh(round), CLAIMS).await,
         async |round| {
-            flush(&empty)?;
+            crate::scale::flush(&empty)?;
             claims_per_second(&empty_store, fresh(round) + CLAIMS, CLAIMS).await
         },
     )
@@ -343,7 +328,7 @@ pub async fn redis_bytes_per_record(
     let one_key_layout = |key: fn(usize) -> String, value: &'static str| {
         let mut conn = conn.clone();
         async move {
-            flush(redis)?;
+            crate::scale::flush(redis)?;
             let before = used_memory(redis)?;
             for start in (0..records).step_by(1_000) {
                 let mut pipe = redis::pipe();
@@ -371,7 +356,7 @@ pub async fn redis_bytes_per_record(
         CLAIM_ROUNDS,
         async |round| one_key_claims_per_second(&mut on_loaded, fresh(round), CLAIMS).await,
         async |round| {
-            flush(&empty)?;
+            crate::scale::flush(&empty)?;
             one_key_claims_per_second(&mut on_empty, fresh(round) + CLAIMS, CLAIMS).await
         },
     )
@@ -390,7 +375,7 @@ pub async fn redis_bytes_per_record(
         "CONSUMED",
     )
     .await?;
-    flush(redis)?;
+    crate::scale::flush(redis)?;
     Ok(RedisBytes {
         records,
         hashed,

@@ -121,7 +121,7 @@ pub async fn slowest_commit(
     fields: u64,
     commits: usize,
 ) -> anyhow::Result<SlowestCommit> {
-    super::measure::flush(redis)?;
+    flush(redis)?;
     let store = RedisStore::builder(redis.url())
         .record_ttl(Duration::from_secs(60))
         .expected_rate(0)
@@ -249,7 +249,7 @@ return redis.call('HLEN', KEYS[1])
         slowest_ms: *micros.last().unwrap_or(&0) as f64 / 1000.0,
         median_ms: micros[micros.len() / 2] as f64 / 1000.0,
     };
-    super::measure::flush(redis)?;
+    flush(redis)?;
     Ok(result)
 }
 
@@ -363,7 +363,7 @@ where
 /// on: sampled a second for `ttl` and 6 units after the burst. Live records: those committed
 /// within the last record TTL.
 pub async fn burst(redis: &RedisServer, rate: u64, ttl: Duration) -> anyhow::Result<Burst> {
-    super::measure::flush(redis)?;
+    flush(redis)?;
     // The multiplexed connection only: batches go concurrently.
     let store = RedisStore::builder(redis.url())
         .record_ttl(ttl)
@@ -428,7 +428,7 @@ pub async fn burst(redis: &RedisServer, rate: u64, ttl: Duration) -> anyhow::Res
     .await?;
     redis.command(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"])?;
     let healed = healed.context("the run ended before the healing time")?;
-    super::measure::flush(redis)?;
+    flush(redis)?;
     Ok(Burst {
         rate,
         burst_rate,
@@ -440,4 +440,19 @@ pub async fn burst(redis: &RedisServer, rate: u64, ttl: Duration) -> anyhow::Res
         healing,
         series,
     })
+}
+
+/// Empties the server, waiting out a flush longer than the testkit's command timeout.
+pub(crate) fn flush(redis: &RedisServer) -> anyhow::Result<()> {
+    let _ = redis.command(&["FLUSHALL", "SYNC"]);
+    for _ in 0..120 {
+        if let Ok(size) = redis.command(&["DBSIZE"]) {
+            if size.trim() == ":0" {
+                return Ok(());
+            }
+            let _ = redis.command(&["FLUSHALL", "SYNC"]);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    anyhow::bail!("the Redis server was not emptied within a minute")
 }

@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handler::DedupHandler;
 use crate::lease::LeaseProcessor;
-use crate::runtime::ListenerRuntime;
+use crate::listener_runtime::ListenerRuntime;
 use crate::stats::DedupStats;
 use crate::store::DedupStore;
 

@@ -94,8 +94,8 @@ pub mod inbox;
 pub mod key;
 mod lease;
 pub mod listener;
+mod listener_runtime;
 pub mod record_key;
-mod runtime;
 pub mod shutdown;
 #[cfg(feature = "sql")]
 pub mod sql;

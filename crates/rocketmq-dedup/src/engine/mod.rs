@@ -24,7 +24,7 @@ use self::batch::{Batch, EntryState};
 use self::inflight::{InFlightRegistry, Registered};
 use self::processor::{Processor, RunOrder, Task};
 use crate::config::DedupConfig;
-use crate::runtime::ListenerRuntime;
+use crate::listener_runtime::ListenerRuntime;
 use crate::shutdown::ShutdownReport;
 use crate::stats::{Decision, DedupStats, Event};
 

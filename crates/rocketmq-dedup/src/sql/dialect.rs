@@ -1,6 +1,6 @@
 //! What differs between MySQL and PostgreSQL: the statements. The store and the inbox are
-//! written once over [`SqlDatabase`]; each database implements [`Dialect`] with its own
-//! statements, in its module.
+//! written once over [`SqlDatabase`](super::SqlDatabase); each database implements
+//! [`Dialect`] with its own statements, in its module.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,33 +8,10 @@ use std::time::Duration;
 use sqlx::{Database, Pool, Transaction};
 
 use super::decide::Row;
-use super::rows::SharedStatements;
 use super::table::{BatchColumns, Table};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
-
-/// One live row as an operator reads it.
-#[derive(Debug)]
-pub struct AdminRow {
-    /// `CONSUMING` or `CONSUMED`.
-    pub(crate) status: String,
-    /// A claim's owner token.
-    pub(crate) owner: Option<i64>,
-    /// Milliseconds until it expires.
-    pub(crate) left_ms: i64,
-}
-
-/// Rows of a scope, by state.
-#[derive(Debug)]
-pub struct RowCounts {
-    /// Live CONSUMING rows.
-    pub(crate) consuming: i64,
-    /// Live CONSUMED rows.
-    pub(crate) consumed: i64,
-    /// Expired rows (not purged yet).
-    pub(crate) expired: i64,
-}
 
 /// The inbox's statements, prepared once per pool in the server's own syntax.
 #[derive(Debug)]
@@ -67,12 +44,6 @@ pub enum Failure {
     /// Anything else.
     Other,
 }
-
-/// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
-/// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
-pub trait SqlDatabase: Dialect + SharedStatements {}
-
-impl<DB: Dialect + SharedStatements> SqlDatabase for DB {}
 
 /// What differs between the databases: their statements (see the module docs).
 pub trait Dialect: Database {

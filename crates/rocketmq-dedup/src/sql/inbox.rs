@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::{Database, Pool, Transaction};
 
-use super::dialect::{InboxStatements, SqlDatabase};
+use super::dialect::InboxStatements;
+use super::rows::SqlDatabase;
 use super::table::{Table, DEFAULT_TABLE};
 use super::{store_error, Failure, PurgeOptions, Purger};
 use crate::error::{StoreError, StoreOperation};

@@ -35,8 +35,8 @@ pub mod mysql;
 pub mod postgres;
 
 pub(crate) use dialect::Failure;
-pub use dialect::SqlDatabase;
 pub use purge::PurgeOptions;
+pub use rows::SqlDatabase;
 pub use table::DEFAULT_TABLE;
 
 pub(crate) use purge::{purge_once, Purger};

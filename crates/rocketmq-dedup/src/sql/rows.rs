@@ -10,9 +10,37 @@ use sqlx::query_builder::Separated;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::decide::{Write, CONSUMED, CONSUMING};
-use super::dialect::{AdminRow, Dialect, RowCounts};
+use super::dialect::Dialect;
 use super::table::{BatchColumns, KeyColumns, Table};
 use super::{PurgeOptions, Purger};
+
+/// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
+/// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
+pub trait SqlDatabase: Dialect + SharedStatements {}
+
+impl<DB: Dialect + SharedStatements> SqlDatabase for DB {}
+
+/// One live row as an operator reads it.
+#[derive(Debug)]
+pub struct AdminRow {
+    /// `CONSUMING` or `CONSUMED`.
+    pub(crate) status: String,
+    /// A claim's owner token.
+    pub(crate) owner: Option<i64>,
+    /// Milliseconds until it expires.
+    pub(crate) left_ms: i64,
+}
+
+/// Rows of a scope, by state.
+#[derive(Debug)]
+pub struct RowCounts {
+    /// Live CONSUMING rows.
+    pub(crate) consuming: i64,
+    /// Live CONSUMED rows.
+    pub(crate) consumed: i64,
+    /// Expired rows (not purged yet).
+    pub(crate) expired: i64,
+}
 
 /// The key columns, in the table's order.
 pub(crate) const KEY_COLUMNS: &str = "application_name, topic, tag, msg_uniq_key";
@@ -68,7 +96,7 @@ where
 }
 
 /// The statements of this module as methods of a database: the store and the inbox call them
-/// on any [`SqlDatabase`](super::SqlDatabase), which has them (a supertrait) without naming
+/// on any [`SqlDatabase`], which has them (a supertrait) without naming
 /// sqlx's bounds.
 pub trait SharedStatements: Dialect {
     /// Writes the last state of each written key: one upsert ([`Dialect::UPSERT`] after the

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use sqlx::{Database, Pool};
 
 use super::decide::RowBatch;
-use super::dialect::SqlDatabase;
+use super::rows::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{store_error, Failure, PurgeOptions, Purger};
 use crate::error::{deadlock_backoff, StoreError, StoreOperation, DEADLOCK_ATTEMPTS};

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::machine::{step, Point, Record};
+use super::machine::{step, Point, Record, Tolerance};
 use super::workload::KeyCall;
 
 /// What the search found wrong with a key.
@@ -43,20 +43,6 @@ impl std::fmt::Display for Violation {
         }
         Ok(())
     }
-}
-
-/// The clock tolerances of a check, in microseconds.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Tolerance {
-    /// How far the store's clock and the recorded instants may disagree.
-    pub(super) margin: u64,
-    /// How long after its answer a failed call may still take effect.
-    pub(super) grace: u64,
-    /// How much longer than its TTL a store may keep a CONSUMED record.
-    pub(super) slack: u64,
-    /// Whether a claim that finds a record CONSUMED may leave a lingering claim
-    /// ([`machine`](super::machine)).
-    pub(super) lingering: bool,
 }
 
 /// The most search states one key may take before the check gives up.

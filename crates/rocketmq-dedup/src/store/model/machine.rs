@@ -14,7 +14,6 @@
 
 use std::collections::BTreeSet;
 
-use super::check::Tolerance;
 use super::workload::{Answer, KeyCall, OpKind};
 
 /// A key's record as the model sees it: times are microseconds since the run began.
@@ -60,6 +59,20 @@ pub(super) struct Point {
     pub(super) now: u64,
     /// Indices into the key's failed calls.
     pub(super) pending: BTreeSet<usize>,
+}
+
+/// The clock tolerances of a check, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tolerance {
+    /// How far the store's clock and the recorded instants may disagree.
+    pub(super) margin: u64,
+    /// How long after its answer a failed call may still take effect.
+    pub(super) grace: u64,
+    /// How much longer than its TTL a store may keep a CONSUMED record.
+    pub(super) slack: u64,
+    /// Whether a claim that finds a record CONSUMED may leave a lingering claim
+    /// (see the module docs).
+    pub(super) lingering: bool,
 }
 
 /// The points after `call` takes effect at `point` (none when its answer is impossible; a

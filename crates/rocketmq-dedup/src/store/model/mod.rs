@@ -27,8 +27,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::check::Tolerance;
 pub use self::check::Violation;
+use self::machine::Tolerance;
 use crate::store::DedupStore;
 
 /// How a model run is made.

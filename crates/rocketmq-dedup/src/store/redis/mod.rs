@@ -10,6 +10,7 @@ mod cluster;
 mod connection;
 mod layout;
 mod layout_cache;
+mod native_claim;
 mod pipeline;
 mod scripts;
 mod sentinel;
@@ -17,7 +18,7 @@ mod url;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
@@ -28,8 +29,9 @@ pub use builder::RedisStoreBuilder;
 use clock::{ServerClock, ServerTime};
 use connection::Lane;
 pub use connection::RedisConnection;
-use layout::{Location, Meta, Stamp};
+use layout::Location;
 use layout_cache::LayoutCache;
+use native_claim::TimeSource;
 use pipeline::{sized_cmd, KeyedCommand};
 use scripts::{owner_value, LuaScript, Scripts};
 #[cfg(feature = "test-util")]
@@ -153,15 +155,9 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Claims with `SET claim owner NX PX ttl GET` and `HMGET records field ""` for each key,
-    /// and the server's `TIME`, in one pipeline per server (on a Cluster a `TIME` per key, so
-    /// that each record is read by the clock of the master that holds it). A live stamp, read
-    /// with its hash's unit width: CONSUMED; else the value the claim key had says (nil:
-    /// absent, so now claimed).
-    ///
-    /// The `SET` goes first: a commit that lands between it and the `HMGET` is then seen by it
-    /// (a commit after the `SET` finds our claim, not its own). The claim the `SET` made on a
-    /// record found CONSUMED is released ([`Self::release_stale`]).
+    /// Claims the records `at` natively ([`native_claim`]): one pipeline per server, judged
+    /// by the server's clock; the claims it made on records found CONSUMED are released
+    /// ([`Self::release_stale`]).
     async fn claim_native(
         &self,
         at: &[Location],
@@ -171,94 +167,36 @@ impl RedisStore {
         if at.is_empty() {
             return Ok(Vec::new());
         }
-        let backend = |e: RedisError| StoreError::backend(StoreOperation::Claim, e);
-        let time_per_key = self.conn.deployment() == "cluster";
         // The reading this claim judges by unless it reads `TIME` itself: taken before the
         // pipeline is sent (an earlier time, so that no record is read dead too soon), and kept
         // should another call mark the reading stale meanwhile.
-        let read_clock = !time_per_key
-            && (self.clock.at(std::time::Instant::now()).is_none() || self.clock.wants_reading());
-        let mut commands = Vec::with_capacity(at.len() * 3 + 1);
-        let time = |key| KeyedCommand {
-            key,
-            cmd: redis::cmd("TIME"),
-        };
-        for loc in at {
-            let mut set = sized_cmd("SET", 7, loc.claim.len() + owner.len() + ttl.len() + 16);
-            set.arg(&loc.claim)
-                .arg(owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl)
-                .arg("GET");
-            commands.push(KeyedCommand {
-                key: &loc.claim,
-                cmd: set,
-            });
-            let mut hmget = sized_cmd("HMGET", 4, loc.claim.len() + 40);
-            hmget.arg(loc.records()).arg(&loc.field[..]).arg("");
-            commands.push(KeyedCommand {
-                key: &loc.claim,
-                cmd: hmget,
-            });
-            if time_per_key {
-                commands.push(time(&loc.claim));
+        let time = match self.conn.deployment() {
+            "cluster" => TimeSource::PerKey,
+            _ if self.clock.at(Instant::now()).is_none() || self.clock.wants_reading() => {
+                TimeSource::Read
             }
-        }
-        if read_clock {
-            commands.push(time(&at[0].claim));
-        }
-        let asked = std::time::Instant::now();
+            _ => TimeSource::Reading,
+        };
+        let commands = native_claim::commands(at, owner, ttl, time);
+        let asked = Instant::now();
         let sent = self
             .conn
             .send(commands, None, Lane::Blocking)
             .await
-            .map_err(backend)?;
-        let answered = std::time::Instant::now();
+            .map_err(native_claim::backend)?;
+        let answered = Instant::now();
         self.count_round_trips(sent.round_trips);
-        let mut answers = sent.answers.into_iter();
-        let mut next = || {
-            answers.next().ok_or_else(|| {
-                backend(RedisError::from((
-                    ErrorKind::Client,
-                    "a pipeline answered fewer commands than it carried",
-                )))
-            })
-        };
-        let read_time = |answer: RedisResult<Value>| -> Result<u64, StoreError> {
-            clock::time_ms(answer.map_err(backend)?).map_err(backend)
-        };
-        let mut read = Vec::with_capacity(at.len());
-        for _ in at {
-            let previous: Option<Vec<u8>> = redis::from_redis_value(next()?.map_err(backend)?)
-                .map_err(|e| backend(e.into()))?;
-            let record = match next()? {
-                // A records hash that is no hash holds no record (its next commit replaces it).
-                Err(e) if e.code() == Some("WRONGTYPE") => (None, None),
-                answer => {
-                    let pair: Vec<Option<Vec<u8>>> =
-                        redis::from_redis_value(answer.map_err(backend)?)
-                            .map_err(|e| backend(e.into()))?;
-                    let mut pair = pair.into_iter();
-                    (pair.next().flatten(), pair.next().flatten())
-                }
-            };
-            let now_ms = match time_per_key {
-                true => Some(read_time(next()?)?),
-                false => None,
-            };
-            read.push((previous, record, now_ms));
+        let (found, server_ms) = native_claim::read_answers(sent.answers, at.len(), time)?;
+        if let Some(server_ms) = server_ms {
+            self.clock.read(server_ms, asked, answered);
         }
-        if read_clock {
-            self.clock.read(read_time(next()?)?, asked, answered);
-        }
-        // Judged by the server's time when the pipeline was sent, at the earliest.
-        // (On a Cluster each key came with its master's `TIME`.)
-        let batch_now_ms = match (time_per_key, self.clock.at(asked)) {
-            (true, _) => 0,
-            (false, Some(t)) => t.lo,
-            (false, None) => {
-                return Err(backend(RedisError::from((
+        // Judged by the server's time when the pipeline was sent, at the earliest (on a
+        // Cluster each key came with its master's `TIME`).
+        let now_ms = match (time, self.clock.at(asked)) {
+            (TimeSource::PerKey, _) => 0,
+            (_, Some(t)) => t.lo,
+            (_, None) => {
+                return Err(native_claim::backend(RedisError::from((
                     ErrorKind::Client,
                     "no reading of the server's clock to judge the records by",
                 ))))
@@ -266,31 +204,12 @@ impl RedisStore {
         };
         let mut outcomes = Vec::with_capacity(at.len());
         let mut stale = Vec::new();
-        for (loc, (previous, (stamp, meta), now_ms)) in at.iter().zip(read) {
-            let consumed = stamp.as_deref().and_then(Stamp::parse).is_some_and(|s| {
-                let unit_ms = meta
-                    .as_deref()
-                    .and_then(Meta::parse)
-                    .map_or(loc.layout.unit_ms, |m| m.layout.unit_ms);
-                s.live_for(unit_ms, now_ms.unwrap_or(batch_now_ms))
-                    .is_some()
-            });
-            if consumed && previous.is_none() {
+        for (loc, found) in at.iter().zip(&found) {
+            let (outcome, made_stale) = native_claim::outcome(loc, found, owner, now_ms)?;
+            if made_stale {
                 stale.push(loc.clone());
             }
-            outcomes.push(match previous.as_deref() {
-                _ if consumed => ClaimOutcome::Consumed,
-                Some(scripts::CONSUMED_KEY_VALUE) => ClaimOutcome::Consumed,
-                None => ClaimOutcome::Claimed,
-                Some(v) if v == owner.as_bytes() => ClaimOutcome::Claimed,
-                Some([b'c', ..]) => ClaimOutcome::InFlight,
-                Some(_) => {
-                    return Err(StoreError::CorruptRecord {
-                        operation: StoreOperation::Claim,
-                        detail: scripts::UNREADABLE_VALUE.to_owned(),
-                    })
-                }
-            });
+            outcomes.push(outcome);
         }
         if !stale.is_empty() {
             self.release_stale(stale, owner).await;
@@ -349,38 +268,7 @@ impl RedisStore {
             }
             let results = match carried.take() {
                 Some(results) => results,
-                None => {
-                    if attempt > 0 {
-                        self.count_round_trips(1);
-                        self.conn
-                            .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(call.script.source))
-                            .await
-                            .map_err(backend)?;
-                    }
-                    let commands = todo.iter().map(|&k| call.command(k)).collect();
-                    let wait = call.wait;
-                    // A renewal runs beside its handler: it never blocks the handler's thread.
-                    let lane = match call.operation {
-                        StoreOperation::Renew => Lane::Multiplexed,
-                        _ => Lane::Blocking,
-                    };
-                    let sent = self
-                        .conn
-                        .send(commands, wait.map(|(_, cmd)| cmd), lane)
-                        .await
-                        .map_err(backend)?;
-                    self.count_round_trips(sent.round_trips);
-                    if let (Some((replicas, _)), Some(acked)) = (wait, sent.replicas_acked) {
-                        if acked < i64::from(*replicas) {
-                            return Err(backend(RedisError::from((
-                                ErrorKind::Client,
-                                "too few replicas acknowledged",
-                                format!("WAIT: {acked} of {replicas} within the timeout"),
-                            ))));
-                        }
-                    }
-                    sent.answers
-                }
+                None => self.send_script(call, &todo, attempt > 0).await?,
             };
             if results.len() != todo.len() {
                 return Err(backend(RedisError::from((
@@ -419,6 +307,46 @@ impl RedisStore {
                     "the script cache was emptied again while the script was being reloaded",
                 )
             })
+    }
+
+    /// Sends the call's commands `todo` (one pipeline per server) and its `WAIT`, loading the
+    /// script on every node first when `reload`; answers each command's answer.
+    async fn send_script(
+        &self,
+        call: &ScriptCall<'_>,
+        todo: &[usize],
+        reload: bool,
+    ) -> Result<Vec<RedisResult<Value>>, StoreError> {
+        let backend = |e: RedisError| StoreError::backend(call.operation, e);
+        if reload {
+            self.count_round_trips(1);
+            self.conn
+                .to_every_node(redis::cmd("SCRIPT").arg("LOAD").arg(call.script.source))
+                .await
+                .map_err(backend)?;
+        }
+        let commands = todo.iter().map(|&k| call.command(k)).collect();
+        // A renewal runs beside its handler: it never blocks the handler's thread.
+        let lane = match call.operation {
+            StoreOperation::Renew => Lane::Multiplexed,
+            _ => Lane::Blocking,
+        };
+        let sent = self
+            .conn
+            .send(commands, call.wait.map(|(_, cmd)| cmd), lane)
+            .await
+            .map_err(backend)?;
+        self.count_round_trips(sent.round_trips);
+        if let (Some((replicas, _)), Some(acked)) = (call.wait, sent.replicas_acked) {
+            if acked < i64::from(*replicas) {
+                return Err(backend(RedisError::from((
+                    ErrorKind::Client,
+                    "too few replicas acknowledged",
+                    format!("WAIT: {acked} of {replicas} within the timeout"),
+                ))));
+            }
+        }
+        Ok(sent.answers)
     }
 
     /// Commits `keys` with `token`; `carried`: what a pipeline that carried the commands
