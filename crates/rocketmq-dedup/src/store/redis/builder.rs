@@ -16,7 +16,7 @@ use super::layout::ShardLayout;
 use super::layout_cache::{LayoutCache, ListpackLimits};
 use super::scripts::{scripts, CLAIM, COMMIT, RELEASE, RENEW};
 use super::sentinel::SentinelMaster;
-use super::url::Deployment;
+use super::url::{Deployment, SentinelTarget};
 use super::{server_major_version, RedisStore};
 use crate::error::{StoreError, StoreOperation};
 
@@ -260,99 +260,111 @@ impl RedisStoreBuilder {
         let deployment = Deployment::parse(&self.url).map_err(|reason| StoreError::BadUrl {
             reason: format!("Redis store URL: {reason}"),
         })?;
-        let connect_err = connect_error;
         match deployment {
-            Deployment::Standalone(url) => {
-                let client = self.standalone_client(&url).map_err(connect_err)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
-                    .set_min_delay(self.min_backoff)
-                    .set_max_delay(self.max_backoff)
-                    .set_number_of_retries(2);
-                let conn = ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map_err(connect_err)?;
-                let blocking = (self.consume_thread_connections > 0).then(|| {
-                    // With `WAIT` after commits, each commit needs its own: none is carried.
-                    let linger = match self.wait_for_replicas {
-                        Some(_) => Duration::ZERO,
-                        None => self.commit_linger,
-                    };
-                    BlockingLane::new(
-                        client,
-                        (self.connect_timeout, self.response_timeout),
-                        self.consume_thread_connections,
-                        linger,
-                        conn.clone(),
-                        Arc::clone(round_trips),
-                    )
-                });
-                Ok(RedisConnection::standalone(conn, blocking))
-            }
-            Deployment::Cluster { nodes } => {
-                let builder = redis::cluster::ClusterClientBuilder::new(nodes)
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.response_timeout)
-                    .overall_response_timeout(Some(self.response_timeout * 2))
-                    // redis-rs retries a whole pipeline when one command met a redirect,
-                    // running its other commands twice: the store follows redirects itself.
-                    .retries(0);
-                #[cfg(feature = "tls")]
-                let builder = match self.certificates() {
-                    Some(certificates) => builder.certs(certificates),
-                    None => builder,
-                };
-                let client = builder.build().map_err(connect_err)?;
-                let conn = client.get_async_connection().await.map_err(connect_err)?;
-                let nodes = ClusterNodes::new(conn).await.map_err(connect_err)?;
-                Ok(RedisConnection::cluster(nodes))
-            }
-            Deployment::Sentinel {
-                sentinels,
-                master,
-                tls,
-                username,
-                password,
-                db,
-            } => {
-                let addresses = sentinels.into_iter().map(|(host, port)| match tls {
-                    true => redis::ConnectionAddr::TcpTls {
-                        host,
-                        port,
-                        insecure: false,
-                        tls_params: None,
-                    },
-                    false => redis::ConnectionAddr::Tcp(host, port),
-                });
-                let mut builder =
-                    SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
-                        .map_err(connect_err)?
-                        .set_client_to_redis_db(db);
-                if let Some(username) = username {
-                    builder = builder.set_client_to_redis_username(username);
-                }
-                if let Some(password) = password {
-                    builder = builder.set_client_to_redis_password(password);
-                }
-                if tls {
-                    builder = builder
-                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-                    #[cfg(feature = "tls")]
-                    if let Some(certificates) = self.certificates() {
-                        builder = builder
-                            .set_client_to_redis_certificates(certificates.clone())
-                            .set_client_to_sentinel_certificates(certificates);
-                    }
-                }
-                let sentinels = builder.build().map_err(connect_err)?;
-                let master = SentinelMaster::connect(sentinels, self.connection_config(), db)
-                    .await
-                    .map_err(connect_err)?;
-                Ok(RedisConnection::sentinel(master))
+            Deployment::Standalone(url) => self.open_standalone(&url, round_trips).await,
+            Deployment::Cluster { nodes } => self.open_cluster(nodes).await,
+            Deployment::Sentinel(target) => self.open_sentinel(target).await,
+        }
+    }
+
+    /// One server: a connection manager, and the consume threads' blocking lane.
+    async fn open_standalone(
+        &self,
+        url: &str,
+        round_trips: &Arc<AtomicU64>,
+    ) -> Result<RedisConnection, StoreError> {
+        let client = self.standalone_client(url).map_err(connect_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_min_delay(self.min_backoff)
+            .set_max_delay(self.max_backoff)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(connect_error)?;
+        let blocking = (self.consume_thread_connections > 0).then(|| {
+            // With `WAIT` after commits, each commit needs its own: none is carried.
+            let linger = match self.wait_for_replicas {
+                Some(_) => Duration::ZERO,
+                None => self.commit_linger,
+            };
+            BlockingLane::new(
+                client,
+                (self.connect_timeout, self.response_timeout),
+                self.consume_thread_connections,
+                linger,
+                conn.clone(),
+                Arc::clone(round_trips),
+            )
+        });
+        Ok(RedisConnection::standalone(conn, blocking))
+    }
+
+    /// A Redis Cluster from its seed `nodes`.
+    async fn open_cluster(&self, nodes: Vec<String>) -> Result<RedisConnection, StoreError> {
+        let builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout)
+            .overall_response_timeout(Some(self.response_timeout * 2))
+            // redis-rs retries a whole pipeline when one command met a redirect, running its
+            // other commands twice: the store follows redirects itself.
+            .retries(0);
+        #[cfg(feature = "tls")]
+        let builder = match self.certificates() {
+            Some(certificates) => builder.certs(certificates),
+            None => builder,
+        };
+        let client = builder.build().map_err(connect_error)?;
+        let conn = client.get_async_connection().await.map_err(connect_error)?;
+        let nodes = ClusterNodes::new(conn).await.map_err(connect_error)?;
+        Ok(RedisConnection::cluster(nodes))
+    }
+
+    /// The master the sentinels of `target` name.
+    async fn open_sentinel(&self, target: SentinelTarget) -> Result<RedisConnection, StoreError> {
+        let SentinelTarget {
+            sentinels,
+            master,
+            tls,
+            username,
+            password,
+            db,
+        } = target;
+        let addresses = sentinels.into_iter().map(|(host, port)| match tls {
+            true => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+            false => redis::ConnectionAddr::Tcp(host, port),
+        });
+        let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
+            .map_err(connect_error)?
+            .set_client_to_redis_db(db);
+        if let Some(username) = username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if tls {
+            builder = builder
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            #[cfg(feature = "tls")]
+            if let Some(certificates) = self.certificates() {
+                builder = builder
+                    .set_client_to_redis_certificates(certificates.clone())
+                    .set_client_to_sentinel_certificates(certificates);
             }
         }
+        let sentinels = builder.build().map_err(connect_error)?;
+        let master = SentinelMaster::connect(sentinels, self.connection_config(), db)
+            .await
+            .map_err(connect_error)?;
+        Ok(RedisConnection::sentinel(master))
     }
 
     /// Connects (the first connection is made now, so a wrong address or password fails here,

@@ -553,7 +553,7 @@ impl<'a> ScriptCall<'a> {
         let loc = &self.at[k];
         let hash = self.script.script.get_hash();
         let cmd = match &self.args {
-            ScriptArgs::Claim { owner, ttl } => {
+            ScriptArgs::Claim { owner, ttl } | ScriptArgs::Renew { owner, ttl } => {
                 let mut cmd = sized_cmd("EVALSHA", 9, 2 * loc.claim.len() + 120);
                 cmd.arg(hash)
                     .arg(2)
@@ -565,43 +565,7 @@ impl<'a> ScriptCall<'a> {
                     .arg(loc.layout.unit_ms);
                 cmd
             }
-            ScriptArgs::Commit(c) => {
-                let own_key = match loc.layout.shards_keep(c.record_ttl_ms) {
-                    true => 0,
-                    false => c.record_ttl_ms,
-                };
-                let unit_ms = loc.layout.unit_ms;
-                let mut cmd = sized_cmd("EVALSHA", 17, 2 * loc.claim.len() + 220);
-                cmd.arg(hash)
-                    .arg(2)
-                    .arg(&loc.claim)
-                    .arg(loc.records())
-                    .arg(&c.owner)
-                    .arg(&loc.field[..])
-                    .arg(own_key)
-                    .arg(loc.layout.meta());
-                match c.now {
-                    // Worked out here, so the script only writes them.
-                    Some(now) => {
-                        let kept = c.record_ttl_ms.min(loc.layout.longest_kept_ms());
-                        let dead_from = (now.hi + kept) / unit_ms + 1;
-                        let expire_at = dead_from * unit_ms + now.hi - now.lo + 1;
-                        cmd.arg(now.lo / unit_ms)
-                            .arg(dead_from % layout::STAMP_MODULUS)
-                            .arg(expire_at)
-                            .arg(expire_at - now.hi)
-                            .arg(c.heal_below)
-                            .arg(now.lo)
-                            .arg(now.hi);
-                    }
-                    None => {
-                        cmd.arg("").arg("").arg("").arg("");
-                        cmd.arg(c.heal_below).arg("").arg("");
-                    }
-                }
-                cmd.arg(c.record_ttl_ms);
-                cmd
-            }
+            ScriptArgs::Commit(c) => commit_command(hash, loc, c),
             ScriptArgs::Release { owner } => {
                 let mut cmd = sized_cmd("EVALSHA", 8, 2 * loc.claim.len() + 100);
                 cmd.arg(hash)
@@ -613,24 +577,52 @@ impl<'a> ScriptCall<'a> {
                     .arg(loc.layout.unit_ms);
                 cmd
             }
-            ScriptArgs::Renew { owner, ttl } => {
-                let mut cmd = sized_cmd("EVALSHA", 9, 2 * loc.claim.len() + 120);
-                cmd.arg(hash)
-                    .arg(2)
-                    .arg(&loc.claim)
-                    .arg(loc.records())
-                    .arg(*owner)
-                    .arg(*ttl)
-                    .arg(&loc.field[..])
-                    .arg(loc.layout.unit_ms);
-                cmd
-            }
         };
         KeyedCommand {
             key: &loc.claim,
             cmd,
         }
     }
+}
+
+/// `EVALSHA` of the commit script (`hash`) on the record at `loc` ([`scripts::COMMIT`] names
+/// the arguments): with the server's time known, the unit, stamp and expiry are worked out
+/// here, so that the script only writes them.
+fn commit_command(hash: &str, loc: &Location, c: &CommitArgs) -> Cmd {
+    let own_key = match loc.layout.shards_keep(c.record_ttl_ms) {
+        true => 0,
+        false => c.record_ttl_ms,
+    };
+    let unit_ms = loc.layout.unit_ms;
+    let mut cmd = sized_cmd("EVALSHA", 17, 2 * loc.claim.len() + 220);
+    cmd.arg(hash)
+        .arg(2)
+        .arg(&loc.claim)
+        .arg(loc.records())
+        .arg(&c.owner)
+        .arg(&loc.field[..])
+        .arg(own_key)
+        .arg(loc.layout.meta());
+    match c.now {
+        Some(now) => {
+            let kept = c.record_ttl_ms.min(loc.layout.longest_kept_ms());
+            let dead_from = (now.hi + kept) / unit_ms + 1;
+            let expire_at = dead_from * unit_ms + now.hi - now.lo + 1;
+            cmd.arg(now.lo / unit_ms)
+                .arg(dead_from % layout::STAMP_MODULUS)
+                .arg(expire_at)
+                .arg(expire_at - now.hi)
+                .arg(c.heal_below)
+                .arg(now.lo)
+                .arg(now.hi);
+        }
+        None => {
+            cmd.arg("").arg("").arg("").arg("");
+            cmd.arg(c.heal_below).arg("").arg("");
+        }
+    }
+    cmd.arg(c.record_ttl_ms);
+    cmd
 }
 
 /// The major version in an `INFO server` answer (0 when absent).

@@ -18,20 +18,24 @@ pub(super) enum Deployment {
         nodes: Vec<String>,
     },
     /// A master found through Sentinel.
-    Sentinel {
-        /// `(host, port)` of each sentinel.
-        sentinels: Vec<(String, u16)>,
-        /// The master's name in the sentinels' configuration.
-        master: String,
-        /// TLS to the sentinels and the data nodes.
-        tls: bool,
-        /// ACL user of the data nodes.
-        username: Option<String>,
-        /// Password of the data nodes.
-        password: Option<String>,
-        /// Database number.
-        db: i64,
-    },
+    Sentinel(SentinelTarget),
+}
+
+/// The master a `redis+sentinel://` URL names, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SentinelTarget {
+    /// `(host, port)` of each sentinel.
+    pub(super) sentinels: Vec<(String, u16)>,
+    /// The master's name in the sentinels' configuration.
+    pub(super) master: String,
+    /// TLS to the sentinels and the data nodes.
+    pub(super) tls: bool,
+    /// ACL user of the data nodes.
+    pub(super) username: Option<String>,
+    /// Password of the data nodes.
+    pub(super) password: Option<String>,
+    /// Database number.
+    pub(super) db: i64,
 }
 
 /// Why a URL names no deployment (the URL itself is never repeated: it may hold a password).
@@ -74,14 +78,14 @@ impl Deployment {
                     db => db.parse().map_err(|_| "the database is not a number".to_owned())?,
                 };
                 let (username, password) = credentials(userinfo)?;
-                Ok(Deployment::Sentinel {
+                Ok(Deployment::Sentinel(SentinelTarget {
                     sentinels,
                     master: decode(master)?,
                     tls: scheme == "rediss+sentinel",
                     username,
                     password,
                     db,
-                })
+                }))
             }
             other => Err(format!(
                 "unknown scheme {other}:// (expected redis://, rediss://, redis+unix://, redis+cluster:// or redis+sentinel://)"
@@ -162,7 +166,7 @@ fn decode(s: &str) -> Result<String, UrlError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Deployment;
+    use super::{Deployment, SentinelTarget};
 
     #[test]
     fn one_server_urls_pass_through() {
@@ -199,14 +203,14 @@ mod tests {
             Deployment::parse("redis+sentinel://:p%3Aw@s1:26379,s2:26380/mymaster/4").unwrap();
         assert_eq!(
             parsed,
-            Deployment::Sentinel {
+            Deployment::Sentinel(SentinelTarget {
                 sentinels: vec![("s1".into(), 26379), ("s2".into(), 26380)],
                 master: "mymaster".into(),
                 tls: false,
                 username: None,
                 password: Some("p:w".into()),
                 db: 4,
-            }
+            })
         );
     }
 
