@@ -166,20 +166,7 @@ return redis.call('HLEN', KEYS[1])
     // collection and string-table shrink would land in whichever script runs next: a fresh Lua
     // state, as a server that never ran them has (the store loads its scripts again).
     let () = query(&mut conn, redis::cmd("SCRIPT").arg("FLUSH")).await?;
-    for setting in [
-        ("slowlog-log-slower-than", "0"),
-        ("slowlog-max-len", "1000000"),
-    ] {
-        let () = query(
-            &mut conn,
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg(setting.0)
-                .arg(setting.1),
-        )
-        .await?;
-    }
-    let () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await?;
+    set_slowlog(&mut conn, 0, 1_000_000).await?;
     let token = OwnerToken::random();
     let keys: Vec<RecordKey> = (0..commits).map(|i| key("bench-scale", i)).collect();
     for chunk in keys.chunks(16) {
@@ -211,20 +198,7 @@ return redis.call('HLEN', KEYS[1])
         }
     }
     // The server's defaults again, and the entries gone: they are memory, not records.
-    for setting in [
-        ("slowlog-log-slower-than", "10000"),
-        ("slowlog-max-len", "128"),
-    ] {
-        let () = query(
-            &mut conn,
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg(setting.0)
-                .arg(setting.1),
-        )
-        .await?;
-    }
-    let () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await?;
+    set_slowlog(&mut conn, 10_000, 128).await?;
     anyhow::ensure!(
         micros.len() >= commits / 2,
         "SLOWLOG kept {} of {commits} commits",
@@ -455,4 +429,20 @@ pub(crate) fn flush(redis: &RedisServer) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     anyhow::bail!("the Redis server was not emptied within a minute")
+}
+
+/// Sets the slow log's threshold (us) and length, and empties it.
+async fn set_slowlog(
+    conn: &mut impl ConnectionLike,
+    slower_than_us: u64,
+    max_len: u64,
+) -> anyhow::Result<()> {
+    for (name, value) in [
+        ("slowlog-log-slower-than", slower_than_us),
+        ("slowlog-max-len", max_len),
+    ] {
+        let () = query(conn, redis::cmd("CONFIG").arg("SET").arg(name).arg(value)).await?;
+    }
+    let () = query(conn, redis::cmd("SLOWLOG").arg("RESET")).await?;
+    Ok(())
 }

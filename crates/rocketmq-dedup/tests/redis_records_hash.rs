@@ -202,6 +202,20 @@ fn watched_with(first: Watched, committers: &[(SkewedConsumer, Watched)]) -> Vec
     watched
 }
 
+/// Commits 20 records of an accurate consumer (this process) into the skewed consumers'
+/// records hash; answers them, and what each of `others` committed, to watch.
+async fn accurate_beside(store: &RedisStore, others: &[(SkewedConsumer, Watched)]) -> Vec<Watched> {
+    let keys = records("accurate", 20);
+    let (lo, hi) = commit(store, &keys, TTL).await;
+    let first = Watched {
+        who: "accurate".into(),
+        keys,
+        lo,
+        hi,
+    };
+    watched_with(first, others)
+}
+
 /// Stops the committers; each must have run without a failure.
 fn stop(committers: Vec<(SkewedConsumer, Watched)>) {
     for (consumer, _) in committers {
@@ -218,15 +232,7 @@ fn stop(committers: Vec<(SkewedConsumer, Watched)>) {
 async fn a_committer_behind_shortens_no_records_life(servers: Servers) {
     let store = one_shard_store(&servers, TTL).await;
     let behind = committers(&servers, &[-30_000, -80_000], 3);
-    let keys = records("accurate", 20);
-    let (lo, hi) = commit(&store, &keys, TTL).await;
-    let first = Watched {
-        who: "accurate".into(),
-        keys,
-        lo,
-        hi,
-    };
-    let watched = watched_with(first, &behind);
+    let watched = accurate_beside(&store, &behind).await;
     let wrong = watch(&store, &watched, TTL + UNIT * 3, Some(&skewed_hash())).await;
     assert_eq!(wrong, Vec::<String>::new());
     stop(behind);
@@ -238,15 +244,7 @@ async fn a_committer_ahead_sweeps_away_no_live_record(servers: Servers) {
     let store = one_shard_store(&servers, TTL).await;
     // It commits (and so sweeps) every 20 ms while the records live.
     let ahead = committers(&servers, &[40_000], 3);
-    let keys = records("accurate", 20);
-    let (lo, hi) = commit(&store, &keys, TTL).await;
-    let first = Watched {
-        who: "accurate".into(),
-        keys,
-        lo,
-        hi,
-    };
-    let watched = watched_with(first, &ahead);
+    let watched = accurate_beside(&store, &ahead).await;
     let wrong = watch(&store, &watched, TTL + UNIT * 3, None).await;
     assert_eq!(wrong, Vec::<String>::new());
     stop(ahead);
@@ -264,15 +262,7 @@ async fn skewed_consumers_lose_no_live_record_and_revive_no_dead_one(servers: Se
         &[-600_000, -80_000, -unit, unit, 40_000, 600_000],
         5,
     );
-    let keys = records("accurate", 20);
-    let (lo, hi) = commit(&store, &keys, TTL).await;
-    let first = Watched {
-        who: "accurate".into(),
-        keys,
-        lo,
-        hi,
-    };
-    let watched = watched_with(first, &skewed);
+    let watched = accurate_beside(&store, &skewed).await;
     // The stamps come round 64 units after a record died: watch until then and a little more.
     let span = TTL + UNIT * 66;
     let wrong = watch(&store, &watched, span, Some(&skewed_hash())).await;

@@ -138,22 +138,7 @@ impl ClusterNodes {
         }
         let groups = self.group(&commands);
         let mut round_trips = groups.len() as u64;
-        let sends = groups.iter().map(|(slot, members)| {
-            let mut pipe = redis::pipe();
-            for &i in members {
-                pipe.add_command(commands[i].cmd.clone());
-            }
-            if let Some(wait) = wait {
-                pipe.add_command(wait.clone());
-            }
-            let mut conn = self.conn.clone();
-            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
-            async move {
-                let count = pipe.len();
-                conn.route_pipeline(pipe, 0, count, route).await
-            }
-        });
-        let results = futures::future::join_all(sends).await;
+        let results = self.send_to_masters(&commands, &groups, wait).await;
         let mut answers: Vec<Option<RedisResult<Value>>> =
             (0..commands.len()).map(|_| None).collect();
         let mut replicas_acked: Option<i64> = None;
@@ -205,6 +190,32 @@ impl ClusterNodes {
         })
     }
 
+    /// Each group's commands (and the `WAIT`) as one pipeline to the master of its slot, all
+    /// at once; answers each group's result, in order.
+    async fn send_to_masters(
+        &self,
+        commands: &[KeyedCommand<'_>],
+        groups: &[(u16, Vec<usize>)],
+        wait: Option<&Cmd>,
+    ) -> Vec<Result<Vec<Value>, RedisError>> {
+        let sends = groups.iter().map(|(slot, members)| {
+            let mut pipe = redis::pipe();
+            for &i in members {
+                pipe.add_command(commands[i].cmd.clone());
+            }
+            if let Some(wait) = wait {
+                pipe.add_command(wait.clone());
+            }
+            let mut conn = self.conn.clone();
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master));
+            async move {
+                let count = pipe.len();
+                conn.route_pipeline(pipe, 0, count, route).await
+            }
+        });
+        futures::future::join_all(sends).await
+    }
+
     /// Sends one command on its own: where `error` points (MOVED: the new owner; ASK: the
     /// importing node, after `ASKING`; TRYAGAIN, CLUSTERDOWN: its slot's master again, a
     /// moment later), or without an error to its slot's master; up to four times. Answers the
@@ -222,20 +233,7 @@ impl ClusterNodes {
         let mut round_trips = 0;
         let mut error = error;
         for _ in 0..4 {
-            let asking = error
-                .as_ref()
-                .is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::Ask));
-            let route = match error.as_ref().map(|e| e.redirect_node()) {
-                Some(Some((host, port))) => SingleNodeRoutingInfo::ByAddress {
-                    host: host.to_owned(),
-                    port,
-                },
-                Some(None) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    by_slot.clone()
-                }
-                None => by_slot.clone(),
-            };
+            let (route, asking) = route_after(error.as_ref(), &by_slot).await;
             let mut pipe = redis::pipe();
             if asking {
                 pipe.add_command(redis::cmd("ASKING"));
@@ -432,6 +430,28 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+/// Where a command goes after `error` (MOVED: the new owner; ASK: the importing node, and
+/// whether `ASKING` goes first; TRYAGAIN, CLUSTERDOWN: `by_slot` again, 50 ms later), or to
+/// `by_slot` without an error.
+async fn route_after(
+    error: Option<&RedisError>,
+    by_slot: &SingleNodeRoutingInfo,
+) -> (SingleNodeRoutingInfo, bool) {
+    let asking = error.is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::Ask));
+    let route = match error.map(|e| e.redirect_node()) {
+        Some(Some((host, port))) => SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        },
+        Some(None) => {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            by_slot.clone()
+        }
+        None => by_slot.clone(),
+    };
+    (route, asking)
 }
 
 #[cfg(test)]

@@ -90,6 +90,30 @@ struct Found {
 }
 
 impl Found {
+    /// What the layout key `key` (holding `text`) and the meta field `meta` of the group's
+    /// first records hash `records` say; a key that holds no layout is logged (ERROR), a meta
+    /// field that is not readable too (DEBUG: the hash's next commit writes it anew).
+    fn read(key: &str, records: &str, text: Option<Vec<u8>>, meta: Option<Vec<u8>>) -> Found {
+        let key_layout = text.as_deref().and_then(ShardLayout::decode);
+        let garbage = match (&text, key_layout) {
+            (Some(text), None) => {
+                let text = String::from_utf8_lossy(text).into_owned();
+                tracing::error!(key = %key, value = %text, "a layout key holds no layout (w=<unit ms> s=<shards>)");
+                Some(text)
+            }
+            _ => None,
+        };
+        let records_layout = meta.as_deref().and_then(Meta::parse).map(|m| m.layout);
+        if meta.is_some() && records_layout.is_none() {
+            tracing::debug!(key = %records, "a records hash's meta field is not readable; its next commit writes it anew");
+        }
+        Found {
+            key: key_layout,
+            garbage,
+            records: records_layout,
+        }
+    }
+
     /// The group's layout: the records' when they disagree with the key (the key was lost,
     /// and another layout written since), else the key's; `None` when neither has one.
     fn layout(&self) -> Option<ShardLayout> {
@@ -289,24 +313,7 @@ async fn read_found(
         }
         let text = next("GET")?;
         let meta = next("HGET")?;
-        let key_layout = text.as_deref().and_then(ShardLayout::decode);
-        let garbage = match (&text, key_layout) {
-            (Some(text), None) => {
-                let text = String::from_utf8_lossy(text).into_owned();
-                tracing::error!(key = %key, value = %text, "a layout key holds no layout (w=<unit ms> s=<shards>)");
-                Some(text)
-            }
-            _ => None,
-        };
-        let records_layout = meta.as_deref().and_then(Meta::parse).map(|m| m.layout);
-        if meta.is_some() && records_layout.is_none() {
-            tracing::debug!(key = %records, "a records hash's meta field is not readable; its next commit writes it anew");
-        }
-        found.push(Found {
-            key: key_layout,
-            garbage,
-            records: records_layout,
-        });
+        found.push(Found::read(key, records, text, meta));
     }
     Ok(found)
 }
