@@ -167,14 +167,12 @@ impl RedisStore {
         if at.is_empty() {
             return Ok(Vec::new());
         }
-        // The reading this claim judges by unless it reads `TIME` itself: taken before the
-        // pipeline is sent (an earlier time, so that no record is read dead too soon), and kept
-        // should another call mark the reading stale meanwhile.
+        // Without a reading, or with one that is stale or a second old, the pipeline reads
+        // `TIME`; a reading once taken is kept even when another call marks it stale meanwhile,
+        // so the judgement below always has one.
         let time = match self.conn.deployment() {
             "cluster" => TimeSource::PerKey,
-            _ if self.clock.at(Instant::now()).is_none() || self.clock.wants_reading() => {
-                TimeSource::Read
-            }
+            _ if self.clock.wants_reading() => TimeSource::Read,
             _ => TimeSource::Reading,
         };
         let commands = native_claim::commands(at, owner, ttl, time);
