@@ -115,8 +115,8 @@ impl ServerClock {
         })
     }
 
-    /// Whether the next claim should read `TIME` (no reading, or one older than
-    /// [`READING_EVERY`]).
+    /// Whether the next claim should read `TIME` (no reading, one marked stale, or one older
+    /// than [`READING_EVERY`]).
     pub(super) fn wants_reading(&self) -> bool {
         self.stale.load(Ordering::Acquire)
             || self

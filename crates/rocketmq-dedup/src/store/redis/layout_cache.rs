@@ -133,13 +133,7 @@ impl LayoutCache {
 
     /// Where `keys` live, when every one's group is known.
     pub(super) fn locate_known(&self, keys: &[RecordKey]) -> Option<Vec<Location>> {
-        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
-        keys.iter()
-            .map(|key| {
-                let layout = known.get(split(key.as_str()).0)?;
-                Some(Location::of(key, layout))
-            })
-            .collect()
+        locations(&self.known.read().unwrap_or_else(|e| e.into_inner()), keys)
     }
 
     /// Forgets every group's layout, so that each is read again at its next use: after the
@@ -172,15 +166,9 @@ impl LayoutCache {
         }
         // Located under the same lock: a `forget` from another call (a restart seen) cannot
         // come between keeping the layouts and using them.
-        keys.iter()
-            .map(|key| {
-                let layout = known.get(split(key.as_str()).0)?;
-                Some(Location::of(key, layout))
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                StoreError::backend(operation, "a group's layout was not kept after reading it")
-            })
+        locations(&known, keys).ok_or_else(|| {
+            StoreError::backend(operation, "a group's layout was not kept after reading it")
+        })
     }
 
     /// The layouts of `groups` in Redis, writing the configured one where there is none (`SET
@@ -253,6 +241,13 @@ impl LayoutCache {
         let found = read_found(conn, &[group], None, operation).await?;
         Ok(found.into_iter().next().and_then(|f| f.layout()))
     }
+}
+
+/// Where `keys` live by the layouts `known`, when every one's group is there.
+fn locations(known: &HashMap<Box<str>, ShardLayout>, keys: &[RecordKey]) -> Option<Vec<Location>> {
+    keys.iter()
+        .map(|key| Some(Location::of(key, known.get(split(key.as_str()).0)?)))
+        .collect()
 }
 
 /// For each group: `SET <layout key> <write> NX` (when `write`), `GET <layout key>`, `HGET
