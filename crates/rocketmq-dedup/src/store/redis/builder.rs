@@ -260,10 +260,13 @@ impl RedisStoreBuilder {
         let deployment = Deployment::parse(&self.url).map_err(|reason| StoreError::BadUrl {
             reason: format!("Redis store URL: {reason}"),
         })?;
+        // Each deployment's opening is boxed: redis-rs's connection futures nest deep enough
+        // that a caller's crate awaiting all three inline meets rustc's query depth limit
+        // ("queries overflow the depth limit!", seen building the CLI from clean).
         match deployment {
-            Deployment::Standalone(url) => self.open_standalone(&url, round_trips).await,
-            Deployment::Cluster { nodes } => self.open_cluster(nodes).await,
-            Deployment::Sentinel(target) => self.open_sentinel(target).await,
+            Deployment::Standalone(url) => Box::pin(self.open_standalone(&url, round_trips)).await,
+            Deployment::Cluster { nodes } => Box::pin(self.open_cluster(nodes)).await,
+            Deployment::Sentinel(target) => Box::pin(self.open_sentinel(target)).await,
         }
     }
 
