@@ -136,6 +136,17 @@ pub enum StoreError {
         /// The operation that wanted to write.
         operation: StoreOperation,
     },
+    /// The dedup table exists but lacks what the store needs (a table the Java library
+    /// created: no `owner_token`, case-folding or short key columns). Nothing was written.
+    #[error("dedup table {table} does not fit the store ({problems}); run `{statement}`, or let migrate() run it")]
+    TableUnfit {
+        /// The table.
+        table: String,
+        /// What it lacks.
+        problems: String,
+        /// The statement that makes it fit.
+        statement: String,
+    },
     /// The store URL is malformed or names no deployment this store serves.
     #[error("bad dedup store URL: {reason}")]
     BadUrl {
@@ -183,6 +194,7 @@ impl StoreError {
         !matches!(
             self,
             StoreError::CorruptRecord { .. }
+                | StoreError::TableUnfit { .. }
                 | StoreError::BadUrl { .. }
                 | StoreError::AuthFailed { .. }
                 | StoreError::TlsFailed { .. }
@@ -199,7 +211,8 @@ impl StoreError {
             | StoreError::Deadlock { operation, .. }
             | StoreError::ReadOnly { operation } => Some(*operation),
             StoreError::CapacityExceeded { .. } => Some(StoreOperation::Claim),
-            StoreError::BadUrl { .. }
+            StoreError::TableUnfit { .. }
+            | StoreError::BadUrl { .. }
             | StoreError::Unreachable { .. }
             | StoreError::AuthFailed { .. }
             | StoreError::TlsFailed { .. } => Some(StoreOperation::Connect),
@@ -217,6 +230,7 @@ impl StoreError {
             StoreError::LockTimeout { .. } => "lock_timeout",
             StoreError::Deadlock { .. } => "deadlock",
             StoreError::ReadOnly { .. } => "read_only",
+            StoreError::TableUnfit { .. } => "table_unfit",
             StoreError::BadUrl { .. } => "bad_url",
             StoreError::Unreachable { .. } => "unreachable",
             StoreError::AuthFailed { .. } => "auth_failed",

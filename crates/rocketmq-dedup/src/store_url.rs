@@ -37,15 +37,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, StoreError> {
         #[cfg(feature = "redis")]
         SharedStore::Redis(store) => Arc::new(store),
         #[cfg(feature = "mysql")]
-        SharedStore::MySql(store) => {
-            store.migrate().await?;
-            Arc::new(store)
-        }
+        SharedStore::MySql(store) => Arc::new(store),
         #[cfg(feature = "postgres")]
-        SharedStore::Postgres(store) => {
-            store.migrate().await?;
-            Arc::new(store)
-        }
+        SharedStore::Postgres(store) => Arc::new(store),
     })
 }
 
@@ -114,6 +108,10 @@ enum Purge {
 /// Opens the shared store `url` names (every scheme but `memory://`).
 async fn open_shared(url: &str, purge: Purge) -> Result<SharedStore, StoreError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    // A listener's store (with its purge job) creates or fits the table; an operator's
+    // tool only reads it.
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    let migrate = purge == Purge::Job;
     #[cfg(any(feature = "mysql", feature = "postgres"))]
     let purge = match purge {
         Purge::Job => crate::sql::PurgeOptions::default(),
@@ -133,12 +131,16 @@ async fn open_shared(url: &str, purge: Purge) -> Result<SharedStore, StoreError>
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => {
             let url = url.replacen("mariadb:", "mysql:", 1);
-            let builder = crate::sql::mysql::MySqlStore::builder(url).purge(purge);
+            let builder = crate::sql::mysql::MySqlStore::builder(url)
+                .purge(purge)
+                .migrate(migrate);
             Ok(SharedStore::MySql(builder.connect().await?))
         }
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => {
-            let builder = crate::sql::postgres::PostgresStore::builder(url).purge(purge);
+            let builder = crate::sql::postgres::PostgresStore::builder(url)
+                .purge(purge)
+                .migrate(migrate);
             Ok(SharedStore::Postgres(builder.connect().await?))
         }
         _ => Err(StoreError::BadUrl {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::{Database, Pool, Transaction};
 
 use super::decide::Row;
+use super::schema::TableFixes;
 use super::table::{BatchColumns, Table};
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
@@ -78,6 +79,12 @@ pub trait Dialect: Database {
         table: &'a Table,
         batch: &'a BatchColumns,
     ) -> impl Future<Output = Result<Vec<Row>, sqlx::Error>> + Send + 'a;
+
+    /// What `table`, if it exists, lacks (see [`super::schema`]); nothing when it is absent.
+    fn table_fixes<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+    ) -> impl Future<Output = Result<TableFixes, sqlx::Error>> + Send + 'a;
 
     /// The statement that deletes up to `batch` expired rows.
     fn purge_statement(table: &Table, batch: u32) -> String;

@@ -57,6 +57,7 @@ pub struct SqlInboxBuilder<DB: Database> {
     table: String,
     lock_wait: Duration,
     purge: PurgeOptions,
+    migrate: bool,
 }
 
 impl<DB: Database> fmt::Debug for SqlInboxBuilder<DB> {
@@ -80,6 +81,7 @@ impl<DB: Database> SqlInboxBuilder<DB> {
             table: DEFAULT_TABLE.to_owned(),
             lock_wait: Self::DEFAULT_LOCK_WAIT,
             purge: PurgeOptions::default(),
+            migrate: false,
         }
     }
 
@@ -102,6 +104,14 @@ impl<DB: Database> SqlInboxBuilder<DB> {
         self.purge = options;
         self
     }
+
+    /// Whether [`connect`](Self::connect) creates the table, or alters one that does not
+    /// fit, as [`SqlInbox::migrate`] does (default false: a table that exists and does not
+    /// fit is refused with [`StoreError::TableUnfit`]).
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
+        self
+    }
 }
 
 impl<DB: SqlDatabase> SqlInboxBuilder<DB> {
@@ -109,6 +119,10 @@ impl<DB: SqlDatabase> SqlInboxBuilder<DB> {
     pub async fn connect(self) -> Result<SqlInbox<DB>, StoreError> {
         let table =
             Table::new(&self.table).map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+        match self.migrate {
+            true => super::schema::migrate(&self.pool, &table).await?,
+            false => super::schema::check(&self.pool, &table).await?,
+        }
         let statements = DB::prepare_inbox(&self.pool, &table, self.lock_wait)
             .await
             .map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
@@ -144,10 +158,7 @@ impl<DB: SqlDatabase> SqlInbox<DB> {
 
     /// Creates the table unless it exists (the shipped migration).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let sql = self.table.migration(DB::MIGRATION);
-        DB::migrate(&self.pool, sql)
-            .await
-            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+        super::schema::migrate(&self.pool, &self.table).await
     }
 }
 

@@ -26,6 +26,7 @@ mod dialect;
 pub mod inbox;
 mod purge;
 mod rows;
+mod schema;
 pub mod store;
 pub(crate) mod table;
 

@@ -64,6 +64,7 @@ pub struct SqlStoreBuilder<DB: Database> {
     max_connections: u32,
     acquire_timeout: Duration,
     purge: PurgeOptions,
+    migrate: bool,
     database: PhantomData<DB>,
 }
 
@@ -97,6 +98,7 @@ impl<DB: Database> SqlStoreBuilder<DB> {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             purge: PurgeOptions::default(),
+            migrate: false,
             database: PhantomData,
         }
     }
@@ -104,6 +106,14 @@ impl<DB: Database> SqlStoreBuilder<DB> {
     /// The table (default [`DEFAULT_TABLE`]): letters, digits and `_`.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) creates the table, or alters one that does not
+    /// fit, as [`SqlStore::migrate`] does (default false: a table that exists and does not
+    /// fit is refused with [`StoreError::TableUnfit`], which names the statement to run).
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
         self
     }
 
@@ -139,6 +149,10 @@ impl<DB: SqlDatabase> SqlStoreBuilder<DB> {
                 .await
                 .map_err(connect)?,
         };
+        match self.migrate {
+            true => super::schema::migrate(&pool, &table).await?,
+            false => super::schema::check(&pool, &table).await?,
+        }
         let purger = DB::start_purger(&pool, &table, self.purge).map(Arc::new);
         Ok(SqlStore {
             pool,
@@ -295,12 +309,10 @@ impl<DB: SqlDatabase> SqlStore<DB> {
     }
 
     /// Creates the table unless it exists (the shipped migration, for this store's table
-    /// name).
+    /// name), and alters an existing one that lacks what the store needs (a table the Java
+    /// library created; see [`StoreError::TableUnfit`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let sql = self.table.migration(DB::MIGRATION);
-        DB::migrate(&self.pool, sql)
-            .await
-            .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+        super::schema::migrate(&self.pool, &self.table).await
     }
 }
 

@@ -24,6 +24,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
 use super::decide::{owner, Row, CONSUMED};
 use super::dialect::{Dialect, InboxStatements};
 use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
+use super::schema::{self, Column, FixSyntax, TableFixes};
 use super::table::{BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -80,6 +81,42 @@ impl Dialect for MySql {
             }
         }
         Ok(found)
+    }
+
+    /// The table's columns from `information_schema`; the purge job's index is one whose
+    /// first column is `expire_time`.
+    async fn table_fixes(pool: &MySqlPool, table: &Table) -> Result<TableFixes, sqlx::Error> {
+        let rows: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT CONVERT(COLUMN_NAME USING utf8mb4), CONVERT(DATA_TYPE USING utf8mb4), \
+             CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), CONVERT(COLLATION_NAME USING utf8mb4) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        )
+        .bind(table.name())
+        .fetch_all(pool)
+        .await?;
+        let indexed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND COLUMN_NAME = 'expire_time' AND SEQ_IN_INDEX = 1",
+        )
+        .bind(table.name())
+        .fetch_one(pool)
+        .await?;
+        let columns: Vec<Column> = rows
+            .into_iter()
+            .map(|(name, data_type, length, collation)| Column {
+                binary: matches!(data_type.as_str(), "varbinary" | "binary" | "blob"),
+                name,
+                length,
+                collation,
+            })
+            .collect();
+        let syntax = FixSyntax {
+            key_column: |name| format!("MODIFY {name} VARBINARY(255) NOT NULL"),
+            owner_token: "ADD COLUMN owner_token BIGINT NULL",
+            expire_index: (indexed == 0)
+                .then(|| format!("ADD KEY {}_expire_time (expire_time)", table.name())),
+        };
+        Ok(schema::fixes(&columns, &syntax))
     }
 
     fn purge_statement(table: &Table, batch: u32) -> String {

@@ -24,6 +24,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
 use super::decide::{owner, Row, CONSUMED};
 use super::dialect::{Dialect, InboxStatements};
 use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
+use super::schema::{self, Column, FixSyntax, TableFixes};
 use super::table::{lock_id, BatchColumns, KeyColumns, Table};
 use super::Failure;
 use crate::inbox::InboxClaim;
@@ -78,6 +79,36 @@ impl Dialect for Postgres {
             }
         }
         Ok(found)
+    }
+
+    /// The table's columns from `information_schema` (an unquoted name is stored in lower
+    /// case); the purge job's index is not looked for.
+    async fn table_fixes(pool: &PgPool, table: &Table) -> Result<TableFixes, sqlx::Error> {
+        let rows: Vec<(String, String, Option<i32>, Option<String>)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text, character_maximum_length::int4, \
+             collation_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table.name().to_ascii_lowercase())
+        .fetch_all(pool)
+        .await?;
+        let columns: Vec<Column> = rows
+            .into_iter()
+            .map(|(name, data_type, length, collation)| Column {
+                binary: data_type == "bytea",
+                name,
+                length: length.map(i64::from),
+                collation,
+            })
+            .collect();
+        let syntax = FixSyntax {
+            key_column: |name| {
+                format!("ALTER COLUMN {name} TYPE BYTEA USING convert_to({name}::text, 'UTF8')")
+            },
+            owner_token: "ADD COLUMN owner_token BIGINT NULL",
+            expire_index: None,
+        };
+        Ok(schema::fixes(&columns, &syntax))
     }
 
     fn purge_statement(table: &Table, batch: u32) -> String {

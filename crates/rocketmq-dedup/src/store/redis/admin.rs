@@ -88,28 +88,14 @@ impl RedisStore {
         pttl.arg(&at.claim);
         let mut hmget = redis::cmd("HMGET");
         hmget.arg(&records).arg(&at.field[..]).arg("");
-        let mut commands = vec![
-            KeyedCommand {
+        let commands = [get, pttl, hmget, redis::cmd("TIME")]
+            .into_iter()
+            .chain(extra)
+            .map(|cmd| KeyedCommand {
                 key: &at.claim,
-                cmd: get,
-            },
-            KeyedCommand {
-                key: &at.claim,
-                cmd: pttl,
-            },
-            KeyedCommand {
-                key: &at.claim,
-                cmd: hmget,
-            },
-            KeyedCommand {
-                key: &at.claim,
-                cmd: redis::cmd("TIME"),
-            },
-        ];
-        commands.extend(extra.into_iter().map(|cmd| KeyedCommand {
-            key: &at.claim,
-            cmd,
-        }));
+                cmd,
+            })
+            .collect();
         let mut answers = self.send_admin(commands).await?.answers.into_iter();
         let claim: Option<Vec<u8>> = read(answers.next())?;
         let pttl: i64 = read(answers.next())?;

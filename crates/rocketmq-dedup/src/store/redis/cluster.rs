@@ -130,12 +130,7 @@ impl ClusterNodes {
         commands: Vec<KeyedCommand<'_>>,
         wait: Option<&Cmd>,
     ) -> Result<Sent, RedisError> {
-        if self.stale.swap(false, Ordering::Relaxed) {
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "reading the Redis Cluster slot map failed");
-                self.stale.store(true, Ordering::Relaxed);
-            }
-        }
+        self.refresh_if_stale().await;
         let groups = self.group(&commands);
         let mut round_trips = groups.len() as u64;
         let results = self.send_to_masters(&commands, &groups, wait).await;
@@ -188,6 +183,16 @@ impl ClusterNodes {
             round_trips,
             replicas_acked,
         })
+    }
+
+    /// Reads the slot map again when a redirect marked it stale (kept stale when that fails).
+    async fn refresh_if_stale(&self) {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "reading the Redis Cluster slot map failed");
+                self.stale.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Each group's commands (and the `WAIT`) as one pipeline to the master of its slot, all
