@@ -183,7 +183,8 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisNoNearCache
         | Kind::RedisMultiplexed
         | Kind::RedisNoLinger
-        | Kind::RedisScriptClaims => Some(
+        | Kind::RedisScriptClaims
+        | Kind::RedisJavaKeys => Some(
             RedisStore::builder(s.redis.as_str())
                 .script_claims(s.kind == Kind::RedisScriptClaims)
                 .consume_thread_connections(match s.kind {
@@ -243,6 +244,9 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
         | Kind::RedisMultiplexed
         | Kind::RedisNoLinger
         | Kind::RedisScriptClaims => dedup(Arc::new(redis_store.clone().expect("redis store")))?,
+        Kind::RedisJavaKeys => dedup(Arc::new(rocketmq_dedup::store::JavaKeys::new(
+            redis_store.clone().expect("redis store"),
+        )))?,
         Kind::Previous => {
             anyhow::bail!("listener previous runs in the bench binary --previous-bench names")
         }

@@ -73,6 +73,7 @@ async fn listener(
         | Kind::RedisNoLinger
         | Kind::RedisMultiplexed
         | Kind::RedisScriptClaims
+        | Kind::RedisJavaKeys
         | Kind::RedisSyncCommit => {
             let store = match kind {
                 // The listener's own cost: a store that answers at once, on no network.
@@ -89,7 +90,12 @@ async fn listener(
                         builder = builder.consume_thread_connections(0);
                     }
                     builder = builder.script_claims(kind == Kind::RedisScriptClaims);
-                    store(builder).await?
+                    match kind {
+                        Kind::RedisJavaKeys => Arc::new(rocketmq_dedup::store::JavaKeys::new(
+                            builder.connect().await?,
+                        )),
+                        _ => store(builder).await?,
+                    }
                 }
             };
             let sync = kind == Kind::RedisSyncCommit;

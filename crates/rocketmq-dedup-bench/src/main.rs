@@ -189,13 +189,17 @@ pub enum Kind {
     /// writes at once (no claim left a moment on a CONSUMED record), for the ablation.
     #[value(name = "redis-script")]
     RedisScriptClaims,
+    /// The Redis store wrapped in `JavaKeys`: the Java library's keys honoured and written
+    /// beside the records (a rolling migration from RocketMQDedupListener).
+    #[value(name = "redis-java-keys")]
+    RedisJavaKeys,
     /// The `redis` listener of the bench binary `--previous-bench` names (an earlier commit).
     Previous,
 }
 
 impl Kind {
     /// Every listener, in the order the run measures them.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Plain,
         Kind::Floor,
         Kind::FloorWithCommit,
@@ -210,6 +214,7 @@ impl Kind {
         Kind::RedisMultiplexed,
         Kind::RedisNoLinger,
         Kind::RedisScriptClaims,
+        Kind::RedisJavaKeys,
         Kind::Previous,
     ];
 
@@ -875,6 +880,7 @@ pub fn name(kind: Kind) -> &'static str {
         Kind::RedisMultiplexed => "redis-mux",
         Kind::RedisNoLinger => "redis-nolinger",
         Kind::RedisScriptClaims => "redis-script",
+        Kind::RedisJavaKeys => "redis-java-keys",
         Kind::Previous => "previous",
     }
 }

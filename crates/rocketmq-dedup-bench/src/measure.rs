@@ -796,6 +796,7 @@ impl Report {
             (Kind::Redis, Kind::RedisMultiplexed),
             (Kind::Redis, Kind::RedisNoLinger),
             (Kind::Redis, Kind::RedisScriptClaims),
+            (Kind::Redis, Kind::RedisJavaKeys),
             (Kind::Redis, Kind::Previous),
             (Kind::Redis, Kind::Reference),
             (Kind::Redis, Kind::Floor),

@@ -31,6 +31,11 @@ async fn redis(options: RedisOptions) -> (RedisStore, RedisServer) {
 
 rocketmq_dedup::dedup_store_contract!(memory, async { (MemoryStore::new(), ()) });
 rocketmq_dedup::dedup_store_contract!(redis_store, redis(RedisOptions::default()));
+// The Redis store honouring and writing the Java library's keys.
+rocketmq_dedup::dedup_store_contract!(redis_java_keys_store, async {
+    let (store, server) = redis(RedisOptions::default()).await;
+    (rocketmq_dedup::store::JavaKeys::new(store), server)
+});
 // Valkey 8.1, what most managed Redis offerings now run.
 rocketmq_dedup::dedup_store_contract!(valkey_store, redis(RedisOptions::valkey()));
 

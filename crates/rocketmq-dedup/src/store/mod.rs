@@ -43,7 +43,7 @@ mod redis;
 pub use detached::DetachedCommit;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{RedisConnection, RedisStore, RedisStoreBuilder};
+pub use redis::{JavaKeys, RedisConnection, RedisStore, RedisStoreBuilder, JAVA_KEY_PREFIX};
 
 /// Identifies one claim. Commit, release and renew succeed only with the token of the claim
 /// that is current.
