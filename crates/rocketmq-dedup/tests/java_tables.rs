@@ -40,20 +40,25 @@ fn now_ms() -> i64 {
 /// columns, `expire_time` by its own clock).
 async fn java_table(pool: &MySqlPool, rows: &[(&str, &str, &str, Duration)]) {
     sqlx::raw_sql(JAVA_DDL).execute(pool).await.unwrap();
-    for (tag, key, status, ttl) in rows {
-        sqlx::query(
-            "INSERT INTO t_rocketmq_dedup(application_name, topic, tag, msg_uniq_key, status, expire_time) values (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(NAMESPACE)
-        .bind(TOPIC)
-        .bind(tag)
-        .bind(key)
-        .bind(status)
-        .bind(now_ms() + ttl.as_millis() as i64)
-        .execute(pool)
-        .await
-        .unwrap();
+    for &(tag, key, status, ttl) in rows {
+        java_insert(pool, tag, key, status, ttl).await;
     }
+}
+
+/// One row as the Java library inserts it (`JDBCPersit.setConsumingIfNX`, `markConsumed`).
+async fn java_insert(pool: &MySqlPool, tag: &str, key: &str, status: &str, ttl: Duration) {
+    sqlx::query(
+        "INSERT INTO t_rocketmq_dedup(application_name, topic, tag, msg_uniq_key, status, expire_time) values (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(NAMESPACE)
+    .bind(TOPIC)
+    .bind(tag)
+    .bind(key)
+    .bind(status)
+    .bind(now_ms() + ttl.as_millis() as i64)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// The Java library's read of a record (`JDBCPersit.get`).
@@ -184,7 +189,7 @@ async fn a_java_table_on_mariadb_is_refused_with_the_statement_that_fits_it() {
         java_status(&pool, long_tag, "o-7").await.as_deref(),
         Some("CONSUMED")
     );
-    java_table_insert(&pool, "o-java-late", "CONSUMED").await;
+    java_insert(&pool, "", "o-java-late", "CONSUMED", HOUR).await;
     assert_eq!(
         store
             .claim(&[key(None, "o-java-late")], token, MINUTE)
@@ -192,21 +197,6 @@ async fn a_java_table_on_mariadb_is_refused_with_the_statement_that_fits_it() {
             .unwrap(),
         [ClaimOutcome::Consumed]
     );
-}
-
-async fn java_table_insert(pool: &MySqlPool, key: &str, status: &str) {
-    sqlx::query(
-        "INSERT INTO t_rocketmq_dedup(application_name, topic, tag, msg_uniq_key, status, expire_time) values (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(NAMESPACE)
-    .bind(TOPIC)
-    .bind("")
-    .bind(key)
-    .bind(status)
-    .bind(now_ms() + HOUR.as_millis() as i64)
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
