@@ -38,9 +38,13 @@ pub(crate) async fn check<DB: SqlDatabase>(
     pool: &Pool<DB>,
     table: &Table,
 ) -> Result<(), StoreError> {
-    let fixes = DB::table_fixes(pool, table)
-        .await
-        .map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+    let fixes = match DB::table_fixes(pool, table).await {
+        // A connection the server dropped (seen on a loaded MariaDB just started): the pool
+        // discards it, and the read-only query runs once more on another.
+        Err(sqlx::Error::Io(_)) => DB::table_fixes(pool, table).await,
+        read => read,
+    }
+    .map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
     if fixes.problems.is_empty() {
         return Ok(());
     }
