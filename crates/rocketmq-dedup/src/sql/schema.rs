@@ -33,31 +33,40 @@ impl TableFixes {
     }
 }
 
+/// What `table` lacks, read once more on another connection when the server dropped the
+/// first (seen on a loaded MariaDB just started: the pool discards a dropped connection, and
+/// the query only reads).
+async fn read_fixes<DB: SqlDatabase>(
+    pool: &Pool<DB>,
+    table: &Table,
+) -> Result<TableFixes, StoreError> {
+    match DB::table_fixes(pool, table).await {
+        Err(sqlx::Error::Io(_)) => DB::table_fixes(pool, table).await,
+        read => read,
+    }
+    .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
+}
+
 /// Refuses a table that exists and does not fit (see the module docs).
 pub(crate) async fn check<DB: SqlDatabase>(
     pool: &Pool<DB>,
     table: &Table,
 ) -> Result<(), StoreError> {
-    let fixes = match DB::table_fixes(pool, table).await {
-        // A connection the server dropped (seen on a loaded MariaDB just started): the pool
-        // discards it, and the read-only query runs once more on another.
-        Err(sqlx::Error::Io(_)) => DB::table_fixes(pool, table).await,
-        read => read,
-    }
-    .map_err(|e| StoreError::backend(StoreOperation::Connect, e))?;
+    let fixes = read_fixes(pool, table).await?;
     if fixes.problems.is_empty() {
         return Ok(());
     }
+    let problems = fixes.problems.join("; ");
     let statement = fixes.statement(table).unwrap_or_default();
     tracing::error!(
         table = table.name(),
-        problems = %fixes.problems.join("; "),
+        %problems,
         %statement,
         "the dedup table does not fit the store: run the statement, or migrate()"
     );
     Err(StoreError::TableUnfit {
         table: table.name().to_owned(),
-        problems: fixes.problems.join("; "),
+        problems,
         statement,
     })
 }
@@ -71,8 +80,7 @@ pub(crate) async fn migrate<DB: SqlDatabase>(
     DB::migrate(pool, table.migration(DB::MIGRATION))
         .await
         .map_err(failed)?;
-    let fixes = DB::table_fixes(pool, table).await.map_err(failed)?;
-    if let Some(statement) = fixes.statement(table) {
+    if let Some(statement) = read_fixes(pool, table).await?.statement(table) {
         tracing::warn!(table = table.name(), %statement, "altering the dedup table to fit the store");
         DB::migrate(pool, statement).await.map_err(failed)?;
     }
