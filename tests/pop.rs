@@ -6,8 +6,8 @@
 //! broker takes the mode and assigns a POP queue (`queueId=-1`), but every pop request fails
 //! (client: `WARN execute the pop request exception`; broker: `WARN reject invalid timer
 //! message: timer delay exceeds the configured maximum`), 0 of 20 in 40 s. Run it again on a
-//! newer broker with `cargo nextest run --run-ignored only -E 'binary(pop)'`; see the README's
-//! "Which brokers work".
+//! newer broker with `cargo nextest run --run-ignored only -E 'binary(pop)'`; see
+//! docs/brokers.md.
 
 mod common;
 

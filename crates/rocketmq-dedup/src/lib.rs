@@ -47,24 +47,18 @@
 //!   widened listener lane, a bounded shutdown), and
 //!   [`check_topic_route`](client::check_topic_route), a start-up check of a topic's route that
 //!   names the cause the client hides (Apache RocketMQ 4.x).
-//! - `engine` (private): the batch pipeline shared by both listeners: a message's key
-//!   (`keying`), the batch grouped by key (`batch`), waits for same-process twins
-//!   (`inflight`), one decision per message; and the seam for what ties a run to its record
-//!   (`processor`: the `Processor` trait and its tasks).
-//! - `lease` (private): runs on a [`DedupStore`]: claim, run while renewing, commit or release;
-//!   failed commits retried in owned background tasks.
 //! - [`handler`][]: the [`DedupHandler`] trait users implement, [`handler_fn`], [`WithKey`].
 //! - [`key`][]: dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
 //! - [`record_key`][]: the collision-free layout of store keys, built from named parts
 //!   ([`KeyParts`](record_key::KeyParts)).
-//! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore) and
-//!   [`RedisStore`](store::RedisStore) (and, with feature `test-util`, the store contract suite).
-//! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table,
-//!   written once over a sealed `SqlDatabase` (the statements both databases share in
-//!   `rows`), what differs in one `Dialect` impl per database; `inbox`: the transactional inbox, whose handler writes in the record's
-//!   transaction.
+//! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore),
+//!   [`RedisStore`](store::RedisStore) and [`JavaKeys`](store::JavaKeys) (the Redis store
+//!   beside the Java library's keys), the operator's [`RecordAdmin`](store::admin::RecordAdmin)
+//!   (and, with feature `test-util`, the store contract suite and model check).
+//! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table
+//!   (`sql::mysql`, `sql::postgres`), and `inbox`: the transactional inbox, whose handler
+//!   writes in the record's transaction.
 //! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
-//! - `runtime` (private): how a listener drives its futures on the client's consume thread.
 //! - [`config`][]: settings, their defaults and limits, read back from a listener
 //!   ([`DedupConcurrentListener::config`](listener::DedupListener::config)).
 //! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
@@ -74,7 +68,7 @@
 //!   fails on purpose.
 //!
 //! # What is guaranteed
-//! With a shared store (Redis), the handler runs at most once per key while the record lives
+//! With a shared store (Redis, or a SQL table), the handler runs at most once per key while the record lives
 //! (record TTL, 24 h by default), except: a consumer killed after the handler's effect and
 //! before its commit leaves a claim that expires, and the redelivered copy runs again; and with
 //! [`StoreErrorPolicy::FailOpen`], messages processed during an outage are not deduplicated.

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! - `prefix`: [`DEFAULT_PREFIX`] (`dedup`) unless configured;
-//! - `namespace`: the consumer group unless configured (an application name, as in the Java
-//!   library, also works);
+//! - `namespace`: the listener's `namespace`, which its builder requires (the consumer group,
+//!   say, or an application name, as in the Java library; [`KeyParts::default`] leaves it
+//!   empty for an operator's tools and tests);
 //! - `topic`: the message's topic (the original topic, also for messages redelivered through
 //!   `%RETRY%<group>`);
 //! - `tag`: the tag when the key is tag-qualified, else empty;
@@ -33,7 +34,7 @@
 //! Every store writes this one layout: an operator finds a message's record by its parts (the
 //! CLI's `status`), and counts a namespace's or a topic's records by the start their keys share
 //! ([`RecordScope`]). The Redis store keeps a CONSUMED record as a 12-byte fingerprint of this
-//! key, whatever its length (the README's "Redis memory").
+//! key, whatever its length (docs/redis.md, "Memory").
 
 use std::fmt;
 use std::sync::Arc;

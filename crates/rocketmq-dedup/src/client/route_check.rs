@@ -55,7 +55,7 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 const ACTING_MASTER_FIELD: &str = "enableActingMaster";
 
 /// What a route of Apache RocketMQ 4.x means for this client, and what to do.
-const APACHE_4X: &str = "this is the route format of Apache RocketMQ 4.x, whose broker data has no `enableActingMaster`: use Apache RocketMQ 5.x or rocketmq-rust's name server and broker, or add the field to the 4.x broker's route data (see the README's \"Which brokers work\")";
+const APACHE_4X: &str = "this is the route format of Apache RocketMQ 4.x, whose broker data has no `enableActingMaster`: use Apache RocketMQ 5.x or rocketmq-rust's name server and broker, or add the field to the 4.x broker's route data (see rocketmq-dedup's docs/brokers.md)";
 
 /// A topic's route, as far as the check reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -153,7 +153,7 @@ impl RedisStoreBuilder {
     /// waits for the replication round trip (about one extra network hop to the replica), and
     /// while no replica can acknowledge, commits keep failing: ask for fewer replicas than you
     /// run. Claims are not waited for: a claim lost in a failover lets a copy run
-    /// only while the first delivery is still in flight (see the README's deployments table).
+    /// only while the first delivery is still in flight (see docs/redis.md, "Deployments").
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait_for_replicas = (replicas > 0).then_some(WaitForReplicas { replicas, timeout });
         self
@@ -207,8 +207,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The peak rate, in records committed per second, of the busiest group (consumer group,
-    /// topic and tag) that uses this store (default [`Self::DEFAULT_EXPECTED_RATE`]). It sizes
+    /// The peak rate, in records committed per second, of the busiest record group (the
+    /// records of one namespace, topic and tag: a record key up to its dedup key) that uses
+    /// this store (default [`Self::DEFAULT_EXPECTED_RATE`]). It sizes
     /// a new group's shards: shards = rate × (record TTL + two units) / 256, rounded up to a
     /// power of two, so that a records hash holds about 256 records and stays in Redis's compact listpack
     /// encoding (up to `hash-max-listpack-entries`, 512 by default) at twice the rate.

@@ -145,7 +145,7 @@ impl ClusterNodes {
                 // are off, so it never re-sends a pipeline whose other commands ran): each
                 // command is sent again on its own. Claims and renewals by the same token are
                 // idempotent; a resent commit or release that had run answers "already
-                // consumed" / "not held" (see the README's Cluster notes).
+                // consumed" / "not held" (docs/redis.md, "Deployments").
                 Err(e) if did_not_run_here(&e) => {
                     redirected.extend(members.iter().map(|&i| (i, None)));
                     continue;

@@ -49,7 +49,7 @@ use crate::record_key::RecordKey;
 /// time it stops being live; dead fields are swept by the hash's commits, and a hash nobody
 /// writes to expires as a whole: about an eighth of the Redis memory of one key per record
 /// (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its own holding `c<token>`
-/// with the processing TTL. The README's "Redis memory" says where each lives; size the shards
+/// with the processing TTL. docs/redis.md ("Memory") says where each lives; size the shards
 /// with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
 ///
 /// Every operation is single-slot commands, sent as one pipeline per batch and server: one
@@ -58,7 +58,7 @@ use crate::record_key::RecordKey;
 /// the master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET`, an
 /// `HMGET` of the record's field and its hash's meta field, and the server's `TIME` on Redis 7.0
 /// and later (a Lua script before, or with [`RedisStoreBuilder::script_claims`]); commit,
-/// release and renew are compare-and-set Lua scripts on the owner token ([`scripts`]). Every
+/// release and renew are compare-and-set Lua scripts on the owner token (module `scripts`). Every
 /// time a decision uses is the Redis server's.
 ///
 /// A native claim that finds the record CONSUMED has set its claim key already: it releases
