@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use crate::config::DedupConfig;
 use crate::error::{StoreError, StoreOperation};
 use crate::stats::{DedupStats, Event};
 
@@ -20,6 +21,15 @@ pub(crate) struct StoreCalls {
 }
 
 impl StoreCalls {
+    /// Calls to a store of `kind`, within `config`'s store timeout, counted in `stats`.
+    pub(crate) fn new(kind: &'static str, config: &DedupConfig, stats: Arc<DedupStats>) -> Self {
+        StoreCalls {
+            kind,
+            timeout: config.store_timeout,
+            stats,
+        }
+    }
+
     /// Runs `call` (a store operation) within the store timeout, and records it.
     pub(crate) async fn call<T>(
         &self,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::warn;
 
@@ -15,7 +14,7 @@ use crate::builder::sealed::{MadeProcessor, MakeProcessor};
 use crate::config::DedupConfig;
 use crate::engine::calls::StoreCalls;
 use crate::engine::processor::{Processor, RunOrder, Task};
-use crate::engine::run::guarded;
+use crate::engine::run::{guarded, run_in_order, Ran};
 use crate::error::{
     deadlock_backoff, ConfigError, KeyError, StoreError, StoreOperation, DEADLOCK_ATTEMPTS,
 };
@@ -57,11 +56,7 @@ where
     H: InboxHandler<I::Database>,
 {
     fn new(processing: InboxBacked<H, I>, config: &DedupConfig, stats: Arc<DedupStats>) -> Self {
-        let calls = StoreCalls {
-            kind: processing.inbox.kind(),
-            timeout: config.store_timeout,
-            stats,
-        };
+        let calls = StoreCalls::new(processing.inbox.kind(), config, stats);
         InboxProcessor {
             handler: processing.handler,
             inbox: processing.inbox,
@@ -72,21 +67,13 @@ where
     }
 
     async fn process_all(&self, tasks: &mut [Task<'_>], order: RunOrder) {
-        let concurrency = match order {
-            RunOrder::Independent => self.concurrency,
-            RunOrder::InOrder => 1,
-        };
         let runs: Vec<_> = tasks.iter().map(|t| self.run(t.key(), t.msg())).collect();
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        let mut stream = futures::stream::iter(runs).buffered(concurrency);
-        while let Some(outcome) = stream.next().await {
-            outcomes.push(outcome);
-            if order == RunOrder::InOrder && outcome.needs_retry() {
-                break;
-            }
-        }
-        for (i, task) in tasks.iter_mut().enumerate() {
-            task.finish(outcomes.get(i).copied().unwrap_or(Decision::Postponed));
+        let outcomes = run_in_order(runs, order, self.concurrency, |d| d.needs_retry()).await;
+        for (task, ran) in tasks.iter_mut().zip(outcomes) {
+            task.finish(match ran {
+                Ran::Done(decision) => decision,
+                Ran::Postponed => Decision::Postponed,
+            });
         }
     }
 

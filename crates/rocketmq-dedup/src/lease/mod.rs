@@ -24,6 +24,7 @@ use self::near_cache::NearCache;
 use crate::config::{DedupConfig, StoreErrorPolicy};
 use crate::engine::calls::StoreCalls;
 use crate::engine::processor::{Processor, RunOrder, Task};
+use crate::engine::run::Ran;
 use crate::error::{KeyError, StoreOperation};
 use crate::handler::DedupHandler;
 use crate::key::DedupKey;
@@ -88,11 +89,7 @@ impl<H: DedupHandler> LeaseProcessor<H> {
         stats: Arc<DedupStats>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
-        let calls = StoreCalls {
-            kind: store.kind(),
-            timeout: config.store_timeout,
-            stats: stats.clone(),
-        };
+        let calls = StoreCalls::new(store.kind(), config, stats.clone());
         Arc::new(LeaseProcessor {
             handler,
             store,
@@ -158,22 +155,19 @@ impl<H: DedupHandler> LeaseProcessor<H> {
             .filter(|(_, lease)| lease.holds_claim())
             .filter_map(|(task, _)| task.key().cloned())
             .collect();
-        let mut results = self
-            .run_handlers(&msgs, &claimed, token, order)
-            .await
-            .into_iter();
-        for lease in leases.iter_mut() {
+        let results = self.run_handlers(&msgs, &claimed, token, order).await;
+        let to_run = leases.iter_mut().filter(|l| matches!(l, Lease::ToRun(_)));
+        for (lease, ran) in to_run.zip(results) {
             let Lease::ToRun(claim) = *lease else {
                 continue;
             };
-            *lease = match (results.next(), claim) {
-                (Some(Ok(())), Claim::Held) => Lease::Ran(claim, Decision::Processed),
-                (Some(Ok(())), Claim::Unrecorded) => {
+            *lease = match (ran, claim) {
+                (Ran::Done(Ok(())), Claim::Held) => Lease::Ran(claim, Decision::Processed),
+                (Ran::Done(Ok(())), Claim::Unrecorded) => {
                     Lease::Ran(claim, Decision::ProcessedWithoutDedup)
                 }
-                (Some(Err(failure)), _) => Lease::Ran(claim, failure),
-                // An in-order run stopped before it.
-                (None, _) => Lease::Postponed(claim),
+                (Ran::Done(Err(failure)), _) => Lease::Ran(claim, failure),
+                (Ran::Postponed, _) => Lease::Postponed(claim),
             };
         }
     }

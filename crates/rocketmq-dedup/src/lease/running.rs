@@ -1,12 +1,11 @@
 //! Running a batch's handlers while their claims are renewed.
 
-use futures::StreamExt;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use tracing::warn;
 
 use super::LeaseProcessor;
 use crate::engine::processor::RunOrder;
-use crate::engine::run::guarded;
+use crate::engine::run::{guarded, run_in_order, Ran};
 use crate::error::StoreOperation;
 use crate::handler::DedupHandler;
 use crate::record_key::RecordKey;
@@ -15,36 +14,21 @@ use crate::store::OwnerToken;
 
 impl<H: DedupHandler> LeaseProcessor<H> {
     /// Runs the handlers of `msgs`, renewing `claimed` while they run. Answers one result per
-    /// message, in order; in order, the run stops at the first failure and answers only up
-    /// to it.
+    /// message, in order; in order, the run stops at the first failure and the messages after
+    /// it are [`Ran::Postponed`].
     pub(super) async fn run_handlers(
         &self,
         msgs: &[&MessageExt],
         claimed: &[RecordKey],
         token: OwnerToken,
         order: RunOrder,
-    ) -> Vec<Result<(), Decision>> {
-        let concurrency = match order {
-            RunOrder::Independent => self.config.handler_concurrency,
-            RunOrder::InOrder => 1,
-        };
+    ) -> Vec<Ran<Result<(), Decision>>> {
         // Futures collected first: a closure inside the stream would make the future !Send.
         let runs: Vec<_> = msgs
             .iter()
             .map(|msg| guarded(msg, || self.handler.handle(msg)))
             .collect();
-        let run = async {
-            let mut results = Vec::with_capacity(msgs.len());
-            let mut stream = futures::stream::iter(runs).buffered(concurrency);
-            while let Some(result) = stream.next().await {
-                let failed = result.is_err();
-                results.push(result);
-                if failed && order == RunOrder::InOrder {
-                    break;
-                }
-            }
-            results
-        };
+        let run = run_in_order(runs, order, self.config.handler_concurrency, Result::is_err);
         if claimed.is_empty() {
             return run.await;
         }
