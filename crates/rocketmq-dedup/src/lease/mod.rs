@@ -81,6 +81,25 @@ impl Lease {
     }
 }
 
+/// One task of a batch and its lease, together from the claim to the settlement.
+struct Leased<'b, 't> {
+    task: &'b mut Task<'t>,
+    lease: Lease,
+}
+
+impl Leased<'_, '_> {
+    /// Sets the task's outcome: decided without a run.
+    fn decide(&mut self, outcome: Decision) {
+        self.task.finish(outcome);
+        self.lease = Lease::Decided;
+    }
+
+    /// The key of the claim this batch holds for the task, if it holds one.
+    fn held_key(&self) -> Option<&RecordKey> {
+        self.task.key().filter(|_| self.lease.holds_claim())
+    }
+}
+
 impl<H: DedupHandler> LeaseProcessor<H> {
     pub(crate) fn new(
         handler: H,
@@ -127,41 +146,29 @@ impl<H: DedupHandler> Processor for Arc<LeaseProcessor<H>> {
 impl<H: DedupHandler> LeaseProcessor<H> {
     async fn process(self: &Arc<Self>, tasks: &mut [Task<'_>], order: RunOrder) {
         let token = OwnerToken::random();
-        let mut leases = self.claim(tasks, token).await;
+        let mut batch = self.claim(tasks, token).await;
         if order == RunOrder::InOrder {
-            postpone_after_first_blocked(tasks, &mut leases);
+            postpone_after_first_blocked(&mut batch);
         }
-        self.run(tasks, &mut leases, token, order).await;
-        self.settle(tasks, &leases, token).await;
+        self.run(&mut batch, token, order).await;
+        self.settle(&mut batch, token).await;
     }
 
     /// Runs the handlers of the tasks to run (renewing their claims meanwhile), and records
     /// how each went; in order, the ones after a failure are postponed.
-    async fn run(
-        &self,
-        tasks: &[Task<'_>],
-        leases: &mut [Lease],
-        token: OwnerToken,
-        order: RunOrder,
-    ) {
-        let to_run = || {
-            tasks
-                .iter()
-                .zip(leases.iter())
-                .filter(|(_, lease)| matches!(lease, Lease::ToRun(_)))
-        };
-        let msgs: Vec<&MessageExt> = to_run().map(|(task, _)| task.msg()).collect();
-        let claimed: Vec<RecordKey> = to_run()
-            .filter(|(_, lease)| lease.holds_claim())
-            .filter_map(|(task, _)| task.key().cloned())
-            .collect();
+    async fn run(&self, batch: &mut [Leased<'_, '_>], token: OwnerToken, order: RunOrder) {
+        let to_run = || batch.iter().filter(|l| matches!(l.lease, Lease::ToRun(_)));
+        let msgs: Vec<&MessageExt> = to_run().map(|l| l.task.msg()).collect();
+        let claimed: Vec<RecordKey> = to_run().filter_map(|l| l.held_key().cloned()).collect();
         let results = self.run_handlers(&msgs, &claimed, token, order).await;
-        let to_run = leases.iter_mut().filter(|l| matches!(l, Lease::ToRun(_)));
-        for (lease, ran) in to_run.zip(results) {
-            let Lease::ToRun(claim) = *lease else {
+        let to_run = batch
+            .iter_mut()
+            .filter(|l| matches!(l.lease, Lease::ToRun(_)));
+        for (leased, ran) in to_run.zip(results) {
+            let Lease::ToRun(claim) = leased.lease else {
                 continue;
             };
-            *lease = match (ran, claim) {
+            leased.lease = match (ran, claim) {
                 (Ran::Done(Ok(())), Claim::Held) => Lease::Ran(claim, Decision::Processed),
                 (Ran::Done(Ok(())), Claim::Unrecorded) => {
                     Lease::Ran(claim, Decision::ProcessedWithoutDedup)
@@ -173,8 +180,12 @@ impl<H: DedupHandler> LeaseProcessor<H> {
     }
 
     /// Claims the keys of `tasks` in one call; sets the outcome of each task the claim
-    /// decides, and answers each task's lease.
-    async fn claim(&self, tasks: &mut [Task<'_>], token: OwnerToken) -> Vec<Lease> {
+    /// decides, and answers each task with its lease.
+    async fn claim<'b, 't>(
+        &self,
+        tasks: &'b mut [Task<'t>],
+        token: OwnerToken,
+    ) -> Vec<Leased<'b, 't>> {
         // Copies of keys this listener committed are duplicates without asking the store.
         let near = self.near.hits(tasks.iter().map(Task::key));
         let keys: Vec<RecordKey> = tasks
@@ -193,57 +204,59 @@ impl<H: DedupHandler> LeaseProcessor<H> {
         };
         let fail_open = self.config.store_error_policy == StoreErrorPolicy::FailOpen;
         let mut answers = answers.map(Vec::into_iter);
-        let mut leases = Vec::with_capacity(tasks.len());
+        let mut batch = Vec::with_capacity(tasks.len());
         for (task, hit) in tasks.iter_mut().zip(near) {
-            if hit {
-                leases.push(decided(task, Decision::Duplicate));
-                continue;
-            }
-            let answer = match (&mut answers, task.key()) {
-                (_, None) => {
-                    leases.push(Lease::ToRun(Claim::Unrecorded));
+            let has_key = task.key().is_some();
+            let mut leased = Leased {
+                task,
+                lease: Lease::ToRun(Claim::Unrecorded),
+            };
+            let answer = match (hit, &mut answers, has_key) {
+                (true, _, _) => Some(ClaimOutcome::Consumed),
+                (false, _, false) => {
+                    batch.push(leased);
                     continue;
                 }
-                (Ok(answers), Some(_)) => answers.next(),
-                (Err(_), Some(_)) => None,
+                (false, Ok(answers), true) => answers.next(),
+                (false, Err(_), true) => None,
             };
-            let lease = match answer {
-                Some(ClaimOutcome::Claimed) => Lease::ToRun(Claim::Held),
-                Some(ClaimOutcome::Consumed) => decided(task, Decision::Duplicate),
-                Some(ClaimOutcome::InFlight) => decided(task, Decision::DeferredInFlight),
-                None if fail_open => Lease::ToRun(Claim::Unrecorded),
+            match answer {
+                Some(ClaimOutcome::Claimed) => leased.lease = Lease::ToRun(Claim::Held),
+                Some(ClaimOutcome::Consumed) => leased.decide(Decision::Duplicate),
+                Some(ClaimOutcome::InFlight) => leased.decide(Decision::DeferredInFlight),
+                None if fail_open => {}
                 None => {
                     if answers.is_ok() {
                         error!("the store answered fewer claims than keys; treating the rest as unavailable");
                     }
-                    decided(task, Decision::StoreUnavailable)
+                    leased.decide(Decision::StoreUnavailable)
                 }
-            };
-            leases.push(lease);
+            }
+            batch.push(leased);
         }
-        leases
+        batch
     }
 
     /// Commits the successes, releases the rest of this batch's claims, then sets every
     /// task's outcome (which lets the key go in this process).
-    async fn settle(self: &Arc<Self>, tasks: &mut [Task<'_>], leases: &[Lease], token: OwnerToken) {
+    async fn settle(self: &Arc<Self>, batch: &mut [Leased<'_, '_>], token: OwnerToken) {
         let background = self.config.ack_before_commit;
         let mut commits = Vec::new();
         let mut holds = Vec::new();
         let mut releases = Vec::new();
-        for (task, lease) in tasks.iter_mut().zip(leases) {
-            let Some(key) = task.key().filter(|_| lease.holds_claim()) else {
+        for leased in batch.iter_mut() {
+            let Some(key) = leased.held_key().cloned() else {
                 continue;
             };
-            match lease {
+            match leased.lease {
                 Lease::Ran(_, Decision::Processed) => {
-                    commits.push(key.clone());
+                    commits.push(key);
                     if background && !self.near.enabled() {
                         // Copies in this process keep waiting until the commit lands.
-                        holds.extend(task.take_hold());
+                        holds.extend(leased.task.take_hold());
                     }
                 }
-                _ => releases.push(key.clone()),
+                _ => releases.push(key),
             }
         }
         if background && !commits.is_empty() {
@@ -258,31 +271,25 @@ impl<H: DedupHandler> LeaseProcessor<H> {
             self.commit(commits, token).await;
         }
         self.release(releases, token).await;
-        for (task, lease) in tasks.iter_mut().zip(leases) {
-            match *lease {
+        for leased in batch.iter_mut() {
+            match leased.lease {
                 Lease::Decided => {}
-                Lease::Ran(_, decision) => task.finish(decision),
-                Lease::ToRun(_) | Lease::Postponed(_) => task.finish(Decision::Postponed),
+                Lease::Ran(_, decision) => leased.task.finish(decision),
+                Lease::ToRun(_) | Lease::Postponed(_) => leased.task.finish(Decision::Postponed),
             }
         }
     }
 }
 
-/// Sets `task`'s outcome: decided without a run.
-fn decided(task: &mut Task<'_>, outcome: Decision) -> Lease {
-    task.finish(outcome);
-    Lease::Decided
-}
-
 /// In an in-order batch, nothing runs after a message that must be retried.
-fn postpone_after_first_blocked(tasks: &[Task<'_>], leases: &mut [Lease]) {
-    let blocked = tasks
+fn postpone_after_first_blocked(batch: &mut [Leased<'_, '_>]) {
+    let blocked = batch
         .iter()
-        .position(|t| t.decision().is_some_and(Decision::needs_retry));
+        .position(|l| l.task.decision().is_some_and(Decision::needs_retry));
     if let Some(first) = blocked {
-        for lease in &mut leases[first + 1..] {
-            if let Lease::ToRun(claim) = *lease {
-                *lease = Lease::Postponed(claim);
+        for leased in &mut batch[first + 1..] {
+            if let Lease::ToRun(claim) = leased.lease {
+                leased.lease = Lease::Postponed(claim);
             }
         }
     }
