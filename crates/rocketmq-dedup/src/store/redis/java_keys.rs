@@ -190,6 +190,85 @@ impl JavaKeys {
         Ok((0..keys.len()).map(|i| before[first[i]]).collect())
     }
 
+    /// What the Java keys of `keys` say, a `CONSUMING` one read beside its Rust record; and
+    /// which of those this token holds (a claim again).
+    async fn read_java_beside(
+        &self,
+        keys: &[RecordKey],
+        token: OwnerToken,
+    ) -> Result<(Vec<JavaClaim>, Vec<bool>), StoreError> {
+        let mut said = self.read_java(keys).await?;
+        let mut ours = vec![false; keys.len()];
+        for i in 0..keys.len() {
+            if said[i] == JavaClaim::Consuming {
+                said[i] = self.java_claim_beside(&keys[i], token).await?;
+                ours[i] = said[i] == JavaClaim::Absent;
+            }
+        }
+        Ok((said, ours))
+    }
+
+    /// The Rust claim of the keys no Java key decided; the others answered as their Java key
+    /// said.
+    async fn claim_rust(
+        &self,
+        keys: &[RecordKey],
+        said: &[JavaClaim],
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut outcomes: Vec<ClaimOutcome> = said
+            .iter()
+            .map(|s| match s {
+                JavaClaim::Consumed => ClaimOutcome::Consumed,
+                _ => ClaimOutcome::InFlight,
+            })
+            .collect();
+        let to_claim: Vec<usize> = (0..keys.len())
+            .filter(|&i| said[i] == JavaClaim::Absent)
+            .collect();
+        let batch: Vec<RecordKey> = to_claim.iter().map(|&i| keys[i].clone()).collect();
+        let claimed = self.store.claim(&batch, token, ttl).await?;
+        for (&i, outcome) in to_claim.iter().zip(claimed) {
+            outcomes[i] = outcome;
+        }
+        Ok(outcomes)
+    }
+
+    /// The Java claims of what this token won, set after the Rust ones (so a Java claim never
+    /// outlives its Rust claim). One a Java consumer took or finished meanwhile wins: the Rust
+    /// claim is released and the outcome is the Java key's.
+    async fn claim_java(
+        &self,
+        keys: &[RecordKey],
+        said: &[JavaClaim],
+        ours: &[bool],
+        outcomes: &mut [ClaimOutcome],
+        token: OwnerToken,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let won: Vec<bool> = (0..keys.len())
+            .map(|i| said[i] == JavaClaim::Absent && outcomes[i] == ClaimOutcome::Claimed)
+            .collect();
+        let before = self.set_java_claims(keys, |i| won[i], ttl_ms).await?;
+        let mut lost = Vec::new();
+        for i in 0..keys.len() {
+            let taken = match before[i] {
+                JavaClaim::Consumed => Some(ClaimOutcome::Consumed),
+                JavaClaim::Consuming if !ours[i] => Some(ClaimOutcome::InFlight),
+                _ => None,
+            };
+            if let (true, Some(outcome)) = (won[i], taken) {
+                outcomes[i] = outcome;
+                lost.push(keys[i].clone());
+            }
+        }
+        if !lost.is_empty() {
+            self.store.release(&lost, token).await?;
+        }
+        Ok(())
+    }
+
     /// What a Java `CONSUMING` key of `key` means beside its Rust record: consumed when the
     /// record is; the Rust store's to decide when `token` holds the record (a claim again);
     /// else in flight.
@@ -234,57 +313,11 @@ impl DedupStore for JavaKeys {
     ) -> BoxFuture<'a, Result<Vec<ClaimOutcome>, StoreError>> {
         Box::pin(async move {
             let started = Instant::now();
-            // What the Java keys say; a CONSUMING one is read beside its Rust record.
-            let mut said = self.read_java(keys).await?;
-            let mut ours = vec![false; keys.len()];
-            for i in 0..keys.len() {
-                if said[i] == JavaClaim::Consuming {
-                    said[i] = self.java_claim_beside(&keys[i], token).await?;
-                    ours[i] = said[i] == JavaClaim::Absent;
-                }
-            }
-            let mut outcomes: Vec<ClaimOutcome> = said
-                .iter()
-                .map(|s| match s {
-                    JavaClaim::Consumed => ClaimOutcome::Consumed,
-                    _ => ClaimOutcome::InFlight,
-                })
-                .collect();
-            // The Rust claim of the rest.
-            let to_claim: Vec<usize> = (0..keys.len())
-                .filter(|&i| said[i] == JavaClaim::Absent)
-                .collect();
-            let batch: Vec<RecordKey> = to_claim.iter().map(|&i| keys[i].clone()).collect();
-            for (&i, outcome) in to_claim
-                .iter()
-                .zip(self.store.claim(&batch, token, ttl).await?)
-            {
-                outcomes[i] = outcome;
-            }
-            // The Java claims of what this token won, set after the Rust ones (so a Java
-            // claim never outlives its Rust claim). One a Java consumer took or finished
-            // meanwhile wins: the Rust claim is released.
-            let won: Vec<bool> = (0..keys.len())
-                .map(|i| said[i] == JavaClaim::Absent && outcomes[i] == ClaimOutcome::Claimed)
-                .collect();
-            let before = self
-                .set_java_claims(keys, |i| won[i], ttl_left_ms(ttl, started))
+            let (said, ours) = self.read_java_beside(keys, token).await?;
+            let mut outcomes = self.claim_rust(keys, &said, token, ttl).await?;
+            let ttl_ms = ttl_left_ms(ttl, started);
+            self.claim_java(keys, &said, &ours, &mut outcomes, token, ttl_ms)
                 .await?;
-            let mut lost = Vec::new();
-            for i in 0..keys.len() {
-                let taken = match before[i] {
-                    JavaClaim::Consumed => Some(ClaimOutcome::Consumed),
-                    JavaClaim::Consuming if !ours[i] => Some(ClaimOutcome::InFlight),
-                    _ => None,
-                };
-                if let (true, Some(outcome)) = (won[i], taken) {
-                    outcomes[i] = outcome;
-                    lost.push(keys[i].clone());
-                }
-            }
-            if !lost.is_empty() {
-                self.store.release(&lost, token).await?;
-            }
             Ok(outcomes)
         })
     }
