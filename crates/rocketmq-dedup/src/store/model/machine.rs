@@ -190,36 +190,40 @@ fn expiries(
 /// The state machine: the answers `call` may give on `record`, and the record after each.
 /// `lingering`: a claim that finds the record CONSUMED may leave a lingering claim.
 fn apply(call: &KeyCall, record: &Record, written: Span, lingering: bool) -> Vec<(Answer, Record)> {
-    let ttl = call.ttl;
-    let token = call.token;
     let claim = Claim {
-        token,
+        token: call.token,
         written,
-        ttl,
+        ttl: call.ttl,
     };
-    let one = |answer, after| vec![(answer, after)];
-    match (call.kind, record) {
-        (OpKind::Claim, Record::Absent) => one(
+    match call.kind {
+        OpKind::Claim => apply_claim(claim, record, lingering),
+        OpKind::Commit => vec![apply_commit(claim, record)],
+        OpKind::Release => vec![apply_release(claim.token, record)],
+        OpKind::Renew => vec![apply_renew(claim, record)],
+    }
+}
+
+/// What a claim may answer, and leave.
+fn apply_claim(claim: Claim, record: &Record, lingering: bool) -> Vec<(Answer, Record)> {
+    match record {
+        Record::Absent => vec![(
             Answer::Claimed,
             Record::Consuming {
                 claim,
                 lingering: false,
             },
-        ),
-        (OpKind::Claim, Record::Consuming { claim: held, .. }) if held.token == token => {
-            one(Answer::Claimed, record.clone())
+        )],
+        Record::Consuming { claim: held, .. } if held.token == claim.token => {
+            vec![(Answer::Claimed, record.clone())]
         }
-        (OpKind::Claim, Record::Consuming { .. }) => one(Answer::InFlight, record.clone()),
+        Record::Consuming { .. } => vec![(Answer::InFlight, record.clone())],
         // A claim on a CONSUMED record lingers, unless one lingers already (and it may have
         // vanished since: then this one lingers).
-        (
-            OpKind::Claim,
-            Record::Consumed {
-                written: at,
-                ttl: kept,
-                lingering: held,
-            },
-        ) if lingering => {
+        Record::Consumed {
+            written: at,
+            ttl: kept,
+            lingering: held,
+        } if lingering => {
             let this = (
                 Answer::Consumed,
                 Record::Consumed {
@@ -233,44 +237,61 @@ fn apply(call: &KeyCall, record: &Record, written: Span, lingering: bool) -> Vec
                 Some(_) => vec![this, (Answer::Consumed, record.clone())],
             }
         }
-        (OpKind::Claim, Record::Consumed { .. }) => one(Answer::Consumed, record.clone()),
-        (OpKind::Commit, Record::Consumed { .. }) => {
-            one(Answer::AlreadyConsumed, without_lingering_of(record, token))
+        Record::Consumed { .. } => vec![(Answer::Consumed, record.clone())],
+    }
+}
+
+/// What a commit answers, and leaves.
+fn apply_commit(claim: Claim, record: &Record) -> (Answer, Record) {
+    match record {
+        Record::Consumed { .. } => (
+            Answer::AlreadyConsumed,
+            without_lingering_of(record, claim.token),
+        ),
+        Record::Consuming { claim: held, .. } if held.token != claim.token => {
+            (Answer::Lost, record.clone())
         }
-        (OpKind::Commit, Record::Consuming { claim: held, .. }) if held.token != token => {
-            one(Answer::Lost, record.clone())
-        }
-        (OpKind::Commit, _) => one(
+        _ => (
             Answer::Committed,
             Record::Consumed {
-                written,
-                ttl,
+                written: claim.written,
+                ttl: claim.ttl,
                 lingering: None,
             },
         ),
-        (OpKind::Release, Record::Consuming { claim: held, .. }) if held.token == token => {
-            one(Answer::Held(true), Record::Absent)
+    }
+}
+
+/// What a release answers, and leaves. A lingering claim's release (or renewal) while its
+/// record lives deletes it and answers as if there were none (the record says CONSUMED).
+fn apply_release(token: u64, record: &Record) -> (Answer, Record) {
+    match record {
+        Record::Consuming { claim: held, .. } if held.token == token => {
+            (Answer::Held(true), Record::Absent)
         }
-        // A lingering claim's release, renewal or commit while its record lives deletes it and
-        // answers as if there were none (the record says CONSUMED).
-        (OpKind::Release | OpKind::Renew, Record::Consumed { .. }) => {
-            one(Answer::Held(false), without_lingering_of(record, token))
-        }
-        (OpKind::Release, _) => one(Answer::Held(false), record.clone()),
-        (
-            OpKind::Renew,
-            Record::Consuming {
-                claim: held,
-                lingering,
-            },
-        ) if held.token == token => one(
+        Record::Consumed { .. } => (Answer::Held(false), without_lingering_of(record, token)),
+        _ => (Answer::Held(false), record.clone()),
+    }
+}
+
+/// What a renewal answers, and leaves.
+fn apply_renew(claim: Claim, record: &Record) -> (Answer, Record) {
+    match record {
+        Record::Consumed { .. } => (
+            Answer::Held(false),
+            without_lingering_of(record, claim.token),
+        ),
+        Record::Consuming {
+            claim: held,
+            lingering,
+        } if held.token == claim.token => (
             Answer::Held(true),
             Record::Consuming {
                 claim,
                 lingering: *lingering,
             },
         ),
-        (OpKind::Renew, _) => one(Answer::Held(false), record.clone()),
+        _ => (Answer::Held(false), record.clone()),
     }
 }
 

@@ -151,26 +151,15 @@ async fn worker<S: DedupStore + ?Sized>(
     began: Instant,
     worker: usize,
 ) -> (Vec<(usize, KeyCall)>, usize) {
-    let Plan {
-        seed,
-        ops,
-        grace,
-        record_ttl,
-    } = plan;
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut rng = fastrand::Rng::with_seed(plan.seed);
     let mut malformed = 0;
     let mut tokens = Tokens {
         current: OwnerToken::random(),
         old: Vec::new(),
     };
     let mut out = Vec::new();
-    for op in 0..ops {
-        let kind = match rng.u8(..100) {
-            0..=34 => OpKind::Claim,
-            35..=59 => OpKind::Commit,
-            60..=79 => OpKind::Release,
-            _ => OpKind::Renew,
-        };
+    for op in 0..plan.ops {
+        let kind = draw_kind(&mut rng);
         if kind == OpKind::Claim && rng.u8(..4) == 0 {
             tokens.renew();
         }
@@ -180,11 +169,7 @@ async fn worker<S: DedupStore + ?Sized>(
             .map(|_| rng.usize(..keys.len()))
             .collect();
         let batch: Vec<RecordKey> = picked.iter().map(|&k| keys[k].clone()).collect();
-        let ttl = match (rng.u8(..100), record_ttl) {
-            (_, Some(ttl)) if kind == OpKind::Commit => ttl,
-            (0..=4, _) => Duration::MAX,
-            _ => Duration::from_millis(rng.u64(20..=300)),
-        };
+        let ttl = draw_ttl(&mut rng, kind, plan.record_ttl);
         // Half the commits are detached, as a listener's background commits are.
         let detached = kind == OpKind::Commit && rng.bool();
         let start = micros(began);
@@ -197,31 +182,53 @@ async fn worker<S: DedupStore + ?Sized>(
             }
             other => other,
         };
-        for (position, &key) in picked.iter().enumerate() {
-            out.push((
-                key,
-                KeyCall {
-                    kind,
-                    token: token.get(),
-                    ttl: (ttl != Duration::MAX).then_some(ttl.as_micros() as u64),
-                    start,
-                    end,
-                    answer: answers.as_ref().map(|a| a[position]),
-                    batch: worker * 1_000_000 + op,
-                    position,
-                },
-            ));
-        }
-        if answers.is_none() {
-            // A consumer backs off when its store fails; at least as long as a failed call
-            // may still take effect, so few answered calls overlap one.
-            let backoff = Duration::from_millis(rng.u64(20..60));
-            tokio::time::sleep(grace + backoff).await;
-        } else if rng.u8(..3) == 0 {
-            tokio::time::sleep(Duration::from_micros(rng.u64(100..3_000))).await;
-        }
+        out.extend(picked.iter().enumerate().map(|(position, &key)| {
+            let call = KeyCall {
+                kind,
+                token: token.get(),
+                ttl: (ttl != Duration::MAX).then_some(ttl.as_micros() as u64),
+                start,
+                end,
+                answer: answers.as_ref().map(|a| a[position]),
+                batch: worker * 1_000_000 + op,
+                position,
+            };
+            (key, call)
+        }));
+        pause(&mut rng, answers.is_none(), plan.grace).await;
     }
     (out, malformed)
+}
+
+/// A call's kind: claims most, then commits, releases and renewals.
+fn draw_kind(rng: &mut fastrand::Rng) -> OpKind {
+    match rng.u8(..100) {
+        0..=34 => OpKind::Claim,
+        35..=59 => OpKind::Commit,
+        60..=79 => OpKind::Release,
+        _ => OpKind::Renew,
+    }
+}
+
+/// A call's TTL: a commit's is the record TTL when one is given; else 20-300 ms, or huge.
+fn draw_ttl(rng: &mut fastrand::Rng, kind: OpKind, record_ttl: Option<Duration>) -> Duration {
+    match (rng.u8(..100), record_ttl) {
+        (_, Some(ttl)) if kind == OpKind::Commit => ttl,
+        (0..=4, _) => Duration::MAX,
+        _ => Duration::from_millis(rng.u64(20..=300)),
+    }
+}
+
+/// The pause after a call: a consumer backs off when its store fails, at least as long as a
+/// failed call may still take effect (so few answered calls overlap one); else now and then
+/// a short one.
+async fn pause(rng: &mut fastrand::Rng, failed: bool, grace: Duration) {
+    if failed {
+        let backoff = Duration::from_millis(rng.u64(20..60));
+        tokio::time::sleep(grace + backoff).await;
+    } else if rng.u8(..3) == 0 {
+        tokio::time::sleep(Duration::from_micros(rng.u64(100..3_000))).await;
+    }
 }
 
 /// Makes one call (a commit through `commit_detached` when `detached`); `None` when it
