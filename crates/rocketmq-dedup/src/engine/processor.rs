@@ -21,7 +21,7 @@ use crate::stats::Decision;
 
 /// How a batch's tasks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOrder {
+pub(crate) enum RunOrder {
     /// Every task runs whatever happens to the others (the concurrent listener).
     Independent,
     /// Tasks run one at a time in message order; the first that cannot complete postpones

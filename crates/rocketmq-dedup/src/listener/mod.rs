@@ -36,6 +36,8 @@ pub trait ListenerKind: sealed::Kind {}
 
 impl<K: sealed::Kind> ListenerKind for K {}
 
+// Sealed: what a kind sets is the crate's own business.
+#[allow(private_interfaces)]
 pub(crate) mod sealed {
     use crate::config::DedupConfig;
     use crate::engine::processor::RunOrder;

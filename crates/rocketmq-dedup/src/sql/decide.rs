@@ -10,7 +10,7 @@ use crate::store::{ClaimOutcome, CommitOutcome, OwnerToken};
 
 /// A row's state, as the batch sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Row {
+pub(crate) enum Row {
     /// No row, or an expired one: absent for the state machine.
     Absent,
     /// CONSUMING, owned by this token (a live row).
@@ -39,7 +39,7 @@ pub(crate) const CONSUMED: &str = "CONSUMED";
 
 /// What to leave in the table for one key once the batch is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     /// Upsert this status, owner and TTL (from the database's clock).
     Put {
         consumed: bool,

@@ -16,7 +16,7 @@ use crate::store::OwnerToken;
 
 /// The inbox's statements, prepared once per pool in the server's own syntax.
 #[derive(Debug)]
-pub struct InboxStatements {
+pub(crate) struct InboxStatements {
     /// Inserts a record, CONSUMED: key columns, owner, TTL in ms.
     pub(crate) insert: String,
     /// Reads a record's status, owner and liveness, locking it: key columns.
@@ -31,7 +31,7 @@ pub struct InboxStatements {
 
 /// What a database error means to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// A deadlock victim or a serialization failure: try the transaction again.
     Deadlock,
     /// A lock wait ran out.
@@ -47,7 +47,7 @@ pub enum Failure {
 }
 
 /// What differs between the databases: their statements (see the module docs).
-pub trait Dialect: Database {
+pub(crate) trait Dialect: Database {
     /// The store's name in logs and metrics.
     const STORE_KIND: &'static str;
     /// The inbox's name in logs and metrics.

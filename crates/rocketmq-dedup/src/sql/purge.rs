@@ -36,7 +36,7 @@ impl Default for PurgeOptions {
 
 /// The running purge job; it stops when dropped, or when [`Purger::stop`]ped.
 #[derive(Debug)]
-pub struct Purger {
+pub(crate) struct Purger {
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
 }

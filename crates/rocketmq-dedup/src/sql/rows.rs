@@ -16,13 +16,15 @@ use super::{PurgeOptions, Purger};
 
 /// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
 /// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
+// Sealed: its supertraits are the crate's own, so no other crate can implement it.
+#[allow(private_bounds)]
 pub trait SqlDatabase: Dialect + SharedStatements {}
 
 impl<DB: Dialect + SharedStatements> SqlDatabase for DB {}
 
 /// One live row as an operator reads it.
 #[derive(Debug)]
-pub struct AdminRow {
+pub(crate) struct AdminRow {
     /// `CONSUMING` or `CONSUMED`.
     pub(crate) status: String,
     /// A claim's owner token.
@@ -33,7 +35,7 @@ pub struct AdminRow {
 
 /// Rows of a scope, by state.
 #[derive(Debug)]
-pub struct RowCounts {
+pub(crate) struct RowCounts {
     /// Live CONSUMING rows.
     pub(crate) consuming: i64,
     /// Live CONSUMED rows.
@@ -98,7 +100,7 @@ where
 /// The statements of this module as methods of a database: the store and the inbox call them
 /// on any [`SqlDatabase`], which has them (a supertrait) without naming
 /// sqlx's bounds.
-pub trait SharedStatements: Dialect {
+pub(crate) trait SharedStatements: Dialect {
     /// Writes the last state of each written key: one upsert ([`Dialect::UPSERT`] after the
     /// values) and one delete.
     fn write<'a>(

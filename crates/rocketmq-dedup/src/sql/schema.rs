@@ -17,7 +17,7 @@ use crate::error::{StoreError, StoreOperation};
 
 /// What an existing table lacks.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TableFixes {
+pub(crate) struct TableFixes {
     /// What makes the table unusable as it is (empty: usable).
     pub(crate) problems: Vec<String>,
     /// The `ALTER TABLE` clauses that fix the problems, and that add the purge job's index

@@ -8,7 +8,7 @@ pub const DEFAULT_TABLE: &str = "t_rocketmq_dedup";
 
 /// A table name that is safe to put into SQL text: letters, digits and `_`, at most 64.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Table(String);
+pub(crate) struct Table(String);
 
 impl Table {
     pub(crate) fn new(name: &str) -> Result<Self, ConfigError> {
@@ -38,7 +38,7 @@ impl Table {
 /// written ([`RecordKey::parts`]). A compact key, whose parts are hashed together, is the
 /// dedup key alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyColumns {
+pub(crate) struct KeyColumns {
     pub(crate) application_name: Vec<u8>,
     pub(crate) topic: Vec<u8>,
     pub(crate) tag: Vec<u8>,
@@ -86,7 +86,7 @@ pub(crate) fn lock_id(key: &RecordKey) -> i64 {
 /// A batch's keys as columns, each with the index of its first occurrence (a repeated key
 /// is read and written once).
 #[derive(Debug)]
-pub struct BatchColumns {
+pub(crate) struct BatchColumns {
     pub(crate) columns: Vec<KeyColumns>,
     pub(crate) first: Vec<usize>,
     /// A 64-bit id per key, for databases that lock keys by number (PostgreSQL's advisory
