@@ -35,10 +35,13 @@ pub struct DedupListenerBuilder<L, P> {
 
 /// How a listener records its handler's runs: [`StoreBacked`] or
 /// [`InboxBacked`](crate::inbox::InboxBacked). Sealed: these are the two.
+// Sealed: its supertrait is the crate's own.
+#[allow(private_bounds)]
 pub trait Processing: sealed::MakeProcessor {}
 
 impl<P: sealed::MakeProcessor> Processing for P {}
 
+#[allow(private_interfaces)]
 pub(crate) mod sealed {
     use std::sync::Arc;
 
@@ -48,7 +51,7 @@ pub(crate) mod sealed {
     use crate::stats::DedupStats;
 
     /// A processor made for a listener (opaque outside the crate).
-    pub struct MadeProcessor(pub(crate) Box<dyn Processor>);
+    pub(crate) struct MadeProcessor(pub(crate) Box<dyn Processor>);
 
     impl std::fmt::Debug for MadeProcessor {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +60,7 @@ pub(crate) mod sealed {
     }
 
     /// What [`Processing`](super::Processing) does: make the listener's processor.
-    pub trait MakeProcessor {
+    pub(crate) trait MakeProcessor {
         /// The processor, for a configuration already checked.
         fn make(
             self,
