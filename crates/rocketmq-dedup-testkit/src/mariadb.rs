@@ -149,10 +149,16 @@ fn mariadbd(data: &Path, socket: &Path) -> Result<Command, TestkitError> {
         program: "mariadbd".into(),
         hint: "apt-get install -y --no-install-recommends mariadb-server (or set MYSQL_URL)".into(),
     })?;
+    // Its own temporary files beside its data, not in the /tmp every test server shares (a
+    // full run once met "Error on delete of '/tmp/#sql-temptable-…'" reading
+    // information_schema).
+    let tmp = data.with_file_name("tmp");
+    std::fs::create_dir_all(&tmp)?;
     let mut cmd = Command::new(program);
     // --no-defaults must come first, or /etc/mysql/*.cnf is read.
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .arg(format!("--socket={}", socket.display()))
         .arg(format!("--pid-file={}", data.join("mysqld.pid").display()))
         .args([

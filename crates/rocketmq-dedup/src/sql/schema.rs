@@ -33,15 +33,18 @@ impl TableFixes {
     }
 }
 
-/// What `table` lacks, read once more on another connection when the server dropped the
-/// first (seen on a loaded MariaDB just started: the pool discards a dropped connection, and
-/// the query only reads).
+/// What `table` lacks, read once more when the first read failed (seen under load on a
+/// MariaDB just started: a dropped connection, which the pool discards, and a failed
+/// information_schema temporary table); the query only reads.
 async fn read_fixes<DB: SqlDatabase>(
     pool: &Pool<DB>,
     table: &Table,
 ) -> Result<TableFixes, StoreError> {
     match DB::table_fixes(pool, table).await {
-        Err(sqlx::Error::Io(_)) => DB::table_fixes(pool, table).await,
+        Err(e) => {
+            tracing::warn!(table = table.name(), error = %e, "reading the dedup table's columns failed; reading them once more");
+            DB::table_fixes(pool, table).await
+        }
         read => read,
     }
     .map_err(|e| StoreError::backend(StoreOperation::Connect, e))
