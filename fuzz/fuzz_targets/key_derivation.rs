@@ -9,10 +9,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rocketmq_dedup::key::{KeyStrategy, MAX_KEY_BYTES};
 use rocketmq_dedup::record_key::{KeyParts, RecordKey, HASHED_KEY_THRESHOLD};
 use rocketmq_dedup::testing::message;
-use rocketmq_dedup::DedupKey;
+use rocketmq_dedup::{DedupKey, KeyStrategy};
+
+/// The longest key the library derives (64 KiB).
+const MAX_KEY_BYTES: usize = 64 * 1024;
 
 fn decode(key: &str) -> Vec<String> {
     key.split(':')

@@ -10,7 +10,7 @@ use rocketmq_client_rust::{
     MessageListenerConcurrently,
 };
 use rocketmq_dedup::sql::mysql::{MySqlInbox, MySqlStore};
-use rocketmq_dedup::store::{MemoryStore, RedisStore, RedisStoreBuilder};
+use rocketmq_dedup::store::{MemoryStore, RedisStore};
 use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -189,11 +189,11 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
                 .script_claims(s.kind == Kind::RedisScriptClaims)
                 .consume_thread_connections(match s.kind {
                     Kind::RedisMultiplexed => 0,
-                    _ => RedisStoreBuilder::DEFAULT_CONSUME_THREAD_CONNECTIONS,
+                    _ => 16, // the store's default
                 })
                 .commit_linger(match s.kind {
                     Kind::RedisNoLinger => Duration::ZERO,
-                    _ => RedisStoreBuilder::DEFAULT_COMMIT_LINGER,
+                    _ => Duration::from_millis(5), // the store's default
                 })
                 .connect()
                 .await?,
@@ -203,7 +203,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<serde_json::Value> {
     };
     let near_cache = match s.kind {
         Kind::RedisNoNearCache => 0,
-        _ => rocketmq_dedup::DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
+        _ => 10_000,
     };
     let dedup = |store: Arc<dyn rocketmq_dedup::DedupStore>| {
         let listener: Box<dyn MessageListenerConcurrently> = match s.work.is_blocking() {

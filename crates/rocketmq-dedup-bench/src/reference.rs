@@ -47,7 +47,7 @@ fn on_thread_connection<T>(
 
 /// The message's dedup key as both peers read it: the client unique id.
 fn uniq_key(msg: &MessageExt) -> String {
-    rocketmq_dedup::key::unique_id(msg)
+    rocketmq_dedup::unique_id(msg)
         .map(|k| k.value().to_owned())
         .unwrap_or_default()
 }

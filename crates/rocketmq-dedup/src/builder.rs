@@ -1,13 +1,4 @@
-//! [`DedupListenerBuilder`]: the settings of a dedup listener, one method each, checked when
-//! the listener is built.
-//!
-//! One builder serves both listeners; its first type parameter is the kind of listener
-//! `build` makes ([`Concurrent`](crate::listener::Concurrent) or
-//! [`Orderly`](crate::listener::Orderly)), its second how the handler's runs are
-//! recorded ([`Processing`]): [`StoreBacked`], claims in a [`DedupStore`], or, with feature
-//! `mysql` or `postgres`, [`InboxBacked`](crate::inbox::InboxBacked), one database
-//! transaction per message. A user never names them: `DedupConcurrentListener::builder`
-//! and `DedupConcurrentListener::inbox` start the builder.
+//! The settings of a dedup listener ([`DedupListenerBuilder`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -24,8 +15,16 @@ use crate::stats::DedupStats;
 use crate::store::DedupStore;
 
 /// Builds a [`DedupConcurrentListener`](crate::DedupConcurrentListener) or a
-/// [`DedupOrderlyListener`](crate::DedupOrderlyListener); defaults are the [`DedupConfig`]
-/// constants.
+/// [`DedupOrderlyListener`](crate::DedupOrderlyListener): the settings of a dedup listener,
+/// one method each (with its default), checked when the listener is built.
+///
+/// One builder serves both listeners; its first type parameter is the kind of listener
+/// `build` makes ([`Concurrent`](crate::listener::Concurrent) or
+/// [`Orderly`](crate::listener::Orderly)), its second how the handler's runs are
+/// recorded ([`Processing`]): [`StoreBacked`], claims in a [`DedupStore`], or, with feature
+/// `mysql` or `postgres`, [`InboxBacked`](crate::inbox::InboxBacked), one database
+/// transaction per message. A user never names them: `DedupConcurrentListener::builder`
+/// and `DedupConcurrentListener::inbox` start the builder.
 pub struct DedupListenerBuilder<L, P> {
     processing: P,
     config: DedupConfig,
@@ -183,8 +182,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
         self
     }
 
-    /// TTL of a claim that is not renewed (default
-    /// [`DedupConfig::DEFAULT_PROCESSING_TTL`]; 100 ms ..= 365 days). A crashed consumer's
+    /// TTL of a claim that is not renewed (default 30 s; 100 ms ..= 365 days). A crashed consumer's
     /// claims block their keys this long.
     pub fn processing_ttl(mut self, ttl: Duration) -> Self {
         self.config.processing_ttl = ttl;
@@ -192,7 +190,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
     }
 
     /// TTL of a CONSUMED record: how long duplicates are recognised (default
-    /// [`DedupConfig::DEFAULT_RECORD_TTL`]; from the processing TTL up to 365 days).
+    /// 24 h; from the processing TTL up to 365 days).
     pub fn record_ttl(mut self, ttl: Duration) -> Self {
         self.config.record_ttl = ttl;
         self
@@ -205,7 +203,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
         self
     }
 
-    /// Timeout of each store call (default [`DedupConfig::DEFAULT_STORE_TIMEOUT`]).
+    /// Timeout of each store call (default 3 s).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self
@@ -233,7 +231,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
     }
 
     /// How long a batch waits for a key that another batch of this listener is processing
-    /// (default [`DedupConfig::DEFAULT_IN_FLIGHT_WAIT`]; zero: never wait). Without the wait,
+    /// (default 5 s; zero: never wait). Without the wait,
     /// or past it, the copy is deferred, and with it its whole batch.
     pub fn in_flight_wait(mut self, wait: Duration) -> Self {
         self.config.in_flight_wait = wait;
@@ -241,7 +239,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
     }
 
     /// How long a commit that failed after a successful handler is retried in the background
-    /// (default [`DedupConfig::DEFAULT_COMMIT_RETRY_WINDOW`]; zero: not retried). The claim is
+    /// (default 60 s; zero: not retried). The claim is
     /// the listener's by its token, so a late commit is still correct; committing before the
     /// claim expires keeps a redelivered copy from running again.
     pub fn commit_retry_window(mut self, window: Duration) -> Self {
@@ -270,7 +268,7 @@ impl<L, P> DedupListenerBuilder<L, P> {
     }
 
     /// How many keys this listener committed it remembers, so that a copy of one is answered
-    /// without a store round trip (default [`DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY`]; 0:
+    /// without a store round trip (default 10 000; 0:
     /// none). With [`Self::ack_before_commit`] a key counts from its ack on, while its commit
     /// is still on its way. An entry lives until the record's TTL counted from when its commit
     /// was sent (or its ack), so never longer than the store's record; a record an operator deletes

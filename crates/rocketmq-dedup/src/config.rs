@@ -57,33 +57,33 @@ pub struct DedupConfig {
 impl DedupConfig {
     /// Default CONSUMING TTL. Renewal keeps a long handler's claim alive, so this bounds only
     /// how long a crashed consumer's claim blocks redelivery.
-    pub const DEFAULT_PROCESSING_TTL: Duration = Duration::from_secs(30);
+    pub(crate) const DEFAULT_PROCESSING_TTL: Duration = Duration::from_secs(30);
     /// Default CONSUMED TTL: how long duplicates are recognised.
-    pub const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
+    pub(crate) const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
     /// Default timeout of each store call.
-    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+    pub(crate) const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
     /// Default number of a batch's handlers that run at once.
-    pub const DEFAULT_HANDLER_CONCURRENCY: usize = 1;
+    pub(crate) const DEFAULT_HANDLER_CONCURRENCY: usize = 1;
     /// RocketMQ's default max reconsume times of a consumer group.
-    pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
+    pub(crate) const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
     /// Default time a failed commit is retried in the background.
-    pub const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
+    pub(crate) const DEFAULT_COMMIT_RETRY_WINDOW: Duration = Duration::from_secs(60);
     /// Default wait for a key that another batch of the same listener is processing.
-    pub const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+    pub(crate) const DEFAULT_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
     /// Default number of keys the near-cache remembers.
-    pub const DEFAULT_NEAR_CACHE_CAPACITY: usize = 10_000;
+    pub(crate) const DEFAULT_NEAR_CACHE_CAPACITY: usize = 10_000;
     /// Default time the orderly listener suspends a queue whose next message cannot run now
     /// (RocketMQ's own default `suspendCurrentQueueTimeMillis`).
-    pub const DEFAULT_SUSPEND_TIME: Duration = Duration::from_secs(1);
+    pub(crate) const DEFAULT_SUSPEND_TIME: Duration = Duration::from_secs(1);
     /// Longest namespace or prefix, in bytes.
-    pub const MAX_NAME_BYTES: usize = 255;
+    pub(crate) const MAX_NAME_BYTES: usize = 255;
     /// Longest TTL accepted (a year): a longer one is almost certainly a unit mistake, and
     /// stores turn expiry instants into numbers that must not overflow.
-    pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+    pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
     /// Shortest processing TTL accepted.
-    pub const MIN_PROCESSING_TTL: Duration = Duration::from_millis(100);
+    pub(crate) const MIN_PROCESSING_TTL: Duration = Duration::from_millis(100);
     /// The orderly suspend time RocketMQ accepts: it clamps anything else to 10 ms ..= 30 s.
-    pub const SUSPEND_TIME_RANGE: (Duration, Duration) =
+    pub(crate) const SUSPEND_TIME_RANGE: (Duration, Duration) =
         (Duration::from_millis(10), Duration::from_secs(30));
 
     pub(crate) fn new() -> Self {

@@ -18,7 +18,7 @@ pub enum KeyError {
     /// The derived key is empty.
     #[error("dedup key is empty")]
     Empty,
-    /// The derived key is longer than [`MAX_KEY_BYTES`](crate::key::MAX_KEY_BYTES).
+    /// The derived key is longer than 64 KiB.
     #[error("dedup key is {len} bytes, more than the limit of {max}")]
     TooLong {
         /// Length of the rejected key in bytes.

@@ -1,22 +1,4 @@
-//! Dedup keys: what identifies "the same message" for deduplication.
-//!
-//! A [`KeyStrategy`] derives a [`DedupKey`] from a message. The default,
-//! [`KeyStrategy::UniqueId`], uses the client-side unique id (the `UNIQ_KEY` property, equal to
-//! the producer's `SendResult::msg_id` and stable across retries) and falls back to the message
-//! id. Business keys (message `KEYS`, a field of a JSON body, any closure) catch duplicates
-//! that the producer sent as separate messages.
-//!
-//! ```
-//! use rocketmq_dedup::key::KeyStrategy;
-//! use rocketmq_dedup::testing::message;
-//!
-//! let msg = message("Orders").tag("paid").body(r#"{"orderId":"o-42"}"#).build();
-//! let key = KeyStrategy::json_pointer("/orderId").derive(&msg).unwrap();
-//! assert_eq!(key.value(), "o-42");
-//!
-//! let key = KeyStrategy::json_pointer("/orderId").tag_qualified().derive(&msg).unwrap();
-//! assert_eq!(key.tag(), Some("paid"));
-//! ```
+//! Dedup keys: what identifies "the same message" for deduplication ([`KeyStrategy`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,12 +10,12 @@ use crate::error::KeyError;
 /// The longest dedup key accepted, in bytes. Longer keys are a [`KeyError::TooLong`]; keys
 /// longer than [`HASHED_KEY_THRESHOLD`](crate::record_key::HASHED_KEY_THRESHOLD) are stored
 /// by their hash.
-pub const MAX_KEY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 64 * 1024;
 
 /// The largest body the JSON strategy parses, in bytes.
-pub const MAX_JSON_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_JSON_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// A validated dedup key: non-empty UTF-8 of at most [`MAX_KEY_BYTES`], with an optional tag
+/// A validated dedup key: non-empty UTF-8 of at most 64 KiB, with an optional tag
 /// that qualifies it (the same key under two tags is two records).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DedupKey {
@@ -106,7 +88,26 @@ fn validate(value: &str) -> Result<(), KeyError> {
 
 type KeyFn = dyn Fn(&MessageExt) -> Result<DedupKey, KeyError> + Send + Sync;
 
-/// How a dedup key is derived from a message.
+/// How a dedup key is derived from a message: what identifies "the same message" for
+/// deduplication.
+///
+/// A strategy derives a [`DedupKey`] from a message. The default,
+/// [`KeyStrategy::UniqueId`], uses the client-side unique id (the `UNIQ_KEY` property, equal to
+/// the producer's `SendResult::msg_id` and stable across retries) and falls back to the message
+/// id. Business keys (message `KEYS`, a field of a JSON body, any closure) catch duplicates
+/// that the producer sent as separate messages.
+///
+/// ```
+/// use rocketmq_dedup::KeyStrategy;
+/// use rocketmq_dedup::testing::message;
+///
+/// let msg = message("Orders").tag("paid").body(r#"{"orderId":"o-42"}"#).build();
+/// let key = KeyStrategy::json_pointer("/orderId").derive(&msg).unwrap();
+/// assert_eq!(key.value(), "o-42");
+///
+/// let key = KeyStrategy::json_pointer("/orderId").tag_qualified().derive(&msg).unwrap();
+/// assert_eq!(key.tag(), Some("paid"));
+/// ```
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum KeyStrategy {

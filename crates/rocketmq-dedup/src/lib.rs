@@ -37,18 +37,21 @@
 //! ```
 //!
 //! # Layout
-//! - [`listener`][]: [`DedupConcurrentListener`] and [`DedupOrderlyListener`], the two kinds
-//!   of one [`DedupListener`](listener::DedupListener): thin adapters that map the engine's
-//!   decisions to each client status.
-//! - [`builder`][]: [`DedupListenerBuilder`], the settings of both listeners, over a store
-//!   ([`StoreBacked`](builder::StoreBacked)) or an inbox.
+//! At the root: the listeners ([`DedupConcurrentListener`], [`DedupOrderlyListener`]) and
+//! their [`DedupListenerBuilder`] (over a store, [`StoreBacked`], or an inbox); the
+//! [`DedupHandler`] trait users implement, [`handler_fn`] and [`WithKey`]; dedup keys
+//! ([`DedupKey`], [`KeyStrategy`]: unique id, KEYS, JSON field, tag, closure); the settings
+//! read back from a listener ([`DedupConfig`]); per-message [`Decision`]s, counters and
+//! metrics ([`DedupStats`]); what a shutdown finished ([`ShutdownReport`]); errors by
+//! operation ([`StoreError`], [`ConfigError`], [`KeyError`]); every store opened by URL
+//! ([`connect`], [`connect_admin`]). Modules:
+//! - [`listener`][]: the two kinds of one [`DedupListener`](listener::DedupListener): thin
+//!   adapters that map the engine's decisions to each client status.
 //! - [`client`][]: workarounds for rocketmq-client-rust 1.0.0, grouped:
 //!   [`ConsumerRuntime`](client::ConsumerRuntime), the client runtime a consumer app needs (a
 //!   widened listener lane, a bounded shutdown), and
 //!   [`check_topic_route`](client::check_topic_route), a start-up check of a topic's route that
 //!   names the cause the client hides (Apache RocketMQ 4.x).
-//! - [`handler`][]: the [`DedupHandler`] trait users implement, [`handler_fn`], [`WithKey`].
-//! - [`key`][]: dedup key strategies ([`KeyStrategy`]): unique id, KEYS, JSON field, tag, closure.
 //! - [`record_key`][]: the collision-free layout of store keys, built from named parts
 //!   ([`KeyParts`](record_key::KeyParts)).
 //! - [`store`][]: the [`DedupStore`] trait, [`MemoryStore`](store::MemoryStore),
@@ -58,12 +61,6 @@
 //! - `sql` (features `mysql`, `postgres`): the SQL stores over the `t_rocketmq_dedup` table
 //!   (`sql::mysql`, `sql::postgres`), and `inbox`: the transactional inbox, whose handler
 //!   writes in the record's transaction.
-//! - [`store_url`][]: every store opened by URL ([`connect`], [`connect_admin`]).
-//! - [`config`][]: settings, their defaults and limits, read back from a listener
-//!   ([`DedupConcurrentListener::config`](listener::DedupListener::config)).
-//! - [`stats`][]: per-message [`Decision`]s, counters and metrics.
-//! - [`shutdown`][]: what a listener's shutdown finished.
-//! - [`error`][]: errors by operation.
 //! - `testing` (feature `test-util`): build messages and record keys in tests; a store that
 //!   fails on purpose.
 //!
@@ -77,35 +74,35 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-pub mod builder;
+mod builder;
 pub mod client;
-pub mod config;
+mod config;
 mod engine;
-pub mod error;
-pub mod handler;
+mod error;
+mod handler;
 #[cfg(feature = "sql")]
 pub mod inbox;
-pub mod key;
+mod key;
 mod lease;
 pub mod listener;
 mod listener_runtime;
 pub mod record_key;
-pub mod shutdown;
+mod shutdown;
 #[cfg(feature = "sql")]
 pub mod sql;
-pub mod stats;
+mod stats;
 pub mod store;
-pub mod store_url;
+mod store_url;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use builder::DedupListenerBuilder;
+pub use builder::{DedupListenerBuilder, Processing, StoreBacked};
 pub use config::{DedupConfig, KeyFallback, StoreErrorPolicy};
 pub use error::{ConfigError, HandlerError, KeyError, StoreError, StoreOperation};
-pub use handler::{handler_fn, DedupHandler, HandlerFn, WithKey};
-pub use key::{DedupKey, KeyStrategy};
+pub use handler::{handler_fn, Async, Blocking, DedupHandler, HandlerFn, MessageFn, WithKey};
+pub use key::{unique_id, DedupKey, KeyStrategy};
 pub use listener::{DedupConcurrentListener, DedupOrderlyListener, DECISION_TARGET};
 pub use shutdown::ShutdownReport;
 pub use stats::{Decision, DedupStats, Event};
 pub use store::DedupStore;
-pub use store_url::{connect, connect_admin};
+pub use store_url::{connect, connect_admin, supported_schemes};

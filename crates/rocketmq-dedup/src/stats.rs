@@ -1,15 +1,5 @@
-//! Decisions and counters: what the listener did with each message.
-//!
-//! Every decision is counted twice: in the listener's own [`DedupStats`] (read with
-//! [`DedupConcurrentListener::stats`](crate::DedupConcurrentListener::stats), no setup needed)
-//! and through the [`metrics`] facade, for whatever exporter the application installs:
-//!
-//! | metric | labels | meaning |
-//! |---|---|---|
-//! | `rocketmq_dedup_messages_total` | `decision` | one per message, by [`Decision`] |
-//! | `rocketmq_dedup_events_total` | `event` | store errors, lost claims, failed commits, … ([`Event`]) |
-//! | `rocketmq_dedup_store_seconds` | `op`, `store` | latency of each store call |
-//! | `rocketmq_dedup_answers_total` | `status` | messages answered `consume_success` or `reconsume_later` |
+//! Decisions and counters: what the listener did with each message ([`DedupStats`] has the
+//! metrics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -167,7 +157,18 @@ impl Event {
     }
 }
 
-/// Counters of one listener, updated lock-free.
+/// Counters of one listener, updated lock-free: what the listener did with each message.
+///
+/// Every decision is counted twice: here (read with
+/// [`DedupConcurrentListener::stats`](crate::DedupConcurrentListener::stats), no setup needed)
+/// and through the [`metrics`] facade, for whatever exporter the application installs:
+///
+/// | metric | labels | meaning |
+/// |---|---|---|
+/// | `rocketmq_dedup_messages_total` | `decision` | one per message, by [`Decision`] |
+/// | `rocketmq_dedup_events_total` | `event` | store errors, lost claims, failed commits, … ([`Event`]) |
+/// | `rocketmq_dedup_store_seconds` | `op`, `store` | latency of each store call |
+/// | `rocketmq_dedup_answers_total` | `status` | messages answered `consume_success` or `reconsume_later` |
 #[derive(Debug, Default)]
 pub struct DedupStats {
     decisions: [AtomicU64; Decision::ALL.len()],

@@ -14,13 +14,16 @@ use rocketmq_dedup::store::{
 };
 use rocketmq_dedup::testing::{message, FaultyStore};
 use rocketmq_dedup::{
-    ConfigError, Decision, DedupConcurrentListener, DedupConfig, DedupHandler, Event, HandlerError,
-    KeyFallback, KeyStrategy, StoreErrorPolicy, StoreOperation,
+    ConfigError, Decision, DedupConcurrentListener, DedupHandler, Event, HandlerError, KeyFallback,
+    KeyStrategy, StoreErrorPolicy, StoreOperation,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
 
 use ConsumeConcurrentlyStatus::{ConsumeSuccess, ReconsumeLater};
+
+/// The listener's default near-cache capacity.
+const DEFAULT_NEAR_CACHE: usize = 10_000;
 
 /// Counts runs; fails or panics on the runs it is told to; can take its time.
 #[derive(Default)]
@@ -403,7 +406,7 @@ fn consume_message_works_from_any_thread() {
 fn configuration_is_checked_at_build() {
     type Builder = rocketmq_dedup::DedupListenerBuilder<
         rocketmq_dedup::listener::Concurrent,
-        rocketmq_dedup::builder::StoreBacked<Arc<Recorder>>,
+        rocketmq_dedup::StoreBacked<Arc<Recorder>>,
     >;
     let build = |f: fn(Builder) -> Builder| {
         f(
@@ -913,11 +916,7 @@ impl DedupStore for GatedCommits {
 fn gated_listener(
     ack_before_commit: bool,
 ) -> (DedupConcurrentListener, Arc<Recorder>, Arc<GatedCommits>) {
-    gated_listener_with(
-        ack_before_commit,
-        DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY,
-        false,
-    )
+    gated_listener_with(ack_before_commit, DEFAULT_NEAR_CACHE, false)
 }
 
 /// The same, with a near-cache of `near_cache` keys, holding detached commits or not.
@@ -1104,7 +1103,7 @@ async fn without_ack_before_commit_the_ack_waits_for_the_commit() {
 /// commit instead of meeting A's claim in the store and taking a retry-topic trip.
 #[tokio::test]
 async fn ack_before_commit_answers_a_local_copy_while_the_commit_is_pending() {
-    for near_cache in [DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY, 0] {
+    for near_cache in [DEFAULT_NEAR_CACHE, 0] {
         let (listener, recorder, store) = gated_listener_with(true, near_cache, false);
         assert_eq!(listener.consume(&[&msg("A")]).await, ConsumeSuccess);
         let copy = message("Orders")
@@ -1148,7 +1147,7 @@ async fn ack_before_commit_answers_a_local_copy_while_the_commit_is_pending() {
 /// store refuses every claim after the first message, and only the near-cache can answer.
 #[tokio::test]
 async fn the_near_cache_answers_copies_of_keys_this_listener_committed() {
-    for capacity in [DedupConfig::DEFAULT_NEAR_CACHE_CAPACITY, 0] {
+    for capacity in [DEFAULT_NEAR_CACHE, 0] {
         let recorder = Arc::new(Recorder::default());
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let listener = DedupConcurrentListener::builder(recorder.clone())

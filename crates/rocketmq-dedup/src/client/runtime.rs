@@ -64,31 +64,30 @@ pub struct ConsumerRuntimeBuilder {
 
 impl ConsumerRuntimeBuilder {
     /// Default listener calls that run at once, across the runtime's consumers.
-    pub const DEFAULT_LISTENER_CALLS: usize = 32;
+    pub(crate) const DEFAULT_LISTENER_CALLS: usize = 32;
     /// Default listener calls that may wait for a thread.
-    pub const DEFAULT_QUEUED_LISTENER_CALLS: usize = 1024;
+    pub(crate) const DEFAULT_QUEUED_LISTENER_CALLS: usize = 1024;
     /// Default time the client waits for one listener call before it sends the batch back.
-    pub const DEFAULT_LISTENER_TIMEOUT: Duration = Duration::from_secs(120);
+    pub(crate) const DEFAULT_LISTENER_TIMEOUT: Duration = Duration::from_secs(120);
     /// Default bound of the client runtime's shutdown.
-    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+    pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// Listener calls that run at once, across the runtime's consumers (default
-    /// [`Self::DEFAULT_LISTENER_CALLS`]): at least the sum of their `consume_thread_min`.
+    /// 32): at least the sum of their `consume_thread_min`.
     pub fn listener_calls(mut self, n: usize) -> Self {
         self.listener_calls = n;
         self
     }
 
     /// How long the client waits for one listener call before it sends the batch back
-    /// (default [`Self::DEFAULT_LISTENER_TIMEOUT`]; 1.0.0's own is 30 s). The listener's claim
+    /// (default 120 s; 1.0.0's own is 30 s). The listener's claim
     /// stays renewed meanwhile, so the copy it sends back is deferred, never run twice.
     pub fn listener_timeout(mut self, timeout: Duration) -> Self {
         self.listener_timeout = timeout;
         self
     }
 
-    /// The bound of [`ConsumerRuntime::shutdown`] (default
-    /// [`Self::DEFAULT_SHUTDOWN_TIMEOUT`]).
+    /// The bound of [`ConsumerRuntime::shutdown`] (default 2 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self

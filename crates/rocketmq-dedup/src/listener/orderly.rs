@@ -65,7 +65,7 @@ impl DedupListener<Orderly> {
 impl<P> DedupListenerBuilder<Orderly, P> {
     /// How long the queue is suspended when its next message cannot run now: another
     /// consumer processes its key, its handler failed, or the store is down (default
-    /// [`DedupConfig::DEFAULT_SUSPEND_TIME`](crate::DedupConfig::DEFAULT_SUSPEND_TIME); 10 ms ..= 30 s, the range RocketMQ accepts).
+    /// 1 s; 10 ms ..= 30 s, the range RocketMQ accepts).
     pub fn suspend_time(mut self, time: Duration) -> Self {
         self.config_mut().suspend_time = time;
         self

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::{Database, Pool, Transaction};
 
-use super::dialect::InboxStatements;
-use super::rows::SqlDatabase;
+use super::database::InboxStatements;
+use super::database::SqlDatabase;
 use super::table::{Table, DEFAULT_TABLE};
 use super::{store_error, Failure, PurgeOptions, Purger};
 use crate::error::{StoreError, StoreOperation};
@@ -73,7 +73,7 @@ impl<DB: Database> fmt::Debug for SqlInboxBuilder<DB> {
 
 impl<DB: Database> SqlInboxBuilder<DB> {
     /// Default wait for another transaction that holds a message's record.
-    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(1);
+    pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(1);
 
     fn new(pool: Pool<DB>) -> Self {
         SqlInboxBuilder {
@@ -92,7 +92,7 @@ impl<DB: Database> SqlInboxBuilder<DB> {
     }
 
     /// How long a claim waits for another transaction that holds the record before the
-    /// message is deferred (default [`Self::DEFAULT_LOCK_WAIT`]; MySQL counts whole seconds,
+    /// message is deferred (default 1 s; MySQL counts whole seconds,
     /// at least one).
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;

@@ -13,21 +13,20 @@
 //!
 //! The table's semantics are written once, over [`SqlDatabase`] (`store`, `inbox`, and
 //! `decide`, the state machine), and so are the statements both databases take in one form
-//! (`rows`: the batch's upsert and delete, an operator's reads); what differs between the
-//! databases (locking, reading a batch, the inbox's claim, purging, error codes, the clock) is
-//! one `impl` per database (`mysql`, `postgres`).
+//! (`database`: the batch's read, upsert and delete, an operator's reads); what differs
+//! between the databases (how a batch's keys are locked, the inbox's claim, purging, error
+//! codes, the clock) is one `impl` per database (`mysql`, `postgres`).
 //!
 //! The schema is shipped as migrations (`migrations/mysql`, `migrations/postgres`, also
 //! applied by the stores' `migrate`). Expired rows count as absent; each store runs a purge
 //! job ([`PurgeOptions`]) that deletes them in bounded batches until the store is shut down.
 
+mod database;
 pub(crate) mod decide;
-mod dialect;
-pub mod inbox;
+mod inbox;
 mod purge;
-mod rows;
 mod schema;
-pub mod store;
+mod store;
 pub(crate) mod table;
 
 #[cfg(feature = "mysql")]
@@ -35,9 +34,11 @@ pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
-pub(crate) use dialect::Failure;
+pub(crate) use database::Failure;
+pub use database::SqlDatabase;
+pub use inbox::{SqlInbox, SqlInboxBuilder};
 pub use purge::PurgeOptions;
-pub use rows::SqlDatabase;
+pub use store::{SqlStore, SqlStoreBuilder};
 pub use table::DEFAULT_TABLE;
 
 pub(crate) use purge::{purge_once, Purger};

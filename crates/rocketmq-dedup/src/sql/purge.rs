@@ -12,17 +12,18 @@ use tracing::{debug, info, warn};
 /// How a SQL store purges expired rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeOptions {
-    /// Time between purges (zero: no purge job).
+    /// Time between purges (default 60 s; zero: no purge job).
     pub interval: Duration,
-    /// Rows deleted per statement; a purge repeats it while it deletes this many.
+    /// Rows deleted per statement (default 1 000); a purge repeats it while it deletes this
+    /// many.
     pub batch: u32,
 }
 
 impl PurgeOptions {
     /// Default time between purges.
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+    pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
     /// Default rows per DELETE.
-    pub const DEFAULT_BATCH: u32 = 1000;
+    pub(crate) const DEFAULT_BATCH: u32 = 1000;
 }
 
 impl Default for PurgeOptions {

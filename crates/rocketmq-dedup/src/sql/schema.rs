@@ -11,27 +11,9 @@
 
 use sqlx::Pool;
 
-use super::rows::SqlDatabase;
-use super::table::Table;
+use super::database::SqlDatabase;
+use super::table::{Table, TableFixes};
 use crate::error::{StoreError, StoreOperation};
-
-/// What an existing table lacks.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct TableFixes {
-    /// What makes the table unusable as it is (empty: usable).
-    pub(crate) problems: Vec<String>,
-    /// The `ALTER TABLE` clauses that fix the problems, and that add the purge job's index
-    /// when it is missing.
-    pub(crate) clauses: Vec<String>,
-}
-
-impl TableFixes {
-    /// The one statement that applies every clause, if any is needed.
-    pub(crate) fn statement(&self, table: &Table) -> Option<String> {
-        (!self.clauses.is_empty())
-            .then(|| format!("ALTER TABLE {} {}", table.name(), self.clauses.join(", ")))
-    }
-}
 
 /// What `table` lacks, read once more when the first read failed (seen under load on a
 /// MariaDB just started: a dropped connection, which the pool discards, and a failed

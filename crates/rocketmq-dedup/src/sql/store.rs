@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::{Database, Pool};
 
+use super::database::SqlDatabase;
 use super::decide::RowBatch;
-use super::rows::SqlDatabase;
 use super::table::{BatchColumns, Table, DEFAULT_TABLE};
 use super::{store_error, Failure, PurgeOptions, Purger};
 use crate::error::{deadlock_backoff, StoreError, StoreOperation, DEADLOCK_ATTEMPTS};
@@ -87,9 +87,9 @@ impl<DB: Database> fmt::Debug for SqlStoreBuilder<DB> {
 
 impl<DB: Database> SqlStoreBuilder<DB> {
     /// Default connections in the pool (when the store makes its own).
-    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+    pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 10;
     /// Default wait for a connection (and for the first one, at connect).
-    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+    pub(crate) const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
     fn new(source: Source<DB>) -> Self {
         SqlStoreBuilder {
@@ -117,13 +117,13 @@ impl<DB: Database> SqlStoreBuilder<DB> {
         self
     }
 
-    /// Connections in the store's own pool (ignored on an application's pool).
+    /// Connections in the store's own pool (default 10; ignored on an application's pool).
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
         self
     }
 
-    /// How long a call waits for a connection.
+    /// How long a call waits for a connection (default 3 s).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self

@@ -34,6 +34,24 @@ impl Table {
     }
 }
 
+/// What an existing table lacks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct TableFixes {
+    /// What makes the table unusable as it is (empty: usable).
+    pub(crate) problems: Vec<String>,
+    /// The `ALTER TABLE` clauses that fix the problems, and that add the purge job's index
+    /// when it is missing.
+    pub(crate) clauses: Vec<String>,
+}
+
+impl TableFixes {
+    /// The one statement that applies every clause, if any is needed.
+    pub(crate) fn statement(&self, table: &Table) -> Option<String> {
+        (!self.clauses.is_empty())
+            .then(|| format!("ALTER TABLE {} {}", table.name(), self.clauses.join(", ")))
+    }
+}
+
 /// A record key as the table's four key columns: namespace, topic, tag and dedup key, as
 /// written ([`RecordKey::parts`]). A compact key, whose parts are hashed together, is the
 /// dedup key alone.

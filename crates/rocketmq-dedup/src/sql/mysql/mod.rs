@@ -18,31 +18,30 @@
 
 use std::time::Duration;
 
-use sqlx::mysql::{MySql, MySqlConnection, MySqlDatabaseError, MySqlPool};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
+use sqlx::mysql::{MySql, MySqlDatabaseError, MySqlPool};
+use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
+use super::database::{bind_key, ttl_ms, Dialect, InboxStatements};
 use super::decide::{owner, Row, CONSUMED};
-use super::dialect::{Dialect, InboxStatements};
-use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
-use super::schema::{self, Column, FixSyntax, TableFixes};
-use super::table::{BatchColumns, KeyColumns, Table};
+use super::schema::{self, Column, FixSyntax};
+use super::table::{KeyColumns, Table, TableFixes};
 use super::Failure;
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
 
-/// The dedup store in MySQL / MariaDB; see [`SqlStore`](super::store::SqlStore).
-pub type MySqlStore = super::store::SqlStore<MySql>;
+/// The dedup store in MySQL / MariaDB; see [`SqlStore`](super::SqlStore).
+pub type MySqlStore = super::SqlStore<MySql>;
 /// Configures a [`MySqlStore`].
-pub type MySqlStoreBuilder = super::store::SqlStoreBuilder<MySql>;
-/// The transactional inbox in MySQL / MariaDB; see [`SqlInbox`](super::inbox::SqlInbox).
+pub type MySqlStoreBuilder = super::SqlStoreBuilder<MySql>;
+/// The transactional inbox in MySQL / MariaDB; see [`SqlInbox`](super::SqlInbox).
 ///
 /// The claim's `INSERT` waits for another transaction that inserted the same key at most the
 /// lock wait, in whole seconds (InnoDB's `innodb_lock_wait_timeout`, set for that statement
 /// alone: `SET STATEMENT … FOR` on MariaDB, a `SET_VAR` hint on MySQL 8).
-pub type MySqlInbox = super::inbox::SqlInbox<MySql>;
+pub type MySqlInbox = super::SqlInbox<MySql>;
 /// Configures a [`MySqlInbox`].
-pub type MySqlInboxBuilder = super::inbox::SqlInboxBuilder<MySql>;
+pub type MySqlInboxBuilder = super::SqlInboxBuilder<MySql>;
 
 impl Dialect for MySql {
     const STORE_KIND: &'static str = "mysql";
@@ -54,34 +53,8 @@ impl Dialect for MySql {
     const INTEGER: &'static str = "SIGNED";
     const UPSERT: &'static str =
         " ON DUPLICATE KEY UPDATE status = VALUES(status), owner_token = VALUES(owner_token), expire_time = VALUES(expire_time)";
-
-    /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
-    /// batch, `FOR UPDATE` (rows and, for absent keys, their gaps).
-    async fn read(
-        conn: &mut MySqlConnection,
-        table: &Table,
-        batch: &BatchColumns,
-    ) -> Result<Vec<Row>, sqlx::Error> {
-        let mut query = QueryBuilder::<MySql>::new(format!(
-            "SELECT {KEY_COLUMNS}, status, owner_token, CAST(expire_time > {NOW_MS} AS SIGNED) AS live FROM {} WHERE ({KEY_COLUMNS}) IN",
-            table.name()
-        ));
-        query.push_tuples(batch.distinct(), |mut tuple, (_, key)| {
-            push_key(&mut tuple, key);
-        });
-        query.push(" FOR UPDATE");
-        let mut found = vec![Row::Absent; batch.columns.len()];
-        for row in query.build().fetch_all(&mut *conn).await? {
-            let key = KeyColumns::read(&row)?;
-            let status: String = row.try_get(4)?;
-            let owner: Option<i64> = row.try_get(5)?;
-            let live: i64 = row.try_get(6)?;
-            if let Some(i) = batch.index_of(&key) {
-                found[i] = Row::read(&status, owner, live != 0);
-            }
-        }
-        Ok(found)
-    }
+    /// Rows and, for absent keys, their gaps.
+    const LOCK_READ_ROWS: &'static str = " FOR UPDATE";
 
     /// The table's columns from `information_schema`; the purge job's index is one whose
     /// first column is `expire_time`.

@@ -19,30 +19,29 @@
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnection, PgDatabaseError, PgPool, Postgres};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, Transaction};
+use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
+use super::database::{bind_key, ttl_ms, Dialect, InboxStatements};
 use super::decide::{owner, Row, CONSUMED};
-use super::dialect::{Dialect, InboxStatements};
-use super::rows::{bind_key, push_key, ttl_ms, KEY_COLUMNS};
-use super::schema::{self, Column, FixSyntax, TableFixes};
-use super::table::{lock_id, BatchColumns, KeyColumns, Table};
+use super::schema::{self, Column, FixSyntax};
+use super::table::{lock_id, BatchColumns, KeyColumns, Table, TableFixes};
 use super::Failure;
 use crate::inbox::InboxClaim;
 use crate::record_key::RecordKey;
 use crate::store::OwnerToken;
 
-/// The dedup store in PostgreSQL; see [`SqlStore`](super::store::SqlStore).
-pub type PostgresStore = super::store::SqlStore<Postgres>;
+/// The dedup store in PostgreSQL; see [`SqlStore`](super::SqlStore).
+pub type PostgresStore = super::SqlStore<Postgres>;
 /// Configures a [`PostgresStore`].
-pub type PostgresStoreBuilder = super::store::SqlStoreBuilder<Postgres>;
-/// The transactional inbox in PostgreSQL; see [`SqlInbox`](super::inbox::SqlInbox).
+pub type PostgresStoreBuilder = super::SqlStoreBuilder<Postgres>;
+/// The transactional inbox in PostgreSQL; see [`SqlInbox`](super::SqlInbox).
 ///
 /// The claim takes the key's advisory lock (`pg_try_advisory_xact_lock`, tried until the lock
 /// wait runs out, so nothing is set on the transaction the handler goes on using), then
 /// inserts the record.
-pub type PostgresInbox = super::inbox::SqlInbox<Postgres>;
+pub type PostgresInbox = super::SqlInbox<Postgres>;
 /// Configures a [`PostgresInbox`].
-pub type PostgresInboxBuilder = super::inbox::SqlInboxBuilder<Postgres>;
+pub type PostgresInboxBuilder = super::SqlInboxBuilder<Postgres>;
 
 impl Dialect for Postgres {
     const STORE_KIND: &'static str = "postgres";
@@ -54,31 +53,22 @@ impl Dialect for Postgres {
     const INTEGER: &'static str = "BIGINT";
     const UPSERT: &'static str =
         " ON CONFLICT (application_name, topic, tag, msg_uniq_key) DO UPDATE SET status = EXCLUDED.status, owner_token = EXCLUDED.owner_token, expire_time = EXCLUDED.expire_time";
+    /// The keys are locked by [`lock_keys`](Dialect::lock_keys) instead.
+    const LOCK_READ_ROWS: &'static str = "";
 
-    /// The rows of the batch's distinct keys (absent ones as [`Row::Absent`]), indexed like the
-    /// batch, after taking the keys' locks ([`lock_keys`]).
-    async fn read(
-        conn: &mut PgConnection,
-        table: &Table,
-        batch: &BatchColumns,
-    ) -> Result<Vec<Row>, sqlx::Error> {
-        lock_keys(conn, batch).await?;
-        let mut query = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {KEY_COLUMNS}, status, owner_token, expire_time > {NOW_MS} AS live FROM {} WHERE ({KEY_COLUMNS}) IN",
-            table.name()
-        ));
-        query.push_tuples(batch.distinct(), |mut tuple, (_, key)| {
-            push_key(&mut tuple, key);
-        });
-        let mut found = vec![Row::Absent; batch.columns.len()];
-        for row in query.build().fetch_all(&mut *conn).await? {
-            let key = KeyColumns::read(&row)?;
-            let status: String = row.try_get(4)?;
-            if let Some(i) = batch.index_of(&key) {
-                found[i] = Row::read(&status, row.try_get(5)?, row.try_get(6)?);
-            }
-        }
-        Ok(found)
+    /// Takes the batch's key locks (transaction-scoped advisory locks, in id order): PostgreSQL
+    /// has no gap locks, so these order the transactions that want the same keys, rows or not.
+    async fn lock_keys(conn: &mut PgConnection, batch: &BatchColumns) -> Result<(), sqlx::Error> {
+        let mut ids = batch.lock_ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(id) FROM (SELECT unnest($1::int8[]) AS id ORDER BY 1) AS ids",
+        )
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     /// The table's columns from `information_schema` (an unquoted name is stored in lower
@@ -205,21 +195,6 @@ impl Dialect for Postgres {
 /// transaction's start).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// Takes the batch's key locks (transaction-scoped advisory locks, in id order): PostgreSQL
-/// has no gap locks, so these order the transactions that want the same keys, rows or not.
-async fn lock_keys(conn: &mut PgConnection, batch: &BatchColumns) -> Result<(), sqlx::Error> {
-    let mut ids = batch.lock_ids.clone();
-    ids.sort_unstable();
-    ids.dedup();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(id) FROM (SELECT unnest($1::int8[]) AS id ORDER BY 1) AS ids",
-    )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// The claim's statements.
 fn statements(table: &Table, lock_wait: Duration) -> InboxStatements {
     let name = table.name();
@@ -270,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_upsert_conflicts_on_the_key_columns() {
-        let conflict = format!("ON CONFLICT ({KEY_COLUMNS})");
+        let conflict = format!("ON CONFLICT ({})", crate::sql::database::KEY_COLUMNS);
         assert!(<Postgres as Dialect>::UPSERT.contains(&conflict));
     }
 }

@@ -54,24 +54,24 @@ pub struct RedisStoreBuilder {
 
 impl RedisStoreBuilder {
     /// Default timeout of one connection attempt.
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default time to wait for an answer.
-    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+    pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default first reconnect delay.
-    pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(50);
+    pub(crate) const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(50);
     /// Default longest reconnect delay.
-    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
+    pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
     /// Default bound of [`Self::consume_thread_connections`] (the client's default consume
     /// threads are 20; a thread that finds them all in use goes the multiplexed way).
-    pub const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
+    pub(crate) const DEFAULT_CONSUME_THREAD_CONNECTIONS: usize = 16;
     /// Default of [`Self::commit_linger`]: long enough that a consume thread whose handler
     /// takes a millisecond or two carries its commit with its next claim, and that the
     /// sweeper wakes at most 200 times a second while commits come.
-    pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(5);
+    pub(crate) const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(5);
     /// Default of [`Self::record_ttl`]: the listener's default record TTL.
-    pub const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
+    pub(crate) const DEFAULT_RECORD_TTL: Duration = crate::store::DEFAULT_RECORD_TTL;
     /// Default of [`Self::expected_rate`], in records committed per second and group.
-    pub const DEFAULT_EXPECTED_RATE: u64 = 1_000;
+    pub(crate) const DEFAULT_EXPECTED_RATE: u64 = 1_000;
 
     /// A builder for `url`:
     /// - one server: `redis://[:password@]host:port[/db]`, `redis://user:password@…` (ACL),
@@ -98,13 +98,13 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// Timeout of one connection attempt.
+    /// Timeout of one connection attempt (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Time to wait for an answer before a call fails.
+    /// Time to wait for an answer before a call fails (default 2 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -160,7 +160,7 @@ impl RedisStoreBuilder {
     }
 
     /// On one server, how many threads at most get a blocking connection of their own
-    /// (default [`Self::DEFAULT_CONSUME_THREAD_CONNECTIONS`]): claims, commits and releases
+    /// (default 16): claims, commits and releases
     /// made where the thread may block (a listener's consume thread) write and read the socket
     /// themselves, with no hand-off to a runtime task and back (the benchmark's `redis-mux`
     /// line is the same store with 0). A thread's connection is opened at its first call;
@@ -176,7 +176,7 @@ impl RedisStoreBuilder {
     /// [`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit) and
     /// [`DedupStore::commit_detached`]) may wait for its thread's next pipeline, to go in front
     /// of its commands instead of in a round trip of its own (default
-    /// [`Self::DEFAULT_COMMIT_LINGER`]). Under load that is the claim of the thread's next
+    /// 5 ms). Under load that is the claim of the thread's next
     /// message, a round trip later: at batch size 1 a message then costs one round trip, not
     /// two, and its commit no task and no thread hand-off. A commit whose thread went idle is
     /// sent after the linger by the store's sweeper task, which runs only while commits wait.
@@ -198,7 +198,7 @@ impl RedisStoreBuilder {
     }
 
     /// The record TTL of the listeners that use this store (default
-    /// [`Self::DEFAULT_RECORD_TTL`], the listener's default): a new group's time unit is an
+    /// 24 h, the listener's default): a new group's time unit is an
     /// eighth of it, so its records are kept their TTL and at most an eighth more. A listener
     /// that keeps records longer still has them kept as long, up to 7.5 times this; one that
     /// keeps them less than a quarter of it has each in a key of its own (more memory).
@@ -209,7 +209,7 @@ impl RedisStoreBuilder {
 
     /// The peak rate, in records committed per second, of the busiest record group (the
     /// records of one namespace, topic and tag: a record key up to its dedup key) that uses
-    /// this store (default [`Self::DEFAULT_EXPECTED_RATE`]). It sizes
+    /// this store (default 1 000). It sizes
     /// a new group's shards: shards = rate × (record TTL + two units) / 256, rounded up to a
     /// power of two, so that a records hash holds about 256 records and stays in Redis's compact listpack
     /// encoding (up to `hash-max-listpack-entries`, 512 by default) at twice the rate.

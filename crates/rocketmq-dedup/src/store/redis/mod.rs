@@ -45,46 +45,43 @@ use crate::record_key::RecordKey;
 
 /// A [`DedupStore`] in Redis, shared by all consumers of a group.
 ///
-/// A CONSUMED record is a 12-byte field in a small hash of its shard's records, its value the
-/// time it stops being live; dead fields are swept by the hash's commits, and a hash nobody
-/// writes to expires as a whole: about an eighth of the Redis memory of one key per record
-/// (BENCHMARKS.md measures both). A claim (CONSUMING) is a key of its own holding `c<token>`
-/// with the processing TTL. docs/redis.md ("Memory") says where each lives; size the shards
-/// with [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
+/// A CONSUMED record is a 12-byte field in a small hash of its shard's records, its value the time
+/// it stops being live; dead fields are swept by the hash's commits, and a hash nobody writes to
+/// expires as a whole: about an eighth of the Redis memory of one key per record (BENCHMARKS.md
+/// measures both). A claim (CONSUMING) is a key of its own holding `c<token>` with the processing
+/// TTL. docs/redis.md ("Memory") says where each lives; size the shards with
+/// [`RedisStoreBuilder::expected_rate`] and [`RedisStoreBuilder::record_ttl`].
 ///
-/// Every operation is single-slot commands, sent as one pipeline per batch and server: one
-/// round trip per batch on one server, at most one per master touched on a Redis Cluster (a
-/// record's claim and records hash share a hash tag, and the store groups a batch's commands by
-/// the master that owns their slots). A claim is the native `SET claim owner NX PX ttl GET`, an
-/// `HMGET` of the record's field and its hash's meta field, and the server's `TIME` on Redis 7.0
-/// and later (a Lua script before, or with [`RedisStoreBuilder::script_claims`]); commit,
-/// release and renew are compare-and-set Lua scripts on the owner token (module `scripts`). Every
-/// time a decision uses is the Redis server's.
+/// Every operation is single-slot commands, sent as one pipeline per batch and server: one round
+/// trip per batch on one server, at most one per master touched on a Redis Cluster (a record's
+/// claim and records hash share a hash tag, and the store groups a batch's commands by the master
+/// that owns their slots). A claim is the native `SET claim owner NX PX ttl GET`, an `HMGET` of the
+/// record's field and its hash's meta field, and the server's `TIME` on Redis 7.0 and later (a Lua
+/// script before, or with [`RedisStoreBuilder::script_claims`]); commit, release and renew are
+/// compare-and-set Lua scripts on the owner token (module `scripts`). Every time a decision uses is
+/// the Redis server's.
 ///
-/// A native claim that finds the record CONSUMED has set its claim key already: it releases
-/// it at once (on one server, in front of the thread's next pipeline or after the commit
-/// linger). Should the record expire in that moment, a copy claimed then reads the leftover
-/// claim as in flight and is deferred once (`RECONSUME_LATER`): never run twice, never lost.
-/// The Lua claim leaves nothing (one script call a message more on the server).
+/// A native claim that finds the record CONSUMED has set its claim key already: it releases it at
+/// once (on one server, in front of the thread's next pipeline or after the commit linger). Should
+/// the record expire in that moment, a copy claimed then reads the leftover claim as in flight and
+/// is deferred once (`RECONSUME_LATER`): never run twice, never lost. The Lua claim leaves nothing
+/// (one script call a message more on the server).
 ///
-/// # Connection behavior
-/// It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection (redis-rs's
-/// `ConnectionManager` on one server, its cluster connection on a Cluster, a connection to
-/// the current master through Sentinel). On one server, calls made on a listener's consume
-/// thread (the claims, and the commits when they are on the ack path) use a small pool of
-/// blocking connections instead, so a round trip costs no thread hand-off
-/// ([`RedisStoreBuilder::consume_thread_connections`]).
-/// - A call that gets no answer within the response timeout fails with a timeout.
-/// - When the connection drops, the calls in flight fail and the manager reconnects in the
-///   background with exponential backoff (from [`RedisStoreBuilder::DEFAULT_MIN_BACKOFF`] up
-///   to [`RedisStoreBuilder::DEFAULT_MAX_BACKOFF`]); calls made meanwhile fail fast.
-/// - After a Redis restart the script cache is empty: the commands of a pipeline that answer
-///   `NOSCRIPT` are sent once more after the script is loaded (only those: the others ran).
-/// - Cluster: MOVED and ASK answers are followed (the command did not run where it was sent),
-///   and the slot map is read again; a master that is down fails the calls for its slots until
-///   its replica is promoted (about `cluster-node-timeout` plus an election).
-/// - Sentinel: an I/O error, a timeout or a `READONLY` answer (the master was demoted) fails
-///   the call and makes the next one ask the sentinels for the master again.
+/// # Connection behavior It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection
+/// (redis-rs's `ConnectionManager` on one server, its cluster connection on a Cluster, a connection
+/// to the current master through Sentinel). On one server, calls made on a listener's consume
+/// thread (the claims, and the commits when they are on the ack path) use a small pool of blocking
+/// connections instead, so a round trip costs no thread hand-off
+/// ([`RedisStoreBuilder::consume_thread_connections`]). - A call that gets no answer within the
+/// response timeout fails with a timeout. - When the connection drops, the calls in flight fail and
+/// the manager reconnects in the   background with exponential backoff (from 50 ms up   to 2 s);
+/// calls made meanwhile fail fast. - After a Redis restart the script cache is empty: the commands
+/// of a pipeline that answer   `NOSCRIPT` are sent once more after the script is loaded (only
+/// those: the others ran). - Cluster: MOVED and ASK answers are followed (the command did not run
+/// where it was sent),   and the slot map is read again; a master that is down fails the calls for
+/// its slots until   its replica is promoted (about `cluster-node-timeout` plus an election). -
+/// Sentinel: an I/O error, a timeout or a `READONLY` answer (the master was demoted) fails   the
+/// call and makes the next one ask the sentinels for the master again.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,

@@ -1,18 +1,146 @@
-//! Statements written once for both databases over sqlx's query builder: the batch's last
-//! states as one upsert and one delete, and an operator's statements. Each dialect gives what
-//! differs (its clock, its upsert clause, its name of a 64-bit integer, [`Dialect`]); every
-//! database whose sqlx types meet the statements' bounds has them as [`SharedStatements`].
+//! The one place the SQL stores meet the databases: what differs between MySQL and
+//! PostgreSQL ([`Dialect`], one `impl` per database, in its module) and the statements
+//! written once for both over sqlx's query builder ([`SharedStatements`]: the batch's read
+//! and its last states as one upsert and one delete, an operator's statements, purging).
+//! [`SqlDatabase`] is the two together, the bound the store and the inbox are written over.
+//!
+//! The shared statements need sqlx bounds (how each database encodes the columns, runs a
+//! query, reads a row); they are stated once, on the blanket `impl` of [`SharedStatements`],
+//! so that no user of [`SqlDatabase`] repeats them. (A single trait with these bounds as its
+//! `where` clauses would make every user repeat them: Rust implies a trait's supertraits at
+//! its users, not its other `where` clauses.)
 
 use std::future::Future;
+use std::time::Duration;
 
 use sqlx::query::Query;
 use sqlx::query_builder::Separated;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder,
+    Row as _, Transaction, Type,
+};
 
-use super::decide::{Write, CONSUMED, CONSUMING};
-use super::dialect::Dialect;
-use super::table::{BatchColumns, KeyColumns, Table};
+use super::decide::{Row, Write, CONSUMED, CONSUMING};
+use super::table::{BatchColumns, KeyColumns, Table, TableFixes};
 use super::{PurgeOptions, Purger};
+use crate::inbox::InboxClaim;
+use crate::record_key::RecordKey;
+use crate::store::OwnerToken;
+
+/// The inbox's statements, prepared once per pool in the server's own syntax.
+#[derive(Debug)]
+pub(crate) struct InboxStatements {
+    /// Inserts a record, CONSUMED: key columns, owner, TTL in ms.
+    pub(crate) insert: String,
+    /// Reads a record's status, owner and liveness, locking it: key columns.
+    pub(crate) select: String,
+    /// Takes an expired record over: owner, TTL in ms, key columns.
+    pub(crate) take_over: String,
+    /// How long to wait for another transaction that holds a record (MySQL puts it into
+    /// the statements instead).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) lock_wait: Duration,
+}
+
+/// What a database error means to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A deadlock victim or a serialization failure: try the transaction again.
+    Deadlock,
+    /// A lock wait ran out.
+    LockTimeout,
+    /// The database refuses writes.
+    ReadOnly,
+    /// A unique key already holds the row.
+    Duplicate,
+    /// The server refused the credentials.
+    AuthFailed,
+    /// Anything else.
+    Other,
+}
+
+/// What differs between the databases: their statements (see the module docs).
+pub(crate) trait Dialect: Database {
+    /// The store's name in logs and metrics.
+    const STORE_KIND: &'static str;
+    /// The inbox's name in logs and metrics.
+    const INBOX_KIND: &'static str;
+    /// The shipped schema (for the default table name).
+    const MIGRATION: &'static str;
+    /// The database's clock, in Unix milliseconds, as an SQL expression.
+    const NOW_MS: &'static str;
+    /// The database's name of a 64-bit integer in a `CAST` (`SIGNED`, `BIGINT`).
+    const INTEGER: &'static str;
+    /// What follows the batch's `INSERT … VALUES` to update the rows that exist.
+    const UPSERT: &'static str;
+
+    /// A pool of `max_connections` on `url`.
+    fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send {
+        sqlx::pool::PoolOptions::<Self>::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+    }
+
+    /// What follows the batch's `SELECT` to lock the rows it reads (`FOR UPDATE`), if the
+    /// keys are not locked by [`lock_keys`](Self::lock_keys) instead.
+    const LOCK_READ_ROWS: &'static str;
+
+    /// Locks the batch's keys for the transaction, rows or not, before they are read; nothing
+    /// where the read's own [`LOCK_READ_ROWS`](Self::LOCK_READ_ROWS) locks them.
+    fn lock_keys<'a>(
+        conn: &'a mut Self::Connection,
+        batch: &'a BatchColumns,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        let _ = (conn, batch);
+        async { Ok(()) }
+    }
+
+    /// What `table`, if it exists, lacks (see [`super::schema`]); nothing when it is absent.
+    fn table_fixes<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+    ) -> impl Future<Output = Result<TableFixes, sqlx::Error>> + Send + 'a;
+
+    /// The statement that deletes up to `batch` expired rows.
+    fn purge_statement(table: &Table, batch: u32) -> String;
+
+    /// The rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// What an error means: a unique key violation, else what the database's own error says
+    /// ([`Self::classify_database`]).
+    fn classify(err: &sqlx::Error) -> Failure {
+        match err.as_database_error() {
+            None => Failure::Other,
+            Some(db) if db.is_unique_violation() => Failure::Duplicate,
+            Some(db) => Self::classify_database(db),
+        }
+    }
+
+    /// What an error the database answered means, by its own code.
+    fn classify_database(db: &dyn sqlx::error::DatabaseError) -> Failure;
+
+    /// Prepares the inbox's statements (waiting at most `lock_wait` for a held record).
+    fn prepare_inbox<'a>(
+        pool: &'a Pool<Self>,
+        table: &'a Table,
+        lock_wait: Duration,
+    ) -> impl Future<Output = Result<InboxStatements, sqlx::Error>> + Send + 'a;
+
+    /// Inserts `key`'s record, CONSUMED, in `tx`; see [`crate::inbox::Inbox::claim`].
+    fn inbox_claim<'a>(
+        statements: &'a InboxStatements,
+        tx: &'a mut Transaction<'static, Self>,
+        key: &'a RecordKey,
+        token: OwnerToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<InboxClaim, sqlx::Error>> + Send + 'a;
+}
 
 /// A database the SQL stores and the inbox run on: `sqlx::MySql` (feature `mysql`) or
 /// `sqlx::Postgres` (feature `postgres`). Sealed: the statements are the crate's.
@@ -101,6 +229,15 @@ where
 /// on any [`SqlDatabase`], which has them (a supertrait) without naming
 /// sqlx's bounds.
 pub(crate) trait SharedStatements: Dialect {
+    /// Locks the batch's keys ([`Dialect::lock_keys`]) and reads the rows of its distinct keys
+    /// (absent ones as [`Row::Absent`], liveness by the database's clock), indexed like the
+    /// batch, locking them ([`Dialect::LOCK_READ_ROWS`]).
+    fn read<'a>(
+        conn: &'a mut Self::Connection,
+        table: &'a Table,
+        batch: &'a BatchColumns,
+    ) -> impl Future<Output = Result<Vec<Row>, sqlx::Error>> + Send + 'a;
+
     /// Writes the last state of each written key: one upsert ([`Dialect::UPSERT`] after the
     /// values) and one delete.
     fn write<'a>(
@@ -170,7 +307,41 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
     for<'e> &'e Pool<DB>: Executor<'e, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> Vec<u8>: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
 {
+    async fn read(
+        conn: &mut DB::Connection,
+        table: &Table,
+        batch: &BatchColumns,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        DB::lock_keys(conn, batch).await?;
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {KEY_COLUMNS}, status, owner_token, \
+             CAST(CASE WHEN expire_time > {} THEN 1 ELSE 0 END AS {}) FROM {} WHERE ({KEY_COLUMNS}) IN",
+            DB::NOW_MS,
+            DB::INTEGER,
+            table.name()
+        ));
+        query.push_tuples(batch.distinct(), |mut tuple, (_, key)| {
+            push_key(&mut tuple, key);
+        });
+        query.push(DB::LOCK_READ_ROWS);
+        let mut found = vec![Row::Absent; batch.columns.len()];
+        for row in query.build().fetch_all(&mut *conn).await? {
+            let key = KeyColumns::read(&row)?;
+            let status: String = row.try_get(4)?;
+            let (owner, live): (Option<i64>, i64) = (row.try_get(5)?, row.try_get(6)?);
+            if let Some(i) = batch.index_of(&key) {
+                found[i] = Row::read(&status, owner, live != 0);
+            }
+        }
+        Ok(found)
+    }
+
     async fn write(
         conn: &mut DB::Connection,
         table: &Table,
