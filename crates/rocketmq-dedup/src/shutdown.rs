@@ -12,7 +12,8 @@
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Keys whose commit was still being retried when shutdown began.
+    /// Keys whose commit was in flight (written after the ack) or being retried when shutdown
+    /// began.
     pub pending_commits: usize,
     /// Of those, the keys whose commit could not be written before the timeout.
     pub failed_commits: usize,
