@@ -34,7 +34,7 @@ impl<H: DedupHandler> LeaseProcessor<H> {
     }
 
     /// Commits the keys of successful handlers off the ack path: the store writes the commit
-    /// in its own time ([`DedupStore::commit_detached`]), or a task awaits it when the store
+    /// in its own time ([`DedupStore::commit_detached`](crate::DedupStore::commit_detached)), or a task awaits it when the store
     /// gives it back. Tracked either way, so shutdown waits for it; `holds` keep this
     /// process's copies of the keys waiting until it is written.
     pub(super) fn commit_detached(

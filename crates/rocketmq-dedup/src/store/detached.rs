@@ -1,10 +1,10 @@
-//! A commit its caller does not wait for: [`DedupStore::commit_detached`].
+//! A commit its caller does not wait for: [`DedupStore::commit_detached`](super::DedupStore::commit_detached).
 //!
 //! A listener that acks before it commits ([`crate::DedupConfig::ack_before_commit`]) has no
 //! use for a task that only waits for the commit's answer: every such task costs thread
 //! wake-ups. It hands the store a [`DetachedCommit`] instead, and the store finishes it from
 //! wherever the answer arrives (for the Redis store, the thread whose pipeline carried it). A
-//! store that cannot do better gives it back, and the caller awaits [`DedupStore::commit`] on
+//! store that cannot do better gives it back, and the caller awaits [`DedupStore::commit`](super::DedupStore::commit) on
 //! a task of its own.
 //!
 //! ```

@@ -23,6 +23,18 @@
 //! longer than the linger on the multiplexed connection. It runs only while commits wait, and
 //! sleeps until the oldest one's linger ends.
 //!
+//! # What else rides
+//! A native claim (a claim that is not a Lua script, see [`native_claim`](super::native_claim))
+//! that lands on a record it then reads as CONSUMED releases that claim again; the release
+//! rides the thread's next pipeline the same way, with nothing waiting for its answer.
+//!
+//! # What each part earns
+//! Each part is one of the store's settings, and each has its ablation in the bench (BENCHMARKS.md,
+//! "Removed and kept"): the thread's own connection (`consume_thread_connections`, ablation
+//! `redis-mux`), commits riding the next pipeline (`commit_linger`, `redis-nolinger`), the
+//! commit after the ack that makes them ride (the listener's `ack_before_commit`,
+//! `redis-sync`), and the native claim (`script_claims`, `redis-script`).
+//!
 //! Bounds: at most `max_open` threads get a slot; a call from another thread goes the
 //! multiplexed way (and its commits are given back). A connection that fails (I/O error,
 //! timeout) is dropped, and for [`PAUSE`] every call goes the multiplexed way, which fails fast

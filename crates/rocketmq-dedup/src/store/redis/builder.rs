@@ -112,7 +112,7 @@ impl RedisStoreBuilder {
 
     /// Claims with a Lua script even on Redis 7.0 and later (for proxies that reject
     /// `SET … NX GET`). Servers before 7.0 always get the script. It reads and writes at once
-    /// (no claim is left on a CONSUMED record, see [`RedisStore`](super::RedisStore)), and
+    /// (no claim is left on a CONSUMED record, see [`RedisStore`]), and
     /// costs the server a script call a message (BENCHMARKS.md measures it).
     pub fn script_claims(mut self, yes: bool) -> Self {
         self.script_claims = yes;
@@ -218,7 +218,7 @@ impl RedisStoreBuilder {
     /// per record. Far below it, most hashes hold few records, and each hash's own keyspace
     /// entry is shared by fewer: at a hundredth of the rate, over half the bytes of one key
     /// per record (BENCHMARKS.md, "Records at scale", measures both). A group's layout is fixed by the first store that uses it (see
-    /// [`RedisStore`](super::RedisStore)); to change it, drop the group's records and its
+    /// [`RedisStore`]); to change it, drop the group's records and its
     /// `{layout}` key together.
     pub fn expected_rate(mut self, records_per_second: u64) -> Self {
         self.expected_rate = records_per_second;
