@@ -148,3 +148,43 @@ async fn the_java_librarys_keys_are_honoured_and_written() {
         .await
         .unwrap());
 }
+
+/// A claim again with the same token (a listener's retried claim) after the token's Java key
+/// went (it expires a moment before the Rust claim, and a stale release deletes it) writes a
+/// Java key that ends with the Rust claim, not a fresh TTL later: once the claim expires the
+/// key is free for the next claim, in Rust and Java alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_again_never_makes_the_java_key_outlive_the_claim() {
+    let server = RedisServer::start().unwrap();
+    let store = JavaKeys::new(RedisStore::builder(server.url()).connect().await.unwrap());
+    let mut java = java_client(&server).await;
+    let k = [key(None, "o-9")];
+    let (holder, stale) = (OwnerToken::random(), OwnerToken::random());
+    let claim_ttl = Duration::from_millis(600);
+    assert_eq!(
+        store.claim(&k, holder, claim_ttl).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    // A release by a token whose claim is long gone deletes the Java key (the Java claim goes
+    // first; the Rust release then finds another owner).
+    assert_eq!(store.release(&k, stale).await.unwrap(), [false]);
+    let java_key = "MSGDEDUP:repay-platform:Orders:o-9";
+    assert!(!java.exists::<_, bool>(java_key).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The holder's claim again: the Rust claim keeps its TTL (the contract), about 300 ms.
+    assert_eq!(
+        store.claim(&k, holder, MINUTE).await.unwrap(),
+        [ClaimOutcome::Claimed]
+    );
+    let java_ttl: i64 = java.pttl(java_key).await.unwrap();
+    assert!(
+        (1..=600).contains(&java_ttl),
+        "the Java key ends with the Rust claim it stands for, not a minute later: {java_ttl} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        store.claim(&k, OwnerToken::random(), MINUTE).await.unwrap(),
+        [ClaimOutcome::Claimed],
+        "the claim expired: the key is free"
+    );
+}

@@ -11,7 +11,7 @@
 //!   [`ClaimOutcome::Consumed`], one that is `CONSUMING` [`ClaimOutcome::InFlight`] (unless
 //!   the Rust record is consumed, or held by this very token: claims stay idempotent); the
 //!   others are claimed in the Rust store, and where that claim won, `SET <java key>
-//!   CONSUMING NX PX <ttl>` follows. A Java key a Java consumer took or finished in between
+//!   CONSUMING NX PX <ttl>` follows, with the TTL the Rust claim has left (`PTTL`). A Java key a Java consumer took or finished in between
 //!   wins: the Rust claim is released;
 //! - commit: the Rust commit, then `SET <java key> CONSUMED PX <record ttl>` where it
 //!   committed;
@@ -32,7 +32,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 //!
-//! A claim costs two more pipelines (and one per key that meets a Java `CONSUMING` key), the
+//! A claim costs three more pipelines (and one per key that meets a Java `CONSUMING` key), the
 //! other calls one more, and
 //! a commit after the ack is awaited on a task rather than carried by the next claim: use it
 //! while Java consumers remain, then go back to the plain store.
@@ -104,7 +104,7 @@ impl JavaKeys {
         operation: StoreOperation,
         keys: &[RecordKey],
         only: impl Fn(usize) -> bool,
-        cmd: impl Fn(&str) -> Cmd,
+        cmd: impl Fn(usize, &str) -> Cmd,
     ) -> Result<Vec<Option<Value>>, StoreError> {
         let java: Vec<Option<String>> = keys
             .iter()
@@ -113,8 +113,13 @@ impl JavaKeys {
             .collect();
         let commands: Vec<KeyedCommand<'_>> = java
             .iter()
-            .flatten()
-            .map(|key| KeyedCommand { key, cmd: cmd(key) })
+            .enumerate()
+            .filter_map(|(i, key)| {
+                key.as_deref().map(|key| KeyedCommand {
+                    key,
+                    cmd: cmd(i, key),
+                })
+            })
             .collect();
         if commands.is_empty() {
             return Ok(vec![None; keys.len()]);
@@ -148,7 +153,7 @@ impl JavaKeys {
                 StoreOperation::Claim,
                 keys,
                 |_| true,
-                |key| {
+                |_, key| {
                     let mut cmd = redis::cmd("GET");
                     cmd.arg(key);
                     cmd
@@ -158,13 +163,13 @@ impl JavaKeys {
         Ok(values.into_iter().map(java_claim).collect())
     }
 
-    /// `SET … CONSUMING NX PX ttl GET` for the first occurrence of each key `won`; answers
-    /// what each key held before (its later occurrences follow the first).
+    /// `SET … CONSUMING NX PX <ttl> GET` for the first occurrence of each key with a `ttl`
+    /// (milliseconds); answers what each key held before (its later occurrences follow the
+    /// first).
     async fn set_java_claims(
         &self,
         keys: &[RecordKey],
-        won: impl Fn(usize) -> bool,
-        ttl_ms: u64,
+        ttl: &[Option<u64>],
     ) -> Result<Vec<JavaClaim>, StoreError> {
         let first: Vec<usize> = (0..keys.len())
             .map(|i| keys[..i].iter().position(|k| k == &keys[i]).unwrap_or(i))
@@ -173,14 +178,14 @@ impl JavaKeys {
             .send(
                 StoreOperation::Claim,
                 keys,
-                |i| first[i] == i && won(i),
-                |key| {
+                |i| first[i] == i && ttl[i].is_some(),
+                |i, key| {
                     let mut cmd = redis::cmd("SET");
                     cmd.arg(key)
                         .arg(CONSUMING)
                         .arg("NX")
                         .arg("PX")
-                        .arg(ttl_ms)
+                        .arg(ttl[i].unwrap_or(1))
                         .arg("GET");
                     cmd
                 },
@@ -188,6 +193,67 @@ impl JavaKeys {
             .await?;
         let before: Vec<JavaClaim> = values.into_iter().map(java_claim).collect();
         Ok((0..keys.len()).map(|i| before[first[i]]).collect())
+    }
+
+    /// How long the Rust claim of each key `won` has left, at most `cap` milliseconds, read
+    /// now (`PTTL`, one pipeline per server); `None` where it was not won or its claim is gone.
+    /// A claim again with the same token keeps the claim's TTL (the contract), so the Java key
+    /// written for it must not get a fresh one.
+    async fn claims_left(
+        &self,
+        keys: &[RecordKey],
+        won: &[bool],
+        cap: u64,
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let backend = |e| StoreError::backend(StoreOperation::Claim, e);
+        let Some(at) = self.store.layouts.locate_known(keys) else {
+            return Ok(vec![None; keys.len()]);
+        };
+        let commands: Vec<KeyedCommand<'_>> = (0..keys.len())
+            .filter(|&i| won[i])
+            .map(|i| {
+                let mut cmd = redis::cmd("PTTL");
+                cmd.arg(&at[i].claim);
+                KeyedCommand {
+                    key: &at[i].claim,
+                    cmd,
+                }
+            })
+            .collect();
+        if commands.is_empty() {
+            return Ok(vec![None; keys.len()]);
+        }
+        let asked = Instant::now();
+        let sent = self
+            .store
+            .conn
+            .send(commands, None, Lane::Multiplexed)
+            .await
+            .map_err(backend)?;
+        let spent = asked.elapsed().as_millis() as u64;
+        let mut answers = sent.answers.into_iter();
+        (0..keys.len())
+            .map(|i| {
+                if !won[i] {
+                    return Ok(None);
+                }
+                let left: i64 = match answers.next() {
+                    Some(Ok(Value::Int(ms))) => ms,
+                    Some(Err(e)) => return Err(backend(e)),
+                    _ => {
+                        return Err(StoreError::CorruptRecord {
+                            operation: StoreOperation::Claim,
+                            detail: "a claim key's PTTL was not a number".to_owned(),
+                        })
+                    }
+                };
+                // `-2`: the claim is gone; `-1` (no TTL) is never written by the store.
+                Ok(u64::try_from(left)
+                    .ok()
+                    .map(|ms| ms.saturating_sub(spent).min(cap))
+                    .filter(|&ms| ms > 0))
+            })
+            .collect()
     }
 
     /// What the Java keys of `keys` say, a `CONSUMING` one read beside its Rust record; and
@@ -235,8 +301,8 @@ impl JavaKeys {
         Ok(outcomes)
     }
 
-    /// The Java claims of what this token won, set after the Rust ones (so a Java claim never
-    /// outlives its Rust claim). One a Java consumer took or finished meanwhile wins: the Rust
+    /// The Java claims of what this token won, set after the Rust ones with what each Rust
+    /// claim has left (so a Java claim never outlives its Rust claim, a claim again included). One a Java consumer took or finished meanwhile wins: the Rust
     /// claim is released and the outcome is the Java key's.
     async fn claim_java(
         &self,
@@ -250,7 +316,8 @@ impl JavaKeys {
         let won: Vec<bool> = (0..keys.len())
             .map(|i| said[i] == JavaClaim::Absent && outcomes[i] == ClaimOutcome::Claimed)
             .collect();
-        let before = self.set_java_claims(keys, |i| won[i], ttl_ms).await?;
+        let ttl = self.claims_left(keys, &won, ttl_ms).await?;
+        let before = self.set_java_claims(keys, &ttl).await?;
         let mut lost = Vec::new();
         for i in 0..keys.len() {
             let taken = match before[i] {
@@ -334,7 +401,7 @@ impl DedupStore for JavaKeys {
             let ttl_ms = ttl_left_ms(ttl, started);
             // Only a record this commit wrote: an earlier one's Java key has its own TTL.
             let consumed = |i: usize| outcomes[i] == CommitOutcome::Committed;
-            self.send(StoreOperation::Commit, keys, consumed, |key| {
+            self.send(StoreOperation::Commit, keys, consumed, |_, key| {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(key).arg(CONSUMED).arg("PX").arg(ttl_ms);
                 cmd
@@ -351,7 +418,7 @@ impl DedupStore for JavaKeys {
     ) -> BoxFuture<'a, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             // The Java claim goes first, so it never outlives the Rust one.
-            self.send(StoreOperation::Release, keys, |_| true, del)
+            self.send(StoreOperation::Release, keys, |_| true, |_, key| del(key))
                 .await?;
             let released = self.store.release(keys, token).await?;
             Ok(released)
@@ -372,7 +439,7 @@ impl DedupStore for JavaKeys {
                 StoreOperation::Renew,
                 keys,
                 |i| renewed[i],
-                |key| {
+                |_, key| {
                     let mut cmd = redis::cmd("PEXPIRE");
                     cmd.arg(key).arg(ttl_ms);
                     cmd
