@@ -73,6 +73,9 @@ pub(crate) trait Dialect: Database {
     const INTEGER: &'static str;
     /// What follows the batch's `INSERT … VALUES` to update the rows that exist.
     const UPSERT: &'static str;
+    /// What follows the batch's `SELECT` to lock the rows it reads (`FOR UPDATE`), if the
+    /// keys are not locked by [`lock_keys`](Self::lock_keys) instead.
+    const LOCK_READ_ROWS: &'static str;
 
     /// A pool of `max_connections` on `url`.
     fn connect(
@@ -85,10 +88,6 @@ pub(crate) trait Dialect: Database {
             .acquire_timeout(acquire_timeout)
             .connect(url)
     }
-
-    /// What follows the batch's `SELECT` to lock the rows it reads (`FOR UPDATE`), if the
-    /// keys are not locked by [`lock_keys`](Self::lock_keys) instead.
-    const LOCK_READ_ROWS: &'static str;
 
     /// Locks the batch's keys for the transaction, rows or not, before they are read; nothing
     /// where the read's own [`LOCK_READ_ROWS`](Self::LOCK_READ_ROWS) locks them.

@@ -206,8 +206,10 @@ impl JavaKeys {
         cap: u64,
     ) -> Result<Vec<Option<u64>>, StoreError> {
         let backend = |e| StoreError::backend(StoreOperation::Claim, e);
+        // The claim just located every key; a store that forgot the layouts since (a `NOSCRIPT`
+        // answer in between) has a fresh claim's bound only.
         let Some(at) = self.store.layouts.locate_known(keys) else {
-            return Ok(vec![None; keys.len()]);
+            return Ok(won.iter().map(|&won| won.then_some(cap)).collect());
         };
         let commands: Vec<KeyedCommand<'_>> = (0..keys.len())
             .filter(|&i| won[i])
