@@ -11,8 +11,8 @@
 //!   [`ClaimOutcome::Consumed`], one that is `CONSUMING` [`ClaimOutcome::InFlight`] (unless
 //!   the Rust record is consumed, or held by this very token: claims stay idempotent); the
 //!   others are claimed in the Rust store, and where that claim won, `SET <java key>
-//!   CONSUMING NX PX <ttl>` follows, with the TTL the Rust claim has left (`PTTL`). A Java key a Java consumer took or finished in between
-//!   wins: the Rust claim is released;
+//!   CONSUMING NX PX <ttl>` follows, with the TTL the Rust claim has left (`PTTL`). A Java
+//!   key a Java consumer took or finished in between wins: the Rust claim is released;
 //! - commit: the Rust commit, then `SET <java key> CONSUMED PX <record ttl>` where it
 //!   committed;
 //! - release: the Java key is deleted while it says `CONSUMING`, then the Rust release;
@@ -111,7 +111,18 @@ impl JavaKeys {
             .enumerate()
             .map(|(i, k)| only(i).then(|| Self::java_key(k)).flatten())
             .collect();
-        let commands: Vec<KeyedCommand<'_>> = java
+        self.send_to(operation, &java, cmd).await
+    }
+
+    /// Sends one command (built by `cmd`) to each key of `targets` that is `Some`, one
+    /// pipeline per server; answers one value per target (`None` where it is `None`).
+    async fn send_to(
+        &self,
+        operation: StoreOperation,
+        targets: &[Option<String>],
+        cmd: impl Fn(usize, &str) -> Cmd,
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let commands: Vec<KeyedCommand<'_>> = targets
             .iter()
             .enumerate()
             .filter_map(|(i, key)| {
@@ -122,7 +133,7 @@ impl JavaKeys {
             })
             .collect();
         if commands.is_empty() {
-            return Ok(vec![None; keys.len()]);
+            return Ok(vec![None; targets.len()]);
         }
         let sent = self
             .store
@@ -131,7 +142,8 @@ impl JavaKeys {
             .await
             .map_err(|e| StoreError::backend(operation, e))?;
         let mut answers = sent.answers.into_iter();
-        java.iter()
+        targets
+            .iter()
             .map(|key| match key {
                 None => Ok(None),
                 Some(_) => match answers.next() {
@@ -205,55 +217,35 @@ impl JavaKeys {
         won: &[bool],
         cap: u64,
     ) -> Result<Vec<Option<u64>>, StoreError> {
-        let backend = |e| StoreError::backend(StoreOperation::Claim, e);
         // The claim just located every key; a store that forgot the layouts since (a `NOSCRIPT`
         // answer in between) has a fresh claim's bound only.
         let Some(at) = self.store.layouts.locate_known(keys) else {
             return Ok(won.iter().map(|&won| won.then_some(cap)).collect());
         };
-        let commands: Vec<KeyedCommand<'_>> = (0..keys.len())
-            .filter(|&i| won[i])
-            .map(|i| {
-                let mut cmd = redis::cmd("PTTL");
-                cmd.arg(&at[i].claim);
-                KeyedCommand {
-                    key: &at[i].claim,
-                    cmd,
-                }
-            })
+        let claims: Vec<Option<String>> = (0..keys.len())
+            .map(|i| won[i].then(|| at[i].claim.clone()))
             .collect();
-        if commands.is_empty() {
-            return Ok(vec![None; keys.len()]);
-        }
         let asked = Instant::now();
-        let sent = self
-            .store
-            .conn
-            .send(commands, None, Lane::Multiplexed)
-            .await
-            .map_err(backend)?;
+        let pttl = |_: usize, key: &str| {
+            let mut cmd = redis::cmd("PTTL");
+            cmd.arg(key);
+            cmd
+        };
+        let answers = self.send_to(StoreOperation::Claim, &claims, pttl).await?;
         let spent = asked.elapsed().as_millis() as u64;
-        let mut answers = sent.answers.into_iter();
-        (0..keys.len())
-            .map(|i| {
-                if !won[i] {
-                    return Ok(None);
-                }
-                let left: i64 = match answers.next() {
-                    Some(Ok(Value::Int(ms))) => ms,
-                    Some(Err(e)) => return Err(backend(e)),
-                    _ => {
-                        return Err(StoreError::CorruptRecord {
-                            operation: StoreOperation::Claim,
-                            detail: "a claim key's PTTL was not a number".to_owned(),
-                        })
-                    }
-                };
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                None => Ok(None),
                 // `-2`: the claim is gone; `-1` (no TTL) is never written by the store.
-                Ok(u64::try_from(left)
+                Some(Value::Int(left)) => Ok(u64::try_from(left)
                     .ok()
                     .map(|ms| ms.saturating_sub(spent).min(cap))
-                    .filter(|&ms| ms > 0))
+                    .filter(|&ms| ms > 0)),
+                Some(_) => Err(StoreError::CorruptRecord {
+                    operation: StoreOperation::Claim,
+                    detail: "a claim key's PTTL was not a number".to_owned(),
+                }),
             })
             .collect()
     }
@@ -304,8 +296,9 @@ impl JavaKeys {
     }
 
     /// The Java claims of what this token won, set after the Rust ones with what each Rust
-    /// claim has left (so a Java claim never outlives its Rust claim, a claim again included). One a Java consumer took or finished meanwhile wins: the Rust
-    /// claim is released and the outcome is the Java key's.
+    /// claim has left (so a Java claim never outlives its Rust claim, a claim again included).
+    /// One a Java consumer took or finished meanwhile wins: the Rust claim is released and the
+    /// outcome is the Java key's.
     async fn claim_java(
         &self,
         keys: &[RecordKey],
