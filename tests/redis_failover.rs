@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rocketmq_dedup::record_key::{KeyParts, RecordKey, DEFAULT_PREFIX};
 use rocketmq_dedup::store::RedisStore;
+use rocketmq_dedup::testing::RedisStoreProbe;
 use rocketmq_dedup::{
     DedupConcurrentListener, DedupHandler, DedupKey, HandlerError, KeyError, KeyStrategy,
 };

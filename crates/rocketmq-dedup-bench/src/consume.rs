@@ -11,6 +11,7 @@ use rocketmq_client_rust::{
 };
 use rocketmq_dedup::sql::mysql::{MySqlInbox, MySqlStore};
 use rocketmq_dedup::store::{MemoryStore, RedisStore};
+use rocketmq_dedup::testing::RedisStoreProbe;
 use rocketmq_dedup::{handler_fn, DedupConcurrentListener, DedupHandler, HandlerError};
 use rocketmq_dedup_testkit::{ClientEnv, ConsumerSpec};
 use rocketmq_model::common::message::message_ext::MessageExt;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{DedupStore, MemoryStore, OwnerToken, RedisStore};
-use rocketmq_dedup::testing::message;
+use rocketmq_dedup::testing::{message, RedisStoreProbe};
 use rocketmq_dedup_testkit::RedisServer;
 
 /// The scope part of the previous layout's keys for the bench's group and topic:

@@ -8,6 +8,7 @@ use anyhow::Context;
 use redis::aio::ConnectionLike;
 use rocketmq_dedup::record_key::{KeyParts, RecordKey};
 use rocketmq_dedup::store::{DedupStore, OwnerToken, RedisStore};
+use rocketmq_dedup::testing::RedisStoreProbe;
 use rocketmq_dedup::StoreOperation;
 use rocketmq_dedup_testkit::RedisServer;
 

@@ -34,9 +34,9 @@ pub enum KeyFallback {
 
 /// The listener's settings, set through
 /// [`DedupListenerBuilder`](crate::DedupListenerBuilder) and checked when the listener is built
-/// (the first setting that cannot work is a [`ConfigError`]).
+/// (the first setting that cannot work is a [`ConfigError`]). A listener's `Debug` shows them.
 #[derive(Debug, Clone)]
-pub struct DedupConfig {
+pub(crate) struct DedupConfig {
     pub(crate) namespace: String,
     pub(crate) prefix: String,
     pub(crate) processing_ttl: Duration,
@@ -186,43 +186,8 @@ impl DedupConfig {
         Ok(())
     }
 
-    /// The namespace of record keys (the consumer group unless configured).
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// The CONSUMING TTL.
-    pub fn processing_ttl(&self) -> Duration {
-        self.processing_ttl
-    }
-
-    /// The CONSUMED TTL.
-    pub fn record_ttl(&self) -> Duration {
-        self.record_ttl
-    }
-
     /// How often a running handler's claim is renewed: a third of the processing TTL unless set.
-    pub fn renew_interval(&self) -> Duration {
+    pub(crate) fn renew_interval(&self) -> Duration {
         self.renew_interval.unwrap_or(self.processing_ttl / 3)
-    }
-
-    /// The timeout of each store call.
-    pub fn store_timeout(&self) -> Duration {
-        self.store_timeout
-    }
-
-    /// The store outage policy.
-    pub fn store_error_policy(&self) -> StoreErrorPolicy {
-        self.store_error_policy
-    }
-
-    /// The bad-key fallback.
-    pub fn key_fallback(&self) -> KeyFallback {
-        self.key_fallback
-    }
-
-    /// How long the orderly listener suspends a queue whose next message cannot run now.
-    pub fn suspend_time(&self) -> Duration {
-        self.suspend_time
     }
 }

@@ -8,8 +8,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use crate::error::KeyError;
 
 /// The longest dedup key accepted, in bytes. Longer keys are a [`KeyError::TooLong`]; keys
-/// longer than [`HASHED_KEY_THRESHOLD`](crate::record_key::HASHED_KEY_THRESHOLD) are stored
-/// by their hash.
+/// longer than 128 bytes are stored by their hash.
 pub(crate) const MAX_KEY_BYTES: usize = 64 * 1024;
 
 /// The largest body the JSON strategy parses, in bytes.

@@ -40,8 +40,8 @@
 //! At the root: the listeners ([`DedupConcurrentListener`], [`DedupOrderlyListener`]) and
 //! their [`DedupListenerBuilder`] (over a store, [`StoreBacked`], or an inbox); the
 //! [`DedupHandler`] trait users implement, [`handler_fn`] and [`WithKey`]; dedup keys
-//! ([`DedupKey`], [`KeyStrategy`]: unique id, KEYS, JSON field, tag, closure); the settings
-//! read back from a listener ([`DedupConfig`]); per-message [`Decision`]s, counters and
+//! ([`DedupKey`], [`KeyStrategy`]: unique id, KEYS, JSON field, tag, closure); the settings'
+//! enums ([`StoreErrorPolicy`], [`KeyFallback`]); per-message [`Decision`]s, counters and
 //! metrics ([`DedupStats`]); what a shutdown finished ([`ShutdownReport`]); errors by
 //! operation ([`StoreError`], [`ConfigError`], [`KeyError`]); every store opened by URL
 //! ([`connect`], [`connect_admin`]). Modules:
@@ -62,7 +62,7 @@
 //!   (`sql::mysql`, `sql::postgres`), and `inbox`: the transactional inbox, whose handler
 //!   writes in the record's transaction.
 //! - `testing` (feature `test-util`): build messages and record keys in tests; a store that
-//!   fails on purpose.
+//!   fails on purpose; what tests read off a Redis store (`RedisStoreProbe`).
 //!
 //! # What is guaranteed
 //! With a shared store (Redis, or a SQL table), the handler runs at most once per key while the record lives
@@ -97,12 +97,12 @@ mod store_url;
 pub mod testing;
 
 pub use builder::{DedupListenerBuilder, Processing, StoreBacked};
-pub use config::{DedupConfig, KeyFallback, StoreErrorPolicy};
+pub use config::{KeyFallback, StoreErrorPolicy};
 pub use error::{ConfigError, HandlerError, KeyError, StoreError, StoreOperation};
 pub use handler::{handler_fn, Async, Blocking, DedupHandler, HandlerFn, MessageFn, WithKey};
 pub use key::{unique_id, DedupKey, KeyStrategy};
-pub use listener::{DedupConcurrentListener, DedupOrderlyListener, DECISION_TARGET};
+pub use listener::{DedupConcurrentListener, DedupOrderlyListener};
 pub use shutdown::ShutdownReport;
 pub use stats::{Decision, DedupStats, Event};
 pub use store::DedupStore;
-pub use store_url::{connect, connect_admin, supported_schemes};
+pub use store_url::{connect, connect_admin};

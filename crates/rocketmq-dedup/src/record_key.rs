@@ -15,7 +15,7 @@
 //! - `tag`: the tag when the key is tag-qualified, else empty;
 //! - `key`: the dedup key.
 //!
-//! A part longer than [`HASHED_KEY_THRESHOLD`] bytes (once escaped) is stored as `#` followed
+//! A part longer than 128 bytes (once escaped) is stored as `#` followed
 //! by the first 128 bits of its SHA-256 in hex, so no record key is longer than
 //! [`MAX_RECORD_KEY_BYTES`], whatever topic, tag or key a message carries.
 //!
@@ -45,10 +45,10 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_PREFIX: &str = "dedup";
 
 /// Parts longer than this many bytes (after escaping) are stored by their hash.
-pub const HASHED_KEY_THRESHOLD: usize = 128;
+pub(crate) const HASHED_KEY_THRESHOLD: usize = 128;
 
-/// The longest record key: five parts of at most [`HASHED_KEY_THRESHOLD`] bytes and their
-/// four separators.
+/// The longest record key: five parts of at most 128 bytes (a longer one is stored by its
+/// hash) and their four separators.
 pub const MAX_RECORD_KEY_BYTES: usize = 5 * HASHED_KEY_THRESHOLD + 4;
 
 /// A store key, built from its [`KeyParts`] by [`RecordKey::new`] as the module docs describe.

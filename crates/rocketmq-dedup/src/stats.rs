@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What the listener decided for one message.
+/// What the listener decided for one message. Each decision is also one DEBUG event on the
+/// tracing target `rocketmq_dedup::decision` (`RUST_LOG=rocketmq_dedup::decision=debug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Decision {
@@ -66,7 +67,7 @@ impl Decision {
     }
 
     /// Whether the message must be redelivered (the batch answers RECONSUME_LATER).
-    pub fn needs_retry(self) -> bool {
+    pub(crate) fn needs_retry(self) -> bool {
         matches!(
             self,
             Decision::DeferredInFlight

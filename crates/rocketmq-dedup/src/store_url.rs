@@ -44,7 +44,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn DedupStore>, StoreError> {
 }
 
 /// The URL schemes [`connect`] serves with the features this build has.
-pub fn supported_schemes() -> Vec<&'static str> {
+pub(crate) fn supported_schemes() -> Vec<&'static str> {
     let mut schemes = vec!["memory://"];
     if cfg!(feature = "redis") {
         schemes.extend([

@@ -1,4 +1,6 @@
-//! Helpers for tests and doc examples: build a [`MessageExt`] as a consumer would receive it.
+//! Helpers for tests and doc examples: build a [`MessageExt`] as a consumer would receive it;
+//! a store that fails on purpose ([`FaultyStore`]); what the bench and tests read off a Redis
+//! store (`RedisStoreProbe`, feature `redis`).
 //!
 //! ```
 //! use rocketmq_dedup::testing::message;
@@ -261,4 +263,27 @@ impl<S: DedupStore> DedupStore for FaultyStore<S> {
     fn kind(&self) -> &'static str {
         "faulty"
     }
+}
+
+/// What the bench and tests read off a [`RedisStore`](crate::store::RedisStore) (import the
+/// trait to call these as its methods).
+#[cfg(feature = "redis")]
+pub trait RedisStoreProbe {
+    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two: the load
+    /// and the commands sent again).
+    fn round_trips(&self) -> u64;
+
+    /// The Lua source of the script behind `operation` (claim, commit, release, renew), for
+    /// tests that race a store on its script cache.
+    fn script_source(operation: StoreOperation) -> Option<&'static str>
+    where
+        Self: Sized;
+
+    /// The Redis key of `key`'s claim, once this store has met its group (a claim of any key
+    /// of the group), for tests that look at records in Redis.
+    fn claim_key(&self, key: &RecordKey) -> Option<String>;
+
+    /// The store's connection, for looking at records in Redis: it implements redis-rs's
+    /// `ConnectionLike` (on a Cluster, routed by key; through Sentinel, to the current master).
+    fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static;
 }

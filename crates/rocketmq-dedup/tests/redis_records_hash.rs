@@ -24,6 +24,7 @@ use redis::aio::ConnectionLike;
 use rocketmq_dedup::record_key::{KeyParts, RecordKey, RecordScope};
 use rocketmq_dedup::store::admin::{RecordAdmin, RecordState};
 use rocketmq_dedup::store::{ClaimOutcome, CommitOutcome, DedupStore, OwnerToken, RedisStore};
+use rocketmq_dedup::testing::RedisStoreProbe;
 use skewed::{Role, SkewedConsumer};
 
 /// The record TTL of the skew tests: 250 ms units.

@@ -13,6 +13,7 @@ use rocketmq_dedup::store::contract::{commit_detached_awaited, fresh_keys, LONG}
 use rocketmq_dedup::store::{
     ClaimOutcome, CommitOutcome, DedupStore, DetachedCommit, OwnerToken, RedisStore,
 };
+use rocketmq_dedup::testing::RedisStoreProbe;
 use rocketmq_dedup::StoreError;
 use rocketmq_dedup_testkit::{RedisOptions, RedisServer};
 

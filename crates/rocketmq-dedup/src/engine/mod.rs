@@ -30,7 +30,7 @@ use crate::stats::{Decision, DedupStats, Event};
 
 /// The tracing target of the one event per message that states its [`Decision`]
 /// (at DEBUG): `RUST_LOG=rocketmq_dedup::decision=debug` prints one line per decision.
-pub const DECISION_TARGET: &str = "rocketmq_dedup::decision";
+pub(crate) const DECISION_TARGET: &str = "rocketmq_dedup::decision";
 
 /// What the engine answers for a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 pub use self::concurrent::DedupConcurrentListener;
 pub use self::orderly::DedupOrderlyListener;
-pub use crate::engine::DECISION_TARGET;
 
 use crate::builder::{DedupListenerBuilder, Processing, StoreBacked};
 use crate::config::DedupConfig;
@@ -32,6 +31,8 @@ use crate::shutdown::ShutdownReport;
 use crate::stats::DedupStats;
 
 /// A kind of [`DedupListener`]: [`Concurrent`] or [`Orderly`]. Sealed.
+// Sealed: its supertrait is the crate's own.
+#[allow(private_bounds)]
 pub trait ListenerKind: sealed::Kind {}
 
 impl<K: sealed::Kind> ListenerKind for K {}
@@ -43,7 +44,7 @@ pub(crate) mod sealed {
     use crate::engine::processor::RunOrder;
 
     /// What a kind of listener sets.
-    pub trait Kind {
+    pub(crate) trait Kind {
         /// The configuration a builder starts from.
         fn config() -> DedupConfig;
         /// How a batch's messages relate.
@@ -145,7 +146,7 @@ impl<K> DedupListener<K> {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &DedupConfig {
+    pub(crate) fn config(&self) -> &DedupConfig {
         self.engine.config()
     }
 

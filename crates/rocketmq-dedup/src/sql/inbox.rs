@@ -85,7 +85,7 @@ impl<DB: Database> SqlInboxBuilder<DB> {
         }
     }
 
-    /// The table (default [`DEFAULT_TABLE`]).
+    /// The table (default `t_rocketmq_dedup`, the Java library's).
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
         self

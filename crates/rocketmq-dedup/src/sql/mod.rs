@@ -39,7 +39,6 @@ pub use database::SqlDatabase;
 pub use inbox::{SqlInbox, SqlInboxBuilder};
 pub use purge::PurgeOptions;
 pub use store::{SqlStore, SqlStoreBuilder};
-pub use table::DEFAULT_TABLE;
 
 pub(crate) use purge::{purge_once, Purger};
 

@@ -103,7 +103,7 @@ impl<DB: Database> SqlStoreBuilder<DB> {
         }
     }
 
-    /// The table (default [`DEFAULT_TABLE`]): letters, digits and `_`.
+    /// The table (default `t_rocketmq_dedup`, the Java library's): letters, digits and `_`.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
         self

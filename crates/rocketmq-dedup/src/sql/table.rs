@@ -4,7 +4,7 @@ use crate::error::ConfigError;
 use crate::record_key::RecordKey;
 
 /// The default table name: the Java library's.
-pub const DEFAULT_TABLE: &str = "t_rocketmq_dedup";
+pub(crate) const DEFAULT_TABLE: &str = "t_rocketmq_dedup";
 
 /// A table name that is safe to put into SQL text: letters, digits and `_`, at most 64.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! A commit its caller does not wait for: [`DedupStore::commit_detached`](super::DedupStore::commit_detached).
 //!
-//! A listener that acks before it commits ([`crate::DedupConfig::ack_before_commit`]) has no
+//! A listener that acks before it commits ([`ack_before_commit`](crate::DedupListenerBuilder::ack_before_commit)) has no
 //! use for a task that only waits for the commit's answer: every such task costs thread
 //! wake-ups. It hands the store a [`DetachedCommit`] instead, and the store finishes it from
 //! wherever the answer arrives (for the Redis store, the thread whose pipeline carried it). A

@@ -95,8 +95,9 @@ impl MemoryStore {
     }
 
     /// Bytes allocated for records (the tables' capacities, not their lengths), after
-    /// purging.
-    pub fn allocated_bytes(&self) -> usize {
+    /// purging: for the test that memory is given back.
+    #[cfg(test)]
+    fn allocated_bytes(&self) -> usize {
         let now = self.now();
         let mut state = self.lock();
         state.sweep(now);

@@ -43,7 +43,7 @@ mod redis;
 pub use detached::DetachedCommit;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{JavaKeys, RedisConnection, RedisStore, RedisStoreBuilder, JAVA_KEY_PREFIX};
+pub use redis::{JavaKeys, RedisStore, RedisStoreBuilder};
 
 /// Identifies one claim. Commit, release and renew succeed only with the token of the claim
 /// that is current.

@@ -32,16 +32,12 @@ use crate::store::OwnerToken;
 
 /// The dedup store in MySQL / MariaDB; see [`SqlStore`](super::SqlStore).
 pub type MySqlStore = super::SqlStore<MySql>;
-/// Configures a [`MySqlStore`].
-pub type MySqlStoreBuilder = super::SqlStoreBuilder<MySql>;
 /// The transactional inbox in MySQL / MariaDB; see [`SqlInbox`](super::SqlInbox).
 ///
 /// The claim's `INSERT` waits for another transaction that inserted the same key at most the
 /// lock wait, in whole seconds (InnoDB's `innodb_lock_wait_timeout`, set for that statement
 /// alone: `SET STATEMENT … FOR` on MariaDB, a `SET_VAR` hint on MySQL 8).
 pub type MySqlInbox = super::SqlInbox<MySql>;
-/// Configures a [`MySqlInbox`].
-pub type MySqlInboxBuilder = super::SqlInboxBuilder<MySql>;
 
 impl Dialect for MySql {
     const STORE_KIND: &'static str = "mysql";

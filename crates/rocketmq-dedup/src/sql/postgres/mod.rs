@@ -32,16 +32,12 @@ use crate::store::OwnerToken;
 
 /// The dedup store in PostgreSQL; see [`SqlStore`](super::SqlStore).
 pub type PostgresStore = super::SqlStore<Postgres>;
-/// Configures a [`PostgresStore`].
-pub type PostgresStoreBuilder = super::SqlStoreBuilder<Postgres>;
 /// The transactional inbox in PostgreSQL; see [`SqlInbox`](super::SqlInbox).
 ///
 /// The claim takes the key's advisory lock (`pg_try_advisory_xact_lock`, tried until the lock
 /// wait runs out, so nothing is set on the transaction the handler goes on using), then
 /// inserts the record.
 pub type PostgresInbox = super::SqlInbox<Postgres>;
-/// Configures a [`PostgresInbox`].
-pub type PostgresInboxBuilder = super::SqlInboxBuilder<Postgres>;
 
 impl Dialect for Postgres {
     const STORE_KIND: &'static str = "postgres";

@@ -26,7 +26,7 @@ pub(super) enum Lane {
 /// [`ConnectionLike`], so tools can send their own commands with `query_async` (on a Cluster,
 /// routed by key like any redis-rs cluster command; through Sentinel, to the current master).
 #[derive(Clone)]
-pub struct RedisConnection {
+pub(crate) struct RedisConnection {
     inner: Inner,
 }
 
@@ -75,7 +75,7 @@ impl RedisConnection {
     }
 
     /// The deployment's short name: `standalone`, `cluster` or `sentinel`.
-    pub fn deployment(&self) -> &'static str {
+    pub(crate) fn deployment(&self) -> &'static str {
         match self.inner {
             Inner::Standalone(..) => "standalone",
             Inner::Cluster(_) => "cluster",

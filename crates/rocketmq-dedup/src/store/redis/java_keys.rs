@@ -51,7 +51,7 @@ use crate::store::admin::{RecordAdmin, RecordState};
 use crate::store::{clamp_ttl, ClaimOutcome, CommitOutcome, DedupStore, OwnerToken};
 
 /// The Java library's key prefix.
-pub const JAVA_KEY_PREFIX: &str = "MSGDEDUP";
+pub(crate) const JAVA_KEY_PREFIX: &str = "MSGDEDUP";
 const CONSUMING: &[u8] = b"CONSUMING";
 const CONSUMED: &[u8] = b"CONSUMED";
 
@@ -77,11 +77,6 @@ impl JavaKeys {
     /// Wraps `store`.
     pub fn new(store: RedisStore) -> Self {
         JavaKeys { store }
-    }
-
-    /// The wrapped store.
-    pub fn inner(&self) -> &RedisStore {
-        &self.store
     }
 
     /// The Java library's key of `key`, when it has parts.

@@ -29,8 +29,8 @@ use blocking::{Carried, Rider};
 pub use builder::RedisStoreBuilder;
 use clock::{ServerClock, ServerTime};
 use connection::Lane;
-pub use connection::RedisConnection;
-pub use java_keys::{JavaKeys, JAVA_KEY_PREFIX};
+use connection::RedisConnection;
+pub use java_keys::JavaKeys;
 use layout::Location;
 use layout_cache::LayoutCache;
 use native_claim::TimeSource;
@@ -67,21 +67,22 @@ use crate::record_key::RecordKey;
 /// is deferred once (`RECONSUME_LATER`): never run twice, never lost. The Lua claim leaves nothing
 /// (one script call a message more on the server).
 ///
-/// # Connection behavior It holds a [`RedisConnection`]: a cheap-to-clone multiplexed connection
-/// (redis-rs's `ConnectionManager` on one server, its cluster connection on a Cluster, a connection
-/// to the current master through Sentinel). On one server, calls made on a listener's consume
-/// thread (the claims, and the commits when they are on the ack path) use a small pool of blocking
-/// connections instead, so a round trip costs no thread hand-off
-/// ([`RedisStoreBuilder::consume_thread_connections`]). - A call that gets no answer within the
-/// response timeout fails with a timeout. - When the connection drops, the calls in flight fail and
-/// the manager reconnects in the   background with exponential backoff (from 50 ms up   to 2 s);
-/// calls made meanwhile fail fast. - After a Redis restart the script cache is empty: the commands
-/// of a pipeline that answer   `NOSCRIPT` are sent once more after the script is loaded (only
-/// those: the others ran). - Cluster: MOVED and ASK answers are followed (the command did not run
-/// where it was sent),   and the slot map is read again; a master that is down fails the calls for
-/// its slots until   its replica is promoted (about `cluster-node-timeout` plus an election). -
-/// Sentinel: an I/O error, a timeout or a `READONLY` answer (the master was demoted) fails   the
-/// call and makes the next one ask the sentinels for the master again.
+/// # Connection behavior
+/// It holds a cheap-to-clone multiplexed connection (redis-rs's `ConnectionManager` on one
+/// server, its cluster connection on a Cluster, a connection to the current master through
+/// Sentinel). On one server, calls made on a listener's consume thread (the claims, and the
+/// commits when they are on the ack path) use a small pool of blocking connections instead, so
+/// a round trip costs no thread hand-off ([`RedisStoreBuilder::consume_thread_connections`]).
+/// - A call that gets no answer within the response timeout fails with a timeout.
+/// - When the connection drops, the calls in flight fail and the manager reconnects in the
+///   background with exponential backoff (from 50 ms up to 2 s); calls made meanwhile fail fast.
+/// - After a Redis restart the script cache is empty: the commands of a pipeline that answer
+///   `NOSCRIPT` are sent once more after the script is loaded (only those: the others ran).
+/// - Cluster: MOVED and ASK answers are followed (the command did not run where it was sent),
+///   and the slot map is read again; a master that is down fails the calls for its slots until
+///   its replica is promoted (about `cluster-node-timeout` plus an election).
+/// - Sentinel: an I/O error, a timeout or a `READONLY` answer (the master was demoted) fails
+///   the call and makes the next one ask the sentinels for the master again.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
@@ -114,44 +115,9 @@ impl RedisStore {
         RedisStoreBuilder::new(url)
     }
 
-    /// Round trips to Redis so far (one per pipeline; a `NOSCRIPT` reload adds two: the load
-    /// and the commands sent again), for the bench and tests.
-    #[cfg(feature = "test-util")]
-    pub fn round_trips(&self) -> u64 {
-        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     fn count_round_trips(&self, n: u64) {
         self.round_trips
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The Lua source of the script behind `operation` (claim, commit, release, renew), for
-    /// tests that race a store on its script cache.
-    #[cfg(feature = "test-util")]
-    pub fn script_source(operation: StoreOperation) -> Option<&'static str> {
-        match operation {
-            StoreOperation::Claim => Some(CLAIM),
-            StoreOperation::Commit => Some(COMMIT),
-            StoreOperation::Release => Some(RELEASE),
-            StoreOperation::Renew => Some(RENEW),
-            _ => None,
-        }
-    }
-
-    /// The Redis key of `key`'s claim, once this store has met its group (a claim of any key
-    /// of the group), for tests that look at records in Redis.
-    #[cfg(feature = "test-util")]
-    pub fn claim_key(&self, key: &RecordKey) -> Option<String> {
-        let at = self.layouts.locate_known(std::slice::from_ref(key))?;
-        at.into_iter().next().map(|at| at.claim)
-    }
-
-    /// The connection, for the bench and tests that look at records in Redis (it implements
-    /// redis-rs's `ConnectionLike`).
-    #[cfg(feature = "test-util")]
-    pub fn connection(&self) -> RedisConnection {
-        self.conn.clone()
     }
 
     /// Claims the records `at` natively ([`native_claim`]): one pipeline per server, judged
@@ -773,5 +739,31 @@ impl DedupStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl crate::testing::RedisStoreProbe for RedisStore {
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn script_source(operation: StoreOperation) -> Option<&'static str> {
+        match operation {
+            StoreOperation::Claim => Some(CLAIM),
+            StoreOperation::Commit => Some(COMMIT),
+            StoreOperation::Release => Some(RELEASE),
+            StoreOperation::Renew => Some(RENEW),
+            _ => None,
+        }
+    }
+
+    fn claim_key(&self, key: &RecordKey) -> Option<String> {
+        let at = self.layouts.locate_known(std::slice::from_ref(key))?;
+        at.into_iter().next().map(|at| at.claim)
+    }
+
+    fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+        self.conn.clone()
     }
 }
