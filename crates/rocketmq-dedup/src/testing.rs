@@ -287,3 +287,22 @@ pub trait RedisStoreProbe {
     /// `ConnectionLike` (on a Cluster, routed by key; through Sentinel, to the current master).
     fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static;
 }
+
+#[cfg(feature = "redis")]
+impl RedisStoreProbe for crate::store::RedisStore {
+    fn round_trips(&self) -> u64 {
+        self.round_trips_so_far()
+    }
+
+    fn script_source(operation: StoreOperation) -> Option<&'static str> {
+        Self::script_of(operation)
+    }
+
+    fn claim_key(&self, key: &RecordKey) -> Option<String> {
+        self.claim_key_of(key)
+    }
+
+    fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+        self.shared_connection()
+    }
+}

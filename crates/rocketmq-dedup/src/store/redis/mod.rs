@@ -742,13 +742,14 @@ impl DedupStore for RedisStore {
     }
 }
 
+/// What `testing::RedisStoreProbe` reads (feature `test-util`).
 #[cfg(feature = "test-util")]
-impl crate::testing::RedisStoreProbe for RedisStore {
-    fn round_trips(&self) -> u64 {
+impl RedisStore {
+    pub(crate) fn round_trips_so_far(&self) -> u64 {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn script_source(operation: StoreOperation) -> Option<&'static str> {
+    pub(crate) fn script_of(operation: StoreOperation) -> Option<&'static str> {
         match operation {
             StoreOperation::Claim => Some(CLAIM),
             StoreOperation::Commit => Some(COMMIT),
@@ -758,12 +759,12 @@ impl crate::testing::RedisStoreProbe for RedisStore {
         }
     }
 
-    fn claim_key(&self, key: &RecordKey) -> Option<String> {
+    pub(crate) fn claim_key_of(&self, key: &RecordKey) -> Option<String> {
         let at = self.layouts.locate_known(std::slice::from_ref(key))?;
         at.into_iter().next().map(|at| at.claim)
     }
 
-    fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+    pub(crate) fn shared_connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 }
