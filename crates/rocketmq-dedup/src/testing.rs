@@ -275,9 +275,7 @@ pub trait RedisStoreProbe {
 
     /// The Lua source of the script behind `operation` (claim, commit, release, renew), for
     /// tests that race a store on its script cache.
-    fn script_source(operation: StoreOperation) -> Option<&'static str>
-    where
-        Self: Sized;
+    fn script_source(operation: StoreOperation) -> Option<&'static str>;
 
     /// The Redis key of `key`'s claim, once this store has met its group (a claim of any key
     /// of the group), for tests that look at records in Redis.
